@@ -1,0 +1,103 @@
+"""Request-scoped dependencies: the DB session, the authenticated principal and role guards.
+
+Deny by default: ``create_app`` refuses to start if any route lacks a ``require_roles`` guard
+or the explicit ``public_route`` marker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+
+from broker.errors import Forbidden, Unauthorized
+from broker.identity.service import active_key
+from broker.identity.tokens import decode_access_token
+from broker.runtime import Runtime
+
+_bearer = HTTPBearer(auto_error=False, description="Broker access token from POST /auth/token")
+
+
+@dataclass(frozen=True)
+class Principal:
+    org_id: str
+    role: str
+    org_name: str
+    token_id: str
+    cnf_kid: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    org_type: str = "other"
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed when the handler returns, rolled back when it raises."""
+    with Session(get_runtime(request).engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def authenticate_token(token: str, runtime: Runtime, session: Session) -> Principal:
+    """Verify a broker token and re-check, on every request, that the org and its key are still valid."""
+    claims = decode_access_token(token, runtime.broker_key.public_key(), issuer=runtime.settings.issuer,
+                                 leeway=runtime.settings.clock_skew_seconds)
+    kid = (claims.get("cnf") or {}).get("kid")
+    if not isinstance(kid, str):
+        raise Unauthorized("The access token is not bound to a key.", code="invalid_token")
+    org, _key = active_key(session, kid)
+    if org.id != claims["sub"] or org.role != claims.get("role"):
+        raise Unauthorized("The access token does not match the registry.", code="invalid_token")
+    return Principal(org_id=org.id, role=org.role, org_name=org.name, token_id=claims["jti"], cnf_kid=kid,
+                     attributes=dict(org.attributes or {}), org_type=org.org_type)
+
+
+def current_principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+                      session: Session = Depends(get_session)) -> Principal:
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("This route needs a bearer access token.", code="missing_token")
+    principal = authenticate_token(credentials.credentials, get_runtime(request), session)
+    request.state.principal = principal
+    return principal
+
+
+class RoleGuard:
+    """Dependency that admits only the listed roles; its presence marks a route as guarded."""
+
+    def __init__(self, roles: tuple[str, ...]):
+        if not roles:
+            raise ValueError("a guarded route must allow at least one role")
+        self.roles = roles
+
+    def __call__(self, principal: Principal = Depends(current_principal)) -> Principal:
+        if principal.role not in self.roles:
+            raise Forbidden(f"This route is for {', '.join(self.roles)}; you are {principal.role}.",
+                            code="wrong_role")
+        return principal
+
+
+def require_roles(*roles: str) -> Any:
+    return Depends(RoleGuard(tuple(roles)))
+
+
+ALL_ROLES = ("provider", "consumer", "auditor", "operator")
+
+
+def public_marker() -> None:
+    """Marks a route as deliberately unauthenticated."""
+
+
+public_route = Depends(public_marker)

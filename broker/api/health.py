@@ -1,0 +1,43 @@
+"""Liveness and readiness probes, and the broker's public key set."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from broker import __version__
+from broker.api.deps import get_runtime, public_route
+from broker.errors import ServiceUnavailable
+from broker.runtime import Runtime
+from broker.storage.db import ping
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", dependencies=[public_route])
+def healthz() -> dict:
+    """The process is up."""
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/readyz", dependencies=[public_route])
+def readyz(runtime: Runtime = Depends(get_runtime)) -> dict:
+    """The process can serve: database reachable (and Redis when configured)."""
+    checks = {}
+    try:
+        ping(runtime.engine)
+        checks["database"] = "ok"
+    except Exception:
+        raise ServiceUnavailable("The database is not reachable.", code="database_unavailable") from None
+    if hasattr(runtime.replay, "ping"):
+        try:
+            runtime.replay.ping()
+            checks["redis"] = "ok"
+        except Exception:
+            raise ServiceUnavailable("Redis is not reachable.", code="redis_unavailable") from None
+    return {"status": "ready", "checks": checks}
+
+
+@router.get("/.well-known/jwks.json", dependencies=[public_route])
+def jwks(runtime: Runtime = Depends(get_runtime)) -> dict:
+    """The broker's Ed25519 public key: verifies access tokens, countersignatures and checkpoints."""
+    return {"keys": [runtime.broker_public_jwk], "issuer": runtime.settings.issuer}

@@ -1,0 +1,65 @@
+"""Every error leaves the broker as an RFC 9457 problem document with a stable ``code``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from broker.errors import TwinSpaceError
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("twinspace.errors")
+
+_HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+               406: "not_acceptable", 413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def problem_response(status: int, code: str, title: str, detail: str, instance: str | None = None,
+                     **extra) -> JSONResponse:
+    body = {"type": f"https://twinspace.dev/problems/{code}", "title": title, "status": status,
+            "detail": detail, "code": code}
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict]:
+    # Echo locations and messages, never the submitted values (they may be secrets or row data).
+    return [{"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+            for err in exc.errors()]
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TwinSpaceError)
+    async def _twinspace(request: Request, exc: TwinSpaceError):
+        body = exc.to_problem(request.url.path)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(body, status_code=exc.status, media_type=PROBLEM_JSON, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        errors = _validation_errors(exc)
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem_response(400, "malformed_json", "Bad Request", "The request body is not valid JSON.",
+                                    request.url.path)
+        return problem_response(422, "validation_failed", "Unprocessable Content",
+                                "The request does not match the expected schema.", request.url.path,
+                                errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return problem_response(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail),
+                                request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, "internal_error", "Internal Server Error",
+                                "The broker failed to handle this request; it has been logged.", request.url.path)

@@ -1,0 +1,74 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from broker import __version__
+from broker.api.deps import RoleGuard, public_marker
+from broker.api.gate import AuthGateMiddleware, public_checker
+from broker.api.limits import BodySizeLimitMiddleware
+from broker.api.problems import install_problem_handlers
+from broker.runtime import Runtime
+from broker.settings import Settings, get_settings
+
+# Each feature exposes `router` in one module; add one line per feature.
+ROUTERS = [
+    "broker.api.health",
+    "broker.identity.api",
+]
+
+
+def _dependency_calls(dependant) -> list:
+    calls = []
+    for dep in dependant.dependencies:
+        calls.append(dep.call)
+        calls.extend(_dependency_calls(dep))
+    return calls
+
+
+def api_routes(router) -> list[APIRoute]:
+    """Every APIRoute under ``router``, through nested includes (FastAPI wraps included routers)."""
+    found: list[APIRoute] = []
+    for route in router.routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif hasattr(route, "original_router"):
+            found.extend(api_routes(route.original_router))
+    return found
+
+
+def is_public(route: APIRoute) -> bool:
+    return any(c is public_marker for c in _dependency_calls(route.dependant))
+
+
+def assert_routes_guarded(routes: list[APIRoute]) -> None:
+    """Deny by default: every API route must name its roles or be explicitly public."""
+    unguarded = [f"{sorted(r.methods)} {r.path}" for r in routes
+                 if not any(isinstance(c, RoleGuard) or c is public_marker for c in _dependency_calls(r.dependant))]
+    if unguarded:
+        raise RuntimeError("Routes without a role guard (use require_roles or public_route): " + "; ".join(unguarded))
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    runtime = runtime or Runtime.start(settings)
+    app = FastAPI(title="TwinSpace broker", version=__version__,
+                  description="Trusted data space for digital-twin city assets.")
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    for module_path in ROUTERS:
+        app.include_router(importlib.import_module(module_path).router)
+    app.state.api_routes = api_routes(app.router)
+    assert_routes_guarded(app.state.api_routes)
+    app.add_middleware(AuthGateMiddleware, fastapi_app=app,
+                       public_paths_check=public_checker([r for r in app.state.api_routes if not is_public(r)]))
+    app.add_middleware(BodySizeLimitMiddleware, default_limit=settings.max_body_bytes,
+                       query_limit=settings.max_query_body_bytes)
+    return app

@@ -1,0 +1,117 @@
+"""``twinspace demo``: the data space end to end, in process, on embedded defaults.
+
+Each feature contributes steps (functions taking the DemoContext) to ``STEPS``; they run in order
+against one broker served in-process through FastAPI's TestClient (no sockets, no services).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from rich.console import Console
+from rich.table import Table
+
+from broker.app import create_app
+from broker.identity.onboarding import NewOrg, create_org_with_key
+from broker.runtime import Runtime
+from broker.settings import Settings
+from connectors.sdk import BrokerClient
+
+
+@dataclass
+class Participant:
+    org: NewOrg
+    client: BrokerClient
+
+
+@dataclass
+class DemoContext:
+    console: Console
+    settings: Settings
+    runtime: Runtime
+    app: FastAPI
+    http: TestClient
+    participants: dict[str, Participant] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def add_participant(self, label: str, *, name: str, role: str, org_type: str,
+                        attributes: dict[str, Any] | None = None) -> Participant:
+        org = create_org_with_key(self.runtime.engine, name=name, role=role, key_dir=self.settings.data_dir / "keys",
+                                  org_type=org_type, attributes=attributes, actor="demo")
+        client = BrokerClient(self.http, org.org_id, org.private_key, audience=self.settings.issuer)
+        self.participants[label] = Participant(org, client)
+        return self.participants[label]
+
+    def client(self, label: str) -> BrokerClient:
+        return self.participants[label].client
+
+
+def step_participants(ctx: DemoContext) -> None:
+    """Register the cast and authenticate each with its own key (RFC 7523 client assertion)."""
+    ctx.add_participant("operator", name="TwinSpace Operator", role="operator", org_type="operator")
+    ctx.add_participant("provider", name="Taipei Department of Transportation", role="provider",
+                        org_type="government_agency", attributes={"region": "TW-TPE", "domains": ["transport"]})
+    ctx.add_participant("provider2", name="City Planning Bureau", role="provider", org_type="government_agency",
+                        attributes={"region": "TW-TPE", "domains": ["planning"]})
+    ctx.add_participant("consumer", name="Smart Mobility Ltd", role="consumer", org_type="enterprise",
+                        attributes={"clearance": "internal", "purposes": ["traffic_planning", "research"],
+                                    "scenarios": ["parking_guidance"]})
+    ctx.add_participant("auditor", name="City Audit Office", role="auditor", org_type="audit_office",
+                        attributes={"clearance": "core"})
+    table = Table("participant", "role", "org id", "key id", "authenticated as", title="Participants")
+    for label, p in ctx.participants.items():
+        me = p.client.whoami()
+        table.add_row(p.org.name, p.org.role, p.org.org_id, p.org.kid[:12] + "…", f"{me['name']} ({me['role']})")
+    ctx.console.print(table)
+
+
+# Steps run in this order; features append theirs (one line each).
+STEPS: list[Callable[[DemoContext], None]] = [
+    step_participants,
+]
+
+
+def run_demo(*, data_dir: Path | None = None, serve: bool = False, port: int = 8000,
+             console: Console | None = None) -> int:
+    """Run every step; 0 on success, 1 with a clear message on the first failure."""
+    console = console or Console()
+    keep = data_dir is not None or serve
+    root = Path(data_dir) if data_dir else (Path(".twinspace-demo") if serve else Path(tempfile.mkdtemp(prefix="twinspace-demo-")))
+    if root.exists() and keep:
+        shutil.rmtree(root)
+    settings = Settings(data_dir=root, database_url=None, redis_url=None)
+    console.rule("[bold]TwinSpace demo[/] — embedded defaults (SQLite, in-process policies and chain)")
+    console.print(f"Broker state: {settings.data_dir}")
+    try:
+        runtime = Runtime.start(settings)
+        app = create_app(settings, runtime=runtime)
+        with TestClient(app) as http:
+            ctx = DemoContext(console, settings, runtime, app, http)
+            for step in STEPS:
+                console.rule(f"[cyan]{(step.__doc__ or step.__name__).strip().splitlines()[0]}")
+                step(ctx)
+    except Exception as exc:  # the demo reports any failure plainly and exits non-zero
+        console.print(f"[bold red]Demo failed:[/] {type(exc).__name__}: {exc}")
+        console.print(traceback.format_exc(limit=6), style="dim")
+        return 1
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    console.rule("[bold green]Demo completed")
+    if serve:
+        import os
+
+        import uvicorn
+
+        os.environ["TWINSPACE_DATA_DIR"] = str(settings.data_dir)
+        console.print(f"Serving the demo broker on http://127.0.0.1:{port} (console at /console). Ctrl-C stops it.")
+        uvicorn.run("broker.app:create_app", factory=True, host="127.0.0.1", port=port)
+    return 0

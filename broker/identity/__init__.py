@@ -1,0 +1,1 @@
+"""Participants (organisations), their keys, client-assertion authentication and broker tokens."""

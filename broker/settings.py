@@ -1,0 +1,48 @@
+"""The one settings object. Every knob is an environment variable ``TWINSPACE_<NAME>``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TWINSPACE_", extra="ignore")
+
+    # --- foundation -------------------------------------------------------------
+    data_dir: Path = Field(Path(".twinspace"), description="Where embedded state lives (SQLite file, broker key).")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in data_dir. "
+                                     "PostgreSQL: postgresql+psycopg://user@host/db")
+    redis_url: str | None = Field(None, description="Redis URL for shared replay protection across replicas.")
+    issuer: str = Field("twinspace-broker", description="Broker identity: `iss` of broker tokens and the "
+                        "audience client assertions must name.")
+    broker_key_file: Path | None = Field(None, description="Ed25519 PEM of the broker; default data_dir/broker_ed25519.pem.")
+    access_token_ttl_seconds: int = Field(600, ge=30, le=3600)
+    assertion_max_lifetime_seconds: int = Field(300, ge=10, le=300, description="Max exp-iat of a client assertion (≤ 5 min).")
+    clock_skew_seconds: int = Field(30, ge=0, le=120)
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Request body limit for ordinary routes.")
+    max_query_body_bytes: int = Field(134_217_728, ge=1024, description="Body limit for encrypted-query routes (/queries).")
+    log_level: str = "INFO"
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'twinspace.db'}"
+
+    @property
+    def effective_broker_key_file(self) -> Path:
+        return self.broker_key_file or self.data_dir / "broker_ed25519.pem"
+
+    # --- feature settings are added below, one block per feature ------------------
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,4 @@
+"""Import every feature's tables so SQLModel.metadata (and Alembic) sees them. One line per feature."""
+
+from broker.identity import models as _identity  # noqa: F401
+from broker.audit import models as _audit  # noqa: F401

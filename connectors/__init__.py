@@ -1,0 +1,1 @@
+"""TwinSpace connectors: what a participant runs on its own machine (SDK, ingest, de-identification)."""
