@@ -1,0 +1,12 @@
+# TwinSpace broker image (used by docker-compose.yml).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY broker ./broker
+COPY connectors ./connectors
+COPY policies ./policies
+COPY contracts ./contracts
+RUN pip install --no-cache-dir .
+ENV TWINSPACE_DATA_DIR=/data
+EXPOSE 8000
+CMD ["twinspace", "serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
