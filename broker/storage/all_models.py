@@ -2,3 +2,4 @@
 
 from broker.identity import models as _identity  # noqa: F401
 from broker.audit import models as _audit  # noqa: F401
+from broker.catalog import models as _catalog  # noqa: F401

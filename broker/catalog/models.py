@@ -1,0 +1,87 @@
+"""Catalog tables: one ``Asset`` row per (asset id, version); the encrypted table of each version in
+``AssetBlob``; chunked uploads staged in ``CatalogUpload``/``CatalogUploadPart`` until a publish
+consumes them (atomically, in the publish transaction)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, LargeBinary, Text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Asset(SQLModel, table=True):
+    __tablename__ = "catalog_asset"
+
+    id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(primary_key=True)
+    provider_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    status: str = Field(default="active", index=True, max_length=16)  # active | superseded | withdrawn
+    is_latest: bool = Field(default=True, index=True)
+    title: str = Field(max_length=300)
+    description: str = Field(default="", sa_column=Column(Text, nullable=False))
+    keywords: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    twin_category: str = Field(index=True, max_length=32)
+    entity_type: str = Field(index=True, max_length=64)
+    entity_code_scheme: str = Field(default="", max_length=200)
+    region: str | None = Field(default=None, max_length=16)
+    classification: str = Field(index=True, max_length=16)
+    domain: str = Field(index=True, max_length=64)
+    min_lon: float | None = None
+    min_lat: float | None = None
+    max_lon: float | None = None
+    max_lat: float | None = None
+    time_start: datetime | None = None
+    time_end: datetime | None = None
+    columns: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    row_count: int
+    content_hash: str = Field(max_length=64)
+    byte_size: int
+    deid_report: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    deid_report_hash: str | None = Field(default=None, max_length=64)
+    offers: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    withdrawn_at: datetime | None = None
+
+    @property
+    def bbox(self) -> list[float] | None:
+        if self.min_lon is None:
+            return None
+        return [self.min_lon, self.min_lat, self.max_lon, self.max_lat]
+
+
+class AssetBlob(SQLModel, table=True):
+    """AES-256-GCM ciphertext of one version's Arrow IPC file; the data key is wrapped by the master key."""
+
+    __tablename__ = "catalog_asset_blob"
+
+    asset_id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(primary_key=True)
+    master_key_id: str = Field(max_length=32)
+    wrapped_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    nonce: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    content_hash: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CatalogUpload(SQLModel, table=True):
+    __tablename__ = "catalog_upload"
+
+    id: str = Field(primary_key=True, max_length=64)
+    provider_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    byte_size: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CatalogUploadPart(SQLModel, table=True):
+    __tablename__ = "catalog_upload_part"
+
+    upload_id: str = Field(foreign_key="catalog_upload.id", primary_key=True, max_length=64)
+    part: int = Field(primary_key=True)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

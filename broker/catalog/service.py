@@ -1,0 +1,375 @@
+"""Catalog domain logic: publish / new version / withdraw, visibility, search, views, DCAT export.
+
+Visibility rule (who sees an asset's metadata):
+* auditors and operators see every asset (all versions and statuses);
+* a provider sees all of its own assets, and other providers' assets like a consumer does;
+* a consumer sees the latest version of an *active* asset when (a) its ``clearance`` attribute
+  (public < internal < sensitive < core; missing = public) is at least the asset's classification,
+  and (b) at least one offer's audience admits it: an offer without ``params.audience`` admits
+  everyone; otherwise the consumer's ``org_type`` must be in ``audience.org_types`` or its org id in
+  ``audience.org_ids``.
+The catalog never serves row data; the de-identified table lives in the vault for the data plane.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy import String, and_, cast, delete, or_
+from sqlmodel import Session, col, select
+
+from broker.audit import record_event
+from broker.canonical import canonical_json
+from broker.catalog import vault
+from broker.catalog.models import Asset, CatalogUpload, CatalogUploadPart
+from broker.catalog.schemas import CLASSIFICATION_ORDER, AssetMetadata
+from broker.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, PayloadTooLarge, Unprocessable
+from broker.settings import Settings
+
+ENTITY_CODE_SCHEME = "<region>:<category code>:<entity type>:<local id> (docs/connectors.md#entity-codes)"
+MAX_PART_BYTES = 512 * 1024
+UPLOAD_TTL = timedelta(hours=24)
+DEFAULT_MAX_UPLOAD = 512 * 1024 * 1024
+DEFAULT_MIN_K_PERSON = 5
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return _utc(dt).isoformat() if dt else None
+
+
+# --------------------------------------------------------------------------- uploads
+def create_upload(session: Session, provider_id: str) -> CatalogUpload:
+    stale = datetime.now(timezone.utc) - UPLOAD_TTL
+    old = [u.id for u in session.exec(select(CatalogUpload).where(col(CatalogUpload.created_at) < stale)).all()]
+    if old:
+        session.exec(delete(CatalogUploadPart).where(col(CatalogUploadPart.upload_id).in_(old)))
+        session.exec(delete(CatalogUpload).where(col(CatalogUpload.id).in_(old)))
+    upload = CatalogUpload(id="upl_" + secrets.token_hex(12), provider_id=provider_id)
+    session.add(upload)
+    session.flush()
+    return upload
+
+
+def _own_upload(session: Session, provider_id: str, upload_id: str) -> CatalogUpload:
+    upload = session.get(CatalogUpload, upload_id)
+    if upload is None or upload.provider_id != provider_id:
+        raise NotFound("No such upload for this provider.", code="upload_not_found")
+    return upload
+
+
+def add_upload_part(session: Session, provider_id: str, upload_id: str, part: int, data: bytes, *,
+                    settings: Settings) -> int:
+    upload = _own_upload(session, provider_id, upload_id)
+    if part < 0 or part > 100_000:
+        raise BadRequest("Part numbers run from 0.", code="upload_bad_part")
+    if not data:
+        raise BadRequest("An upload part must not be empty.", code="upload_bad_part")
+    if len(data) > MAX_PART_BYTES:
+        raise PayloadTooLarge(f"An upload part holds at most {MAX_PART_BYTES} bytes.", code="upload_part_too_large")
+    limit = getattr(settings, "catalog_max_upload_bytes", DEFAULT_MAX_UPLOAD)
+    if session.get(CatalogUploadPart, (upload_id, part)) is not None:
+        raise Conflict(f"Part {part} was already uploaded.", code="upload_part_exists")
+    if upload.byte_size + len(data) > limit:
+        raise PayloadTooLarge(f"The table exceeds the catalog limit of {limit} bytes.", code="upload_too_large")
+    session.add(CatalogUploadPart(upload_id=upload_id, part=part, data=data))
+    upload.byte_size += len(data)
+    session.add(upload)
+    return upload.byte_size
+
+
+def _consume_upload(session: Session, provider_id: str, upload_id: str) -> bytes:
+    _own_upload(session, provider_id, upload_id)
+    parts = session.exec(select(CatalogUploadPart).where(CatalogUploadPart.upload_id == upload_id)
+                         .order_by(col(CatalogUploadPart.part))).all()
+    if not parts:
+        raise BadRequest("The upload has no parts.", code="upload_empty")
+    if [p.part for p in parts] != list(range(len(parts))):
+        raise BadRequest("Upload parts are not contiguous from 0.", code="upload_incomplete")
+    data = b"".join(p.data for p in parts)
+    session.exec(delete(CatalogUploadPart).where(col(CatalogUploadPart.upload_id) == upload_id))
+    session.exec(delete(CatalogUpload).where(col(CatalogUpload.id) == upload_id))
+    return data
+
+
+# --------------------------------------------------------------------------- validation
+def _known_policy(session: Session, policy_id: str) -> bool | None:
+    """True/False when the policy library can tell, None when it is not installed."""
+    try:
+        from broker.policy import service as policy_service  # type: ignore
+    except ImportError:
+        return None
+    for name in ("policy_exists", "has_policy"):
+        fn = getattr(policy_service, name, None)
+        if callable(fn):
+            try:
+                return bool(fn(session, policy_id))
+            except TypeError:
+                return bool(fn(policy_id))
+    fn = getattr(policy_service, "get_policy", None)
+    if callable(fn):
+        try:
+            try:
+                return fn(session, policy_id) is not None
+            except TypeError:
+                return fn(policy_id) is not None
+        except NotFound:
+            return False
+    return None
+
+
+def _check_table(meta: AssetMetadata, data: bytes, settings: Settings) -> pa.Table:
+    if hashlib.sha256(data).hexdigest() != meta.content_hash:
+        raise BadRequest("The uploaded bytes do not match content_hash.", code="content_hash_mismatch")
+    try:
+        table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        raise Unprocessable("The upload is not an Arrow IPC file.", code="invalid_table") from exc
+    if table.num_rows != meta.row_count:
+        raise Unprocessable(f"row_count {meta.row_count} does not match the table ({table.num_rows}).",
+                            code="row_count_mismatch")
+    declared = [(c.name, c.type) for c in meta.columns]
+    actual = [(f.name, str(f.type)) for f in table.schema]
+    if declared != actual:
+        raise Unprocessable("columns do not match the table schema (names and Arrow types, in order).",
+                            code="schema_mismatch", extra={"table_columns": [{"name": n, "type": t} for n, t in actual]})
+    report = meta.deid_report
+    if report is not None:
+        if hashlib.sha256(canonical_json(report)).hexdigest() != meta.deid_report_hash:
+            raise BadRequest("deid_report_hash is not the SHA-256 of the report's canonical JSON.",
+                             code="deid_report_hash_mismatch")
+        try:
+            out = report["output"]
+            qis, sens = list(report["quasi_identifiers"]), list(report["sensitive_attributes"])
+            req_k, req_l = int(report["privacy_model"]["k"]), int(report["privacy_model"]["l"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Unprocessable("deid_report lacks output, quasi_identifiers, sensitive_attributes or "
+                                "privacy_model.", code="deid_report_invalid") from exc
+        if out.get("content_sha256") != meta.content_hash or out.get("rows") != meta.row_count:
+            raise Unprocessable("The de-identification report describes a different table.",
+                                code="deid_report_mismatch")
+        missing = [c for c in qis + sens if c not in table.column_names]
+        if missing:
+            raise Unprocessable(f"Report columns missing from the table: {', '.join(missing)}",
+                                code="deid_report_mismatch")
+        from connectors.deid.privacy import check_privacy  # the same pure checker the connector uses
+
+        check = check_privacy(table, qis, sens)
+        if not report.get("meets_policy") or not check.meets(req_k, req_l):
+            raise Unprocessable(f"The table does not meet its privacy model: k={check.k} (required {req_k}), "
+                                f"l={check.l_min} (required {req_l}).", code="privacy_model_not_met")
+    if meta.twin_category == "natural_person":
+        min_k = getattr(settings, "catalog_min_k_natural_person", DEFAULT_MIN_K_PERSON)
+        if report is None or int(report["privacy_model"]["k"]) < min_k:
+            raise Unprocessable(f"Person-level assets need a de-identification report with k >= {min_k}.",
+                                code="deid_required")
+    return table
+
+
+def _check_offers(session: Session, meta: AssetMetadata) -> None:
+    for offer in meta.offers:
+        known = _known_policy(session, offer.policy_id)
+        if known is False:
+            raise Unprocessable(f"Offer {offer.id!r} references unknown policy {offer.policy_id!r}.",
+                                code="unknown_policy")
+
+
+def _new_row(asset_id: str, version: int, provider_id: str, meta: AssetMetadata, size: int) -> Asset:
+    bbox = meta.bbox or [None] * 4
+    return Asset(id=asset_id, version=version, provider_id=provider_id, status="active", is_latest=True,
+                 title=meta.title, description=meta.description, keywords=list(meta.keywords),
+                 twin_category=meta.twin_category, entity_type=meta.entity_type,
+                 entity_code_scheme=ENTITY_CODE_SCHEME, region=meta.region, classification=meta.classification,
+                 domain=meta.domain, min_lon=bbox[0], min_lat=bbox[1], max_lon=bbox[2], max_lat=bbox[3],
+                 time_start=_utc(meta.time_start), time_end=_utc(meta.time_end),
+                 columns=[c.model_dump(exclude_none=True) for c in meta.columns], row_count=meta.row_count,
+                 content_hash=meta.content_hash, byte_size=size, deid_report=meta.deid_report,
+                 deid_report_hash=meta.deid_report_hash, offers=[o.model_dump() for o in meta.offers])
+
+
+# --------------------------------------------------------------------------- commands
+def publish(session: Session, provider_id: str, meta: AssetMetadata, *, settings: Settings) -> Asset:
+    """Create a new asset (version 1). Atomic: asset row, encrypted blob, audit event and upload cleanup
+    commit together or not at all."""
+    data = _consume_upload(session, provider_id, meta.upload_id)
+    _check_table(meta, data, settings)
+    _check_offers(session, meta)
+    asset = _new_row("ast_" + secrets.token_hex(10), 1, provider_id, meta, len(data))
+    session.add(asset)
+    session.flush()
+    vault.store_bytes(session, asset.id, 1, data, meta.content_hash, settings=settings)
+    record_event(session, "catalog.publish", actor=provider_id, asset_id=asset.id,
+                 details={"version": 1, "content_hash": meta.content_hash, "classification": meta.classification,
+                          "deid_report_hash": meta.deid_report_hash, "rows": meta.row_count})
+    session.flush()
+    return asset
+
+
+def _owned_latest(session: Session, provider_id: str, asset_id: str) -> Asset:
+    latest = session.exec(select(Asset).where(Asset.id == asset_id, col(Asset.is_latest).is_(True))).first()
+    if latest is None:
+        raise NotFound(f"No asset {asset_id}.", code="asset_not_found")
+    if latest.provider_id != provider_id:
+        raise Forbidden("Only the asset's provider may change it.", code="not_asset_owner")
+    if latest.status == "withdrawn":
+        raise Gone(f"Asset {asset_id} was withdrawn.", code="asset_withdrawn")
+    return latest
+
+
+def new_version(session: Session, provider_id: str, asset_id: str, meta: AssetMetadata, *,
+                settings: Settings) -> Asset:
+    latest = _owned_latest(session, provider_id, asset_id)
+    data = _consume_upload(session, provider_id, meta.upload_id)
+    _check_table(meta, data, settings)
+    _check_offers(session, meta)
+    latest.is_latest = False
+    latest.status = "superseded"
+    session.add(latest)
+    session.flush()
+    version = latest.version + 1
+    asset = _new_row(asset_id, version, provider_id, meta, len(data))
+    session.add(asset)
+    session.flush()
+    vault.store_bytes(session, asset_id, version, data, meta.content_hash, settings=settings)
+    record_event(session, "catalog.new_version", actor=provider_id, asset_id=asset_id,
+                 details={"version": version, "previous_version": latest.version, "content_hash": meta.content_hash,
+                          "deid_report_hash": meta.deid_report_hash, "rows": meta.row_count})
+    session.flush()
+    return asset
+
+
+def withdraw(session: Session, provider_id: str, asset_id: str, reason: str | None = None) -> Asset:
+    latest = _owned_latest(session, provider_id, asset_id)
+    now = datetime.now(timezone.utc)
+    for row in session.exec(select(Asset).where(Asset.id == asset_id)).all():
+        row.status = "withdrawn"
+        row.withdrawn_at = now
+        session.add(row)
+    record_event(session, "catalog.withdraw", actor=provider_id, asset_id=asset_id,
+                 details={"version": latest.version, "reason": (reason or "")[:200]})
+    session.flush()
+    return latest
+
+
+# --------------------------------------------------------------------------- queries
+def get_asset(session: Session, asset_id: str, version: int | None = None) -> Asset:
+    """One version (the latest when ``version`` is None), whatever its status; NotFound otherwise."""
+    if version is None:
+        asset = session.exec(select(Asset).where(Asset.id == asset_id, col(Asset.is_latest).is_(True))).first()
+    else:
+        asset = session.get(Asset, (asset_id, version))
+    if asset is None:
+        raise NotFound(f"No asset {asset_id}" + (f" version {version}." if version else "."), code="asset_not_found")
+    return asset
+
+
+def clearance_of(attributes: dict[str, Any] | None) -> str:
+    value = (attributes or {}).get("clearance", "public")
+    return value if value in CLASSIFICATION_ORDER else "public"
+
+
+def offer_admits(offer: dict[str, Any], org_id: str, org_type: str) -> bool:
+    audience = (offer.get("params") or {}).get("audience")
+    if not audience:
+        return True
+    return org_type in (audience.get("org_types") or []) or org_id in (audience.get("org_ids") or [])
+
+
+def can_see(asset: Asset, *, org_id: str, role: str, org_type: str = "other",
+            attributes: dict[str, Any] | None = None) -> bool:
+    if role in ("auditor", "operator"):
+        return True
+    if role == "provider" and asset.provider_id == org_id:
+        return True
+    if asset.status != "active" or not asset.is_latest:
+        return False
+    if CLASSIFICATION_ORDER[asset.classification] > CLASSIFICATION_ORDER[clearance_of(attributes)]:
+        return False
+    return any(offer_admits(o, org_id, org_type) for o in asset.offers)
+
+
+def search(session: Session, *, org_id: str, role: str, org_type: str = "other",
+           attributes: dict[str, Any] | None = None, q: str | None = None, twin_category: str | None = None,
+           entity_type: str | None = None, domain: str | None = None, classification: str | None = None,
+           provider: str | None = None, bbox: list[float] | None = None, time_from: datetime | None = None,
+           time_to: datetime | None = None, include_history: bool = False, limit: int = 50,
+           offset: int = 0, audit: bool = True) -> tuple[list[Asset], int]:
+    """Assets the caller may see that match every given filter, newest first; (page, total)."""
+    stmt = select(Asset)
+    if not include_history:
+        stmt = stmt.where(col(Asset.is_latest).is_(True))
+    if q:
+        like = f"%{q.lower()}%"
+        from sqlalchemy import func
+
+        stmt = stmt.where(or_(func.lower(Asset.title).like(like), func.lower(Asset.description).like(like),
+                              func.lower(cast(Asset.keywords, String)).like(like),
+                              func.lower(Asset.entity_type).like(like), func.lower(Asset.domain).like(like)))
+    for column, value in ((Asset.twin_category, twin_category), (Asset.entity_type, entity_type),
+                          (Asset.domain, domain), (Asset.classification, classification),
+                          (Asset.provider_id, provider)):
+        if value:
+            stmt = stmt.where(column == value)
+    if bbox:
+        w, s, e, n = bbox
+        stmt = stmt.where(and_(col(Asset.min_lon).is_not(None), col(Asset.min_lon) <= e, col(Asset.max_lon) >= w,
+                               col(Asset.min_lat) <= n, col(Asset.max_lat) >= s))
+    if time_from is not None:
+        stmt = stmt.where(col(Asset.time_end).is_not(None), col(Asset.time_end) >= _utc(time_from))
+    if time_to is not None:
+        stmt = stmt.where(col(Asset.time_start).is_not(None), col(Asset.time_start) <= _utc(time_to))
+    stmt = stmt.order_by(col(Asset.created_at).desc(), col(Asset.id), col(Asset.version).desc())
+    visible = [a for a in session.exec(stmt).all()
+               if can_see(a, org_id=org_id, role=role, org_type=org_type, attributes=attributes)]
+    page = visible[offset:offset + limit]
+    if audit:
+        filters = {k: v for k, v in {"q": q, "twin_category": twin_category, "entity_type": entity_type,
+                                     "domain": domain, "classification": classification, "provider": provider,
+                                     "bbox": bbox, "time_from": _iso(time_from), "time_to": _iso(time_to)}.items()
+                   if v is not None}
+        record_event(session, "catalog.search", actor=org_id,
+                     details={"filters": filters, "total": len(visible), "returned": len(page)})
+    return page, len(visible)
+
+
+# --------------------------------------------------------------------------- views
+def asset_policy_view(asset: Asset) -> dict[str, Any]:
+    """What the policy engine receives about an asset (no row data)."""
+    report = asset.deid_report or {}
+    achieved = report.get("achieved") or {}
+    return {"id": asset.id, "version": asset.version, "provider_id": asset.provider_id, "status": asset.status,
+            "classification": asset.classification, "domain": asset.domain, "twin_category": asset.twin_category,
+            "entity_type": asset.entity_type, "bbox": asset.bbox, "time_start": _iso(asset.time_start),
+            "time_end": _iso(asset.time_end), "offers": list(asset.offers), "content_hash": asset.content_hash,
+            "row_count": asset.row_count, "columns": [c["name"] for c in asset.columns],
+            "deid": ({"k": achieved.get("k"), "l": achieved.get("l_min"), "report_hash": asset.deid_report_hash}
+                     if asset.deid_report else None)}
+
+
+def asset_view(asset: Asset) -> dict[str, Any]:
+    """The public metadata of one asset version, as the catalog API returns it."""
+    return {"id": asset.id, "version": asset.version, "provider_id": asset.provider_id, "status": asset.status,
+            "is_latest": asset.is_latest, "title": asset.title, "description": asset.description,
+            "keywords": list(asset.keywords), "twin_category": asset.twin_category, "entity_type": asset.entity_type,
+            "entity_code_scheme": asset.entity_code_scheme, "region": asset.region,
+            "classification": asset.classification, "domain": asset.domain, "bbox": asset.bbox,
+            "time_start": _iso(asset.time_start), "time_end": _iso(asset.time_end), "columns": list(asset.columns),
+            "row_count": asset.row_count, "content_hash": asset.content_hash, "byte_size": asset.byte_size,
+            "deid_report": asset.deid_report, "deid_report_hash": asset.deid_report_hash,
+            "offers": list(asset.offers), "created_at": _iso(asset.created_at),
+            "withdrawn_at": _iso(asset.withdrawn_at)}
+
+
+def versions(session: Session, asset_id: str) -> list[Asset]:
+    return list(session.exec(select(Asset).where(Asset.id == asset_id).order_by(col(Asset.version))).all())
+
+
