@@ -95,3 +95,33 @@ class BrokerClient:
         return self.get("/orgs/me")
 
     # --- feature methods are added below, one block per feature ----------------------------
+
+    # --- catalog (owner: catalog/connectors) ----------------------------------------------
+    def catalog_upload(self, data: bytes, part_size: int = 512 * 1024) -> str:
+        """Stage a table in parts (each below the broker's body limit); returns the upload id."""
+        upload = self.post("/catalog/uploads")
+        part_size = min(part_size, int(upload.get("max_part_bytes", part_size)))
+        for n, start in enumerate(range(0, len(data), part_size)):
+            self.request("PUT", f"/catalog/uploads/{upload['upload_id']}/parts/{n}",
+                         content=data[start:start + part_size], headers={"Content-Type": "application/octet-stream"})
+        return upload["upload_id"]
+
+    def catalog_publish(self, metadata: dict[str, Any], data: bytes, asset_id: str | None = None) -> dict[str, Any]:
+        """Publish a new asset (or, with ``asset_id``, a new version of one of ours) with its table."""
+        body = {**metadata, "upload_id": self.catalog_upload(data)}
+        path = f"/catalog/assets/{asset_id}/versions" if asset_id else "/catalog/assets"
+        return self.post(path, json=body)
+
+    def catalog_withdraw(self, asset_id: str, reason: str | None = None) -> dict[str, Any]:
+        return self.post(f"/catalog/assets/{asset_id}/withdraw", json={"reason": reason})
+
+    def catalog_search(self, **filters: Any) -> dict[str, Any]:
+        params = {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
+                  for k, v in filters.items() if v is not None}
+        return self.get("/catalog/assets", params=params)
+
+    def catalog_get(self, asset_id: str, version: int | None = None) -> dict[str, Any]:
+        return self.get(f"/catalog/assets/{asset_id}", params={"version": version} if version else None)
+
+    def catalog_dcat(self) -> dict[str, Any]:
+        return self.get("/catalog/dcat")

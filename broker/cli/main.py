@@ -123,3 +123,4 @@ def demo(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Keep 
 
 
 # Feature sub-apps: one line each.
+app.add_typer(__import__("connectors.cli", fromlist=["connector_app"]).connector_app, name="connector")

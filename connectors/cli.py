@@ -1,0 +1,163 @@
+"""``twinspace connector``: what a provider runs on its own machine — ingest, de-identify, publish."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from connectors.errors import ConnectorError
+
+connector_app = typer.Typer(help="Provider-side connector: ingest, de-identify and publish twin-entity assets.",
+                            no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _fail(exc: ConnectorError) -> None:
+    console.print(f"[bold red]error[/] ({exc.code}): {exc.message}")
+    raise typer.Exit(1)
+
+
+def _progress(label: str) -> Progress:
+    return Progress(TextColumn(f"[cyan]{label}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                    TimeRemainingColumn(), console=console, transient=True)
+
+
+@connector_app.command()
+def ingest(inputs: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Input file(s)."),
+           out: Path = typer.Option(..., "--out", "-o", help="Output Arrow IPC file (.arrow)."),
+           fmt: str = typer.Option("auto", "--format", help="auto, csv, geojson, ngsi or taipei."),
+           entity_type: Optional[str] = typer.Option(None, help="Entity type (required for CSV; filters NGSI)."),
+           category: Optional[str] = typer.Option(None, help="Twin category (default from the entity type)."),
+           region: Optional[str] = typer.Option(None, help="ISO 3166 region for entity codes, e.g. TW-TPE."),
+           delimiter: str = typer.Option(",", help="CSV delimiter."),
+           encoding: str = typer.Option("utf8", help="CSV text encoding (utf8, big5, cp950, latin-1...)."),
+           require: list[str] = typer.Option([], help="CSV column that must be present (repeatable)."),
+           column_type: list[str] = typer.Option([], help="CSV column type name=arrow_type (repeatable)."),
+           id_column: Optional[str] = typer.Option(None, help="CSV column with the provider's entity id."),
+           time_column: Optional[str] = typer.Option(None, help="CSV column giving the time coverage.")) -> None:
+    """Read CSV / GeoJSON / NGSI-LD / the Taipei parking feed into an Arrow table."""
+    from connectors import ingest as ing
+    from connectors.tables import write_table
+
+    try:
+        kind = ing.detect_format(inputs[0]) if fmt == "auto" else fmt
+        if kind == "csv":
+            if len(inputs) != 1:
+                raise ConnectorError("CSV ingest takes one file")
+            types = {}
+            for spec in column_type:
+                name, sep, typ = spec.partition("=")
+                if not sep:
+                    raise ConnectorError(f"--column-type expects name=type, got {spec!r}")
+                types[name] = typ
+            with _progress(f"ingest {inputs[0].name}") as progress:
+                task = progress.add_task("csv", total=inputs[0].stat().st_size)
+                result = ing.ingest_csv(inputs[0], out, delimiter=delimiter, encoding=encoding,
+                                        require_columns=list(require), column_types=types,
+                                        entity_type=entity_type or "Record", category=category, region=region,
+                                        id_column=id_column, time_column=time_column,
+                                        on_progress=lambda done, total: progress.update(task, completed=done))
+        else:
+            if kind == "geojson":
+                result = ing.ingest_geojson(inputs[0], entity_type=entity_type, category=category, region=region)
+            elif kind == "ngsi":
+                result = ing.ingest_ngsi(list(inputs), entity_type=entity_type, category=category, region=region)
+            elif kind == "taipei":
+                result = ing.ingest_taipei_parking(inputs[0], region=region or "TW-TPE")
+            else:
+                raise ConnectorError(f"unknown format {kind!r}")
+            result.content_hash = write_table(out, result.table)
+        for w in result.warnings:
+            console.print(f"[yellow]warning[/]: {w}")
+    except ConnectorError as exc:
+        _fail(exc)
+    m = result.meta
+    typer.echo(f"{m['rows']} {m['entity_type']} rows ({m['twin_category']}) → {out}  bbox={m.get('bbox')}  "
+               f"sha256={result.content_hash}")
+
+
+@connector_app.command()
+def deidentify(table: Path = typer.Argument(..., exists=True, dir_okay=False, help="Arrow table from ingest."),
+               config: Path = typer.Option(..., "--config", "-c", exists=True, help="YAML or JSON config."),
+               out: Path = typer.Option(..., "--out", "-o", help="De-identified Arrow table."),
+               report: Optional[Path] = typer.Option(None, help="Report path (default <out>.report.json)."),
+               quiet: bool = typer.Option(False, help="Do not print the text report.")) -> None:
+    """Apply the config, check k-anonymity / l-diversity, write the table and its report (JSON + text).
+    Exits 1 when the privacy model is not met (the output is kept for inspection; publish refuses it)."""
+    from connectors.deid import deidentify as run, load_config
+    from connectors.deid.engine import render_report, unmet_message
+    from connectors.tables import get_meta, iter_batches
+
+    try:
+        cfg = load_config(config)
+        schema, _ = iter_batches(table)
+        total = int(get_meta(schema).get("rows") or 0)
+        with _progress(f"de-identify {table.name}") as progress:
+            task = progress.add_task("deid", total=total or None)
+            result = run(table, cfg, out, on_progress=lambda done, t: progress.update(task, completed=done))
+    except ConnectorError as exc:
+        _fail(exc)
+    report = report or out.with_name(out.name + ".report.json")
+    report.write_text(json.dumps(result.report, ensure_ascii=False, indent=2), encoding="utf-8")
+    text = render_report(result.report)
+    report.with_suffix(".txt").write_text(text, encoding="utf-8")
+    if not quiet:
+        typer.echo(text)
+    typer.echo(f"report: {report} (sha256 {result.report_hash})")
+    if not result.meets_policy:
+        console.print(f"[bold red]{unmet_message(result.report)}[/]")
+        raise typer.Exit(1)
+
+
+@connector_app.command()
+def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
+            broker: str = typer.Option(..., envvar="TWINSPACE_BROKER_URL", help="Broker base URL."),
+            org_id: str = typer.Option(..., envvar="TWINSPACE_ORG_ID"),
+            key: Path = typer.Option(..., envvar="TWINSPACE_ORG_KEY", exists=True, help="The org's private key (PEM)."),
+            title: str = typer.Option(...), classification: str = typer.Option(...), domain: str = typer.Option(...),
+            offer: list[str] = typer.Option([], help="Offer id=policy_id[:{json params}] (repeatable)."),
+            offers_file: Optional[Path] = typer.Option(None, exists=True, help="JSON list of offers."),
+            report: Optional[Path] = typer.Option(None, help="De-identification report (JSON)."),
+            description: str = typer.Option(""), keyword: list[str] = typer.Option([]),
+            asset_id: Optional[str] = typer.Option(None, help="Publish as a new version of this asset."),
+            audience: str = typer.Option("twinspace-broker", help="The broker's issuer name.")) -> None:
+    """Check the table against its report locally, then publish it (metadata + encrypted-at-rest table)."""
+    from connectors.publish import load_report, parse_offer, publish_file
+    from connectors.sdk import BrokerClient, BrokerError
+
+    try:
+        offers = [parse_offer(s) for s in offer]
+        if offers_file:
+            offers += json.loads(offers_file.read_text(encoding="utf-8"))
+        rep = load_report(report) if report else None
+        client = BrokerClient.connect(broker, org_id, key, audience=audience)
+        asset = publish_file(client, table, report=rep, asset_id=asset_id, title=title, description=description,
+                             keywords=list(keyword), classification=classification, domain=domain, offers=offers)
+    except ConnectorError as exc:
+        _fail(exc)
+    except BrokerError as exc:
+        console.print(f"[bold red]broker refused[/] ({exc.code}): {exc.problem.get('detail', '')}")
+        raise typer.Exit(1)
+    typer.echo(f"published {asset['id']} v{asset['version']} ({asset['row_count']} rows, sha256 {asset['content_hash']})")
+
+
+@connector_app.command()
+def withdraw(asset_id: str, broker: str = typer.Option(..., envvar="TWINSPACE_BROKER_URL"),
+             org_id: str = typer.Option(..., envvar="TWINSPACE_ORG_ID"),
+             key: Path = typer.Option(..., envvar="TWINSPACE_ORG_KEY", exists=True),
+             reason: Optional[str] = typer.Option(None),
+             audience: str = typer.Option("twinspace-broker")) -> None:
+    """Withdraw one of this provider's assets (all versions)."""
+    from connectors.sdk import BrokerClient, BrokerError
+
+    try:
+        BrokerClient.connect(broker, org_id, key, audience=audience).catalog_withdraw(asset_id, reason)
+    except BrokerError as exc:
+        console.print(f"[bold red]broker refused[/] ({exc.code}): {exc.problem.get('detail', '')}")
+        raise typer.Exit(1)
+    typer.echo(f"withdrew {asset_id}")

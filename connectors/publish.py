@@ -1,0 +1,102 @@
+"""Publish a de-identified table to a broker: build the asset metadata from the table and its
+de-identification report, re-check the privacy model locally (nothing is sent when it fails), then
+upload and publish through ``BrokerClient`` in one atomic broker transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from broker.canonical import canonical_json
+from connectors.deid.engine import unmet_message
+from connectors.deid.privacy import check_privacy
+from connectors.errors import PrivacyError, PublishError
+from connectors.tables import get_meta, ipc_bytes_to_table, schema_description
+
+CLASSIFICATIONS = ("public", "internal", "sensitive", "core")
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PublishError(f"cannot read the de-identification report {path}: {exc}", code="report_unreadable") from exc
+
+
+def prepare(data: bytes, *, title: str, classification: str, domain: str, offers: list[dict[str, Any]],
+            description: str = "", keywords: list[str] | None = None, report: dict[str, Any] | None = None,
+            units: dict[str, str] | None = None, twin_category: str | None = None, entity_type: str | None = None,
+            time_start: str | None = None, time_end: str | None = None,
+            bbox: list[float] | None = None) -> dict[str, Any]:
+    """Asset metadata for ``data`` (Arrow IPC file bytes). Raises PrivacyError / PublishError before
+    anything leaves the machine when the table and report disagree or the privacy model is unmet."""
+    if classification not in CLASSIFICATIONS:
+        raise PublishError(f"classification must be one of {', '.join(CLASSIFICATIONS)}", code="bad_classification")
+    if not offers:
+        raise PublishError("an asset needs at least one offer (policy reference)", code="no_offers")
+    try:
+        table: pa.Table = ipc_bytes_to_table(data)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise PublishError("the table is not an Arrow IPC file (run `twinspace connector ingest`)",
+                           code="bad_table") from exc
+    meta = get_meta(table.schema)
+    content_hash = hashlib.sha256(data).hexdigest()
+    category = twin_category or meta.get("twin_category")
+    etype = entity_type or meta.get("entity_type")
+    if not category or not etype:
+        raise PublishError("twin category and entity type are unknown (set them at ingest or pass them)",
+                           code="missing_metadata")
+    report_hash = None
+    if report is not None:
+        out = report.get("output") or {}
+        if out.get("content_sha256") != content_hash:
+            raise PublishError("the de-identification report was made for a different table (hash mismatch)",
+                               code="report_mismatch")
+        missing = [c for c in report.get("quasi_identifiers", []) + report.get("sensitive_attributes", [])
+                   if c not in table.column_names]
+        if missing:
+            raise PublishError(f"report columns missing from the table: {', '.join(missing)}", code="report_mismatch")
+        req = report["privacy_model"]
+        check = check_privacy(table, report["quasi_identifiers"], report["sensitive_attributes"])
+        if not report.get("meets_policy") or not check.meets(int(req["k"]), int(req["l"])):
+            raise PrivacyError(unmet_message({**report, "achieved": check.as_dict()}) +
+                               " — nothing was sent to the broker")
+        report_hash = hashlib.sha256(canonical_json(report)).hexdigest()
+    elif category == "natural_person":
+        raise PrivacyError("person-level assets must be de-identified first (no report given) — nothing was sent")
+    merged_units = {**(meta.get("units") or {}), **(units or {})}
+    return {
+        "title": title, "description": description, "keywords": list(keywords or []),
+        "twin_category": category, "entity_type": etype, "region": meta.get("region"),
+        "classification": classification, "domain": domain,
+        "bbox": bbox if bbox is not None else meta.get("bbox"),
+        "time_start": time_start or meta.get("time_start"), "time_end": time_end or meta.get("time_end"),
+        "columns": schema_description(table.schema, merged_units), "row_count": table.num_rows,
+        "content_hash": content_hash, "deid_report": report, "deid_report_hash": report_hash,
+        "offers": offers,
+    }
+
+
+def publish_file(client, path: Path, *, report: dict[str, Any] | None = None, asset_id: str | None = None,
+                 **kwargs: Any) -> dict[str, Any]:
+    """Check locally, then upload and publish ``path`` (or a new version of ``asset_id``)."""
+    data = Path(path).read_bytes()
+    metadata = prepare(data, report=report, **kwargs)
+    return client.catalog_publish(metadata, data, asset_id=asset_id)
+
+
+def parse_offer(spec: str) -> dict[str, Any]:
+    """``id=policy_id`` or ``id=policy_id:{json params}`` → an offer dict."""
+    ident, sep, rest = spec.partition("=")
+    if not sep or not ident or not rest:
+        raise PublishError(f"--offer expects id=policy_id[:json-params], got {spec!r}", code="bad_offer")
+    policy, _, params = rest.partition(":{")
+    try:
+        parsed = json.loads("{" + params) if params else {}
+    except ValueError as exc:
+        raise PublishError(f"offer {ident!r}: params are not JSON", code="bad_offer") from exc
+    return {"id": ident, "policy_id": policy, "params": parsed}
