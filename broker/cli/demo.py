@@ -76,6 +76,8 @@ def step_participants(ctx: DemoContext) -> None:
 # Steps run in this order; features append theirs (one line each).
 STEPS: list[Callable[[DemoContext], None]] = [
     step_participants,
+    __import__("broker.catalog.demo", fromlist=["x"]).step_catalog_publish,
+    __import__("broker.catalog.demo", fromlist=["x"]).step_catalog_list,
 ]
 
 
