@@ -502,6 +502,10 @@ def ingest_csv(path: Path, out_path: Path | None = None, *, delimiter: str = ","
         raise _csv_error(exc, path, bad_row) from exc
     schema = reader.schema
     names = schema.names
+    undecodable = [f.name for f in schema if pa.types.is_binary(f.type) and f.name not in types]
+    if undecodable:  # pyarrow infers binary when the text is not valid in the declared encoding
+        raise IngestError(f"{path.name}: column(s) {', '.join(undecodable)} are not valid {encoding} text; pass "
+                          "--encoding (e.g. big5, cp950, latin-1)", code="ingest_bad_encoding")
     missing = [c for c in (require_columns or []) + ([id_column] if id_column else []) if c not in names]
     if missing:
         raise IngestError(f"{path.name}: declared column(s) missing: {', '.join(missing)} "
