@@ -168,9 +168,16 @@ def deidentify(source: pa.Table | Path, config: DeidConfig, out_path: Path, *,
                 w.write_batch(b)
     stage.unlink(missing_ok=True)
     # the schema metadata (asset facts) is written once more with the final bbox and row count
-    out_meta = {**in_meta, "rows": check.rows, "deidentified": True,
-                "bbox": [round(v, 7) for v in bbox] if bbox else (None if {"lon", "lat"} & set(stage_schema.names)
-                                                                   else in_meta.get("bbox"))}
+    # extent: the ingest bbox (whole geometries) when coordinates pass unchanged and no row was dropped;
+    # otherwise the extent of the published coordinates; the ingest bbox when coordinates are gone
+    coords_kept = all(n in techniques and techniques[n].name == "keep" for n in ("lon", "lat"))
+    if coords_kept and not suppress and in_meta.get("bbox"):
+        out_bbox = in_meta["bbox"]
+    elif bbox:
+        out_bbox = [round(v, 7) for v in bbox]
+    else:
+        out_bbox = None if {"lon", "lat"} & set(stage_schema.names) else in_meta.get("bbox")
+    out_meta = {**in_meta, "rows": check.rows, "deidentified": True, "bbox": out_bbox}
     final_schema, final_batches = iter_batches(tmp_out)
     with pa.OSFile(str(out_path), "wb") as sink3, pa.ipc.new_file(
             sink3, with_meta(final_schema, out_meta), options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
