@@ -187,7 +187,7 @@ class DateTrunc(Technique):
                     parsed.append(None)
                     continue
                 try:
-                    parsed.append(datetime.fromisoformat(v.replace("Z", "+00:00")[:25]))
+                    parsed.append(datetime.fromisoformat(v.replace("Z", "+00:00")))
                 except ValueError as exc:
                     raise ConfigError(f"column {self.column!r}: a value is not an ISO 8601 date/time",
                                       code="deid_wrong_type") from exc
