@@ -42,6 +42,12 @@ class Settings(BaseSettings):
 
     # --- feature settings are added below, one block per feature ------------------
 
+    # catalog
+    vault_master_key_file: Path | None = Field(None, description="AES-256 key wrapping per-asset data keys; "
+                                               "default data_dir/vault_master.key (0600). Same file on every replica.")
+    catalog_max_upload_bytes: int = Field(536_870_912, ge=1024, description="Largest table a provider may upload.")
+    catalog_min_k_natural_person: int = Field(5, ge=2, description="k-anonymity floor for natural-person assets.")
+
 
 @lru_cache
 def get_settings() -> Settings:
