@@ -1,25 +1,56 @@
-"""Audit log entry point: every security-relevant event goes through ``record_event``."""
+"""Audit log entry point: every security-relevant event goes through ``record_event``.
+
+Entries are canonical JSON (RFC 8785) leaves of an RFC 9162 Merkle tree, chained to their
+predecessor, with gap-free sequence numbers across replicas; see ``broker.audit.log`` for the
+format and ``docs/audit.md`` for what an auditor verifies. Never put row data or secrets in
+``details``: keys naming secrets or bulk data are redacted, long values summarised.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import threading
+import weakref
 from typing import Any
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from broker.audit.models import AuditEntry
-from broker.canonical import canonical_json
+from broker.audit.log import Event, GroupCommitWriter, append
 
 
 def record_event(session: Session, kind: str, *, actor: str | None, outcome: str = "ok",
                  asset_id: str | None = None, agreement_id: str | None = None,
                  details: dict[str, Any] | None = None) -> int:
-    """Append one event in the caller's transaction; returns its sequence number."""
-    now = datetime.now(timezone.utc)
-    body = {"kind": kind, "actor": actor, "outcome": outcome, "asset_id": asset_id,
-            "agreement_id": agreement_id, "details": details or {}, "time": now.isoformat()}
-    entry = AuditEntry(created_at=now, kind=kind, actor=actor, outcome=outcome, asset_id=asset_id,
-                       agreement_id=agreement_id, body=canonical_json(body).decode())
-    session.add(entry)
-    session.flush()
-    return entry.seq
+    """Append one event in the caller's transaction; returns its sequence number.
+
+    The entry commits (and is acknowledged as durable) with the caller's transaction; if that
+    rolls back, so does the entry and its sequence number. Appends are serialised until commit,
+    so call this once the transaction's other work is done where you can.
+    """
+    ev = Event(kind=kind, actor=actor, outcome=outcome, asset_id=asset_id, agreement_id=agreement_id,
+               details=details or {})
+    return append(session.connection(), [ev])[0]
+
+
+_writers: "weakref.WeakKeyDictionary[Engine, GroupCommitWriter]" = weakref.WeakKeyDictionary()
+_writers_lock = threading.Lock()
+
+
+def log_event(engine: Engine, kind: str, *, actor: str | None, outcome: str = "ok",
+              asset_id: str | None = None, agreement_id: str | None = None,
+              details: dict[str, Any] | None = None) -> int:
+    """Append an event outside any transaction through the group-commit writer.
+
+    Blocks until the entry is durable and returns its sequence number. Use this for events that
+    are not part of a database change (e.g. a search, a denied request) on busy paths.
+    """
+    with _writers_lock:
+        writer = _writers.get(engine)
+        if writer is None:
+            writer = _writers[engine] = GroupCommitWriter(engine)
+            weakref.finalize(engine, writer.close)
+    return writer.record(kind, actor=actor, outcome=outcome, asset_id=asset_id, agreement_id=agreement_id,
+                         details=details)
+
+
+__all__ = ["record_event", "log_event", "Event"]
