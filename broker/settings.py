@@ -49,6 +49,22 @@ class Settings(BaseSettings):
     catalog_min_k_natural_person: int = Field(5, ge=2, description="k-anonymity floor for natural-person assets.")
 
 
+    # audit (broker/audit; docs/audit.md)
+    audit_origin: str | None = Field(None, description="Checkpoint origin and signed-note key name of the audit "
+                                     "log; default '<issuer>/audit'.")
+    audit_checkpoint_interval_seconds: float = Field(10.0, ge=0, description="How often a replica signs a new "
+                                                     "checkpoint when the log grew (0: only on demand).")
+    audit_anchoring: str = Field("auto", pattern="^(auto|off|embedded|rpc)$", description="Anchor checkpoints on "
+                                 "an EVM chain: off, embedded (in-process py-evm chain), rpc (chain_rpc_url); "
+                                 "auto = rpc when chain_rpc_url is set, else off.")
+    chain_rpc_url: str | None = Field(None, description="JSON-RPC URL of an EVM node (anvil, Besu) for anchoring.")
+    chain_contract_address: str | None = Field(None, description="AuditAnchor contract; default: deploy one on "
+                                               "first use and remember it in the database.")
+    chain_account_key_file: Path | None = Field(None, description="Hex secp256k1 key that sends anchor "
+                                                "transactions; default: the node's first unlocked account.")
+    audit_anchor_interval_seconds: float = Field(60.0, ge=1, description="How often the newest checkpoint is "
+                                                 "anchored (one transaction per interval, never per entry).")
+
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
