@@ -20,6 +20,7 @@ from broker.settings import Settings, get_settings
 ROUTERS = [
     "broker.api.health",
     "broker.identity.api",
+    "broker.audit.api",
     "broker.catalog.api",
 ]
 
