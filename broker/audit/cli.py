@@ -1,0 +1,302 @@
+"""``twinspace audit ...``: the auditor's and operator's command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+audit_app = typer.Typer(help="Tamper-evident audit log: entries, proofs, checkpoints, anchors, verification.",
+                        no_args_is_help=True)
+console = Console()
+DataDir = typer.Option(None, "--data-dir", help="Broker state directory (default: $TWINSPACE_DATA_DIR or .twinspace).")
+
+
+def _runtime(data_dir: Optional[Path]):
+    from broker.runtime import Runtime
+    from broker.settings import Settings
+
+    return Runtime.start(Settings(data_dir=data_dir) if data_dir else Settings())
+
+
+def _fail(exc: Exception) -> None:
+    code = getattr(exc, "code", type(exc).__name__)
+    console.print(f"[bold red]error[/] ({code}): {getattr(exc, 'detail', exc)}")
+    raise typer.Exit(2)
+
+
+@audit_app.command("list")
+def list_entries(org: Optional[str] = typer.Option(None, help="Actor org id (or org_id in details)."),
+                 kind: Optional[str] = typer.Option(None, help="Event kind; trailing * for a prefix."),
+                 asset: Optional[str] = typer.Option(None, "--asset"), agreement: Optional[str] = typer.Option(None, "--agreement"),
+                 outcome: Optional[str] = typer.Option(None, help="ok, deny, error …"),
+                 since: Optional[datetime] = typer.Option(None), until: Optional[datetime] = typer.Option(None),
+                 after_seq: int = typer.Option(0), limit: int = typer.Option(50, max=1000),
+                 as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+                 data_dir: Optional[Path] = DataDir) -> None:
+    """List and filter entries."""
+    from sqlmodel import Session
+
+    from broker.audit import service
+
+    rt = _runtime(data_dir)
+    f = service.EntryFilter(org=org, kind=kind, asset_id=asset, agreement_id=agreement, outcome=outcome,
+                            since=since, until=until, after_seq=after_seq, limit=limit)
+    with Session(rt.engine) as session:
+        entries = [service.entry_json(e) for e in service.query_entries(session, f)]
+    if as_json:
+        for e in entries:
+            sys.stdout.write(json.dumps(e) + "\n")
+        return
+    table = Table("seq", "time", "kind", "actor", "outcome", "asset", "agreement", "details")
+    for e in entries:
+        b = e["entry"]
+        table.add_row(str(e["seq"]), b["time"][:19], b["kind"], b["actor"] or "", b["outcome"], b["asset_id"] or "",
+                      b["agreement_id"] or "", json.dumps(b["details"])[:60])
+    console.print(table)
+
+
+@audit_app.command("export")
+def export(out: Path = typer.Argument(..., help="Entries JSONL (one canonical entry per line)."),
+           checkpoints: Optional[Path] = typer.Option(None, help="Also write signed checkpoints (JSONL) here."),
+           data_dir: Optional[Path] = DataDir) -> None:
+    """Export the full log (and its checkpoints) for offline verification."""
+    from broker.audit import service
+    from broker.audit.tools import db_entry_count
+
+    rt = _runtime(data_dir)
+    try:
+        service.create_checkpoint(rt)
+    except Exception as exc:  # noqa: BLE001 - export what is stored even if signing refuses (tampered log)
+        console.print(f"[yellow]warning[/]: no fresh checkpoint: {getattr(exc, 'detail', exc)}")
+    total = db_entry_count(rt.engine)
+    n = 0
+    with open(out, "wb") as fh, _progress() as progress:
+        task = progress.add_task("export", total=total)
+        for line in service.export_lines(rt.engine):
+            fh.write(line)
+            n += 1
+            if n % 10_000 == 0:
+                progress.update(task, completed=n)
+        progress.update(task, completed=n)
+    console.print(f"wrote {n} entries to {out}")
+    if checkpoints:
+        from sqlmodel import Session
+
+        with Session(rt.engine) as session, open(checkpoints, "w") as fh:
+            cps = service.list_checkpoints(session, limit=10**9)
+            for cp in cps:
+                fh.write(json.dumps(service.checkpoint_json(cp)) + "\n")
+        console.print(f"wrote {len(cps)} checkpoints to {checkpoints}")
+    console.print(f"log key: {service.log_vkey(rt)}")
+
+
+@audit_app.command("key")
+def key(data_dir: Optional[Path] = DataDir) -> None:
+    """Print the log's verifier key (C2SP vkey) to hand to auditors out of band."""
+    from broker.audit import service
+
+    print(service.log_vkey(_runtime(data_dir)))
+
+
+@audit_app.command("checkpoint")
+def checkpoint(data_dir: Optional[Path] = DataDir) -> None:
+    """Sign a checkpoint of the current log now and print it (a C2SP signed note)."""
+    from broker.audit import service
+
+    try:
+        cp = service.current_checkpoint(_runtime(data_dir))
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    sys.stdout.write(cp.note)
+
+
+@audit_app.command("prove")
+def prove(seq: int = typer.Argument(..., help="Entry sequence number (leaf index = seq - 1)."),
+          tree_size: Optional[int] = typer.Option(None, help="Default: the newest checkpoint."),
+          data_dir: Optional[Path] = DataDir) -> None:
+    """Print an inclusion proof (JSON)."""
+    from sqlmodel import Session
+
+    from broker.audit import service
+
+    rt = _runtime(data_dir)
+    try:
+        with Session(rt.engine) as session:
+            print(json.dumps(service.inclusion_proof(rt, session, seq, tree_size), indent=2))
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@audit_app.command("consistency")
+def consistency(first: int, second: Optional[int] = typer.Argument(None), data_dir: Optional[Path] = DataDir) -> None:
+    """Print a consistency proof between two tree sizes (JSON)."""
+    from sqlmodel import Session
+
+    from broker.audit import service
+
+    rt = _runtime(data_dir)
+    try:
+        with Session(rt.engine) as session:
+            print(json.dumps(service.consistency_proof(rt, session, first, second), indent=2))
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@audit_app.command("receipt")
+def receipt(seq: int, out: Optional[Path] = typer.Option(None), data_dir: Optional[Path] = DataDir) -> None:
+    """Write an offline receipt (entry, inclusion proof, signed checkpoint, log key)."""
+    from sqlmodel import Session
+
+    from broker.audit import service
+
+    rt = _runtime(data_dir)
+    try:
+        with Session(rt.engine) as session:
+            rec = service.make_receipt(rt, session, seq)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    text = json.dumps(rec, indent=2) + "\n"
+    if out:
+        out.write_text(text)
+        console.print(f"receipt for entry {seq} written to {out}")
+    else:
+        sys.stdout.write(text)
+
+
+@audit_app.command("verify-receipt")
+def verify_receipt_cmd(path: Path, key: str = typer.Option(..., "--key", help="The log's vkey, obtained out of band.")) -> None:
+    """Check a receipt with nothing but the log key."""
+    from broker.audit.service import verify_receipt
+
+    try:
+        entry = verify_receipt(json.loads(path.read_text()), key)
+    except Exception as exc:  # noqa: BLE001
+        console.print(f"[bold red]receipt INVALID[/]: {exc}")
+        raise typer.Exit(1)
+    console.print(f"[green]receipt valid[/]: entry {entry['_seq']} ({entry['kind']}) is in the signed log")
+
+
+@audit_app.command("anchor")
+def anchor(data_dir: Optional[Path] = DataDir) -> None:
+    """Anchor the newest checkpoint on the configured chain now."""
+    from broker.audit.anchor import get_anchorer
+
+    try:
+        result = get_anchorer(_runtime(data_dir)).anchor_latest()
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    print(json.dumps(result, indent=2))
+
+
+@audit_app.command("status")
+def status(data_dir: Optional[Path] = DataDir) -> None:
+    """Log size, newest checkpoint and anchoring status (lag)."""
+    from broker.audit.anchor import get_anchorer
+
+    print(json.dumps(get_anchorer(_runtime(data_dir)).status(), indent=2))
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=True)
+
+
+@audit_app.command("verify")
+def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries JSONL; default: read the local "
+                                                   "broker database directly."),
+           checkpoints: Optional[Path] = typer.Option(None, help="Signed checkpoints (JSONL export or one note); "
+                                                      "several files: repeat --extra-checkpoint."),
+           extra_checkpoint: list[Path] = typer.Option([], help="More checkpoints you kept earlier."),
+           key: Optional[str] = typer.Option(None, "--key", help="The log's vkey (name+id+key), from out of band. "
+                                             "Default (local mode only): derived from the broker key file."),
+           rpc_url: Optional[str] = typer.Option(None, help="Your own chain node, to check the anchors."),
+           contract: Optional[str] = typer.Option(None, help="AuditAnchor contract address."),
+           as_json: bool = typer.Option(False, "--json"), data_dir: Optional[Path] = DataDir) -> None:
+    """Recompute the tree from the entries, check every checkpoint signature and their consistency, the
+    on-chain anchors, and name the first bad entry. Exit code 0 = verified, 1 = problems found."""
+    from broker.audit import tools
+    from broker.audit.verify import verify_log
+
+    head = None
+    total = None
+    notes: list[str] = []
+    if entries is None:
+        from broker.audit.service import log_vkey
+
+        rt = _runtime(data_dir)
+        key = key or log_vkey(rt)
+        lines = tools.db_lines(rt.engine)
+        total = tools.db_entry_count(rt.engine)
+        notes = tools.db_checkpoint_notes(rt.engine) if checkpoints is None else []
+        head = tools.db_head(rt.engine)
+        source = f"database {rt.settings.effective_database_url}"
+        if rpc_url is None and contract is None and rt.settings.chain_rpc_url:
+            target = tools.db_anchor_target(rt.engine)
+            rpc_url = rt.settings.chain_rpc_url
+            contract = rt.settings.chain_contract_address or (target[1] if target else None)
+            if contract is None:
+                rpc_url = None
+    else:
+        if key is None:
+            raise typer.BadParameter("--key is required when verifying an export", param_hint="--key")
+        lines = tools.file_lines(entries)
+        source = str(entries)
+    if checkpoints is not None:
+        notes += tools.read_checkpoint_file(checkpoints)
+    for extra in extra_checkpoint:
+        notes += tools.read_checkpoint_file(extra)
+    anchors = None
+    if rpc_url or contract:
+        if not (rpc_url and contract):
+            raise typer.BadParameter("--rpc-url and --contract go together")
+        from web3 import Web3
+
+        from broker.audit.anchor import read_anchor_events
+
+        try:
+            anchors = read_anchor_events(Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10})), contract)
+        except Exception as exc:  # noqa: BLE001
+            console.print(f"[bold red]cannot read anchors from {rpc_url}[/]: {type(exc).__name__}: {exc}")
+            raise typer.Exit(2)
+    with _progress() as progress:
+        task = progress.add_task(f"verifying {source}", total=total)
+        report = verify_log(lines, notes, key, anchors=anchors, head=head,
+                            progress=lambda n: progress.update(task, completed=n))
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print_report(console, report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def print_report(out: Console, report) -> None:
+    table = Table(show_header=False, title="Audit log verification")
+    table.add_row("entries", str(report.entries))
+    table.add_row("root (recomputed)", report.root_hash.hex())
+    table.add_row("checkpoints", f"{report.checkpoints_verified}/{report.checkpoints_total} signatures valid; "
+                                 f"latest size {report.latest_checkpoint}; {report.consistency_checked} consistency "
+                                 "proofs checked")
+    if report.latest_anchor is not None:
+        a = report.latest_anchor
+        table.add_row("anchors", f"{report.anchors_checked} checked; latest size {a.tree_size} in block "
+                                 f"{a.block_number} (tx {a.tx_hash})")
+    else:
+        table.add_row("anchors", "not checked (no chain given)" if not report.anchors_checked else "none")
+    out.print(table)
+    for w in report.warnings:
+        out.print(f"[yellow]warning[/]: {w}")
+    if report.ok:
+        out.print("[bold green]VERIFIED[/]: every entry, checkpoint and anchor is consistent")
+        return
+    first = report.first_bad
+    out.print(f"[bold red]FAILED[/]: first bad entry: {first.seq} — {first.message}")
+    for p in report.to_json()["problems"][:20]:
+        out.print(f"  [red]•[/] [{p['kind']}] {p['message']}")

@@ -1,0 +1,67 @@
+"""Auditor-side helpers shared by the CLI and the demo: reading exports, raw database rows and chains.
+
+Nothing here goes through the broker's service logic: local verification reads the raw
+``audit_entry`` / ``audit_checkpoint`` / ``audit_head`` rows exactly as stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+
+def file_lines(path: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
+    with open(path, "rb", buffering=chunk) as fh:
+        yield from fh
+
+
+def read_checkpoint_file(path: Path) -> list[str]:
+    """Checkpoints exported as JSONL ({"note": ...} per line) or a single signed note."""
+    raw = Path(path).read_text(encoding="utf-8")
+    if raw.lstrip().startswith("{"):
+        return [json.loads(line)["note"] for line in raw.splitlines() if line.strip()]
+    return [raw]
+
+
+def db_entry_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM audit_entry")).scalar() or 0)
+
+
+def db_lines(engine: Engine, chunk: int = 20_000) -> Iterator[bytes]:
+    """Raw entry bodies in sequence-column order, as stored (keyset pagination)."""
+    after = None
+    while True:
+        with engine.connect() as conn:
+            if after is None:
+                rows = conn.execute(text("SELECT seq, body FROM audit_entry ORDER BY seq LIMIT :n"), {"n": chunk}).all()
+            else:
+                rows = conn.execute(text("SELECT seq, body FROM audit_entry WHERE seq > :a ORDER BY seq LIMIT :n"),
+                                    {"a": after, "n": chunk}).all()
+        for _, body in rows:
+            yield body.encode()
+        if len(rows) < chunk:
+            return
+        after = rows[-1][0]
+
+
+def db_checkpoint_notes(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(text("SELECT note FROM audit_checkpoint ORDER BY tree_size"))]
+
+
+def db_head(engine: Engine) -> tuple[int, str] | None:
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT size, last_leaf_hash FROM audit_head WHERE id = 1")).first()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def db_anchor_target(engine: Engine) -> tuple[int, str] | None:
+    """(chain id, contract) of the newest anchor the broker recorded (a hint; the chain is the authority)."""
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT chain_id, contract FROM audit_anchor ORDER BY anchored_at DESC LIMIT 1")).first()
+    return (int(row[0]), str(row[1])) if row else None
