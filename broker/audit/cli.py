@@ -249,6 +249,12 @@ def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries J
             raise typer.BadParameter("--key is required when verifying an export", param_hint="--key")
         lines = tools.file_lines(entries)
         source = str(entries)
+    from broker.audit.note import NoteError, parse_vkey
+
+    try:
+        parse_vkey(key)
+    except NoteError as exc:
+        raise typer.BadParameter(f"not a valid log key: {exc}", param_hint="--key") from None
     if checkpoints is not None:
         notes += tools.read_checkpoint_file(checkpoints)
     for extra in extra_checkpoint:
