@@ -30,7 +30,7 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit.models import AuditEntry
@@ -105,16 +105,38 @@ def sanitize(value: Any, *, _depth: int = 0) -> Any:
     return str(value)
 
 
+def _plain(value: Any) -> bool:
+    """True when json.dumps(sort_keys) already yields RFC 8785: no floats, ASCII keys, no surrogates."""
+    if isinstance(value, str):
+        return True
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and k.isascii() and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int))
+
+
+def canonical(obj: Any) -> bytes:
+    """RFC 8785 bytes; the stdlib encoder is used where it provably gives the same output."""
+    if _plain(obj):
+        try:
+            return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: let rfc8785 reject or handle them
+            pass
+    return canonical_json(obj)
+
+
 def entry_body(seq: int, prev: str, ev: Event, now: datetime) -> bytes:
     details = sanitize(ev.details or {})
     body = {"_prev": prev, "_seq": seq, "_v": FORMAT_VERSION, "kind": ev.kind, "actor": ev.actor,
             "outcome": ev.outcome, "asset_id": ev.asset_id, "agreement_id": ev.agreement_id,
             "details": details, "time": (ev.time or now).astimezone(timezone.utc).isoformat()}
-    data = canonical_json(body)
+    data = canonical(body)
     if len(data) > MAX_DETAILS_BYTES + 1024:
         body["details"] = {"summary": "details too large (not logged)",
-                           "sha256": hashlib.sha256(canonical_json(details)).hexdigest()}
-        data = canonical_json(body)
+                           "sha256": hashlib.sha256(canonical(details)).hexdigest()}
+        data = canonical(body)
     return data
 
 
@@ -144,19 +166,63 @@ def chain_fields(line: bytes) -> tuple[int | None, str | None]:
             prev if isinstance(prev, str) else None)
 
 
-def _allocate(conn: Connection, k: int) -> tuple[int, str]:
+_STATEMENTS: dict[str, tuple[str, str, str, str, str]] = {}
+
+
+def _statements(conn: Connection) -> tuple[str, str, str, str, str] | None:
+    """Driver-level SQL for the hot path (SQLAlchemy's per-statement overhead dominates otherwise)."""
+    style = {"pysqlite": "named", "psycopg": "pyformat", "psycopg2": "pyformat"}.get(conn.dialect.driver)
+    if style is None:
+        return None
+    got = _STATEMENTS.get(style)
+    if got is None:
+        p = (lambda n: f":{n}") if style == "named" else (lambda n: f"%({n})s")
+        got = _STATEMENTS[style] = (
+            f"UPDATE audit_head SET size = size + {p('k')} WHERE id = 1 RETURNING size, last_leaf_hash",
+            "SELECT seq, body FROM audit_entry ORDER BY seq DESC LIMIT 1",
+            f"INSERT INTO audit_head (id, size, last_leaf_hash) VALUES (1, {p('s')}, {p('h')}) "
+            "ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO audit_entry (seq, created_at, kind, actor, outcome, asset_id, agreement_id, body) VALUES "
+            f"({p('seq')}, {p('created_at')}, {p('kind')}, {p('actor')}, {p('outcome')}, {p('asset_id')}, "
+            f"{p('agreement_id')}, {p('body')})",
+            f"UPDATE audit_head SET last_leaf_hash = {p('h')} WHERE id = 1",
+        )
+    return got
+
+
+def _allocate(cur, sql, k: int) -> tuple[int, str]:
     """Reserve k sequence numbers; returns (last allocated seq, leaf hash before the first)."""
     for _ in range(2):
-        row = conn.execute(text("UPDATE audit_head SET size = size + :k WHERE id = 1 "
-                                "RETURNING size, last_leaf_hash"), {"k": k}).first()
+        cur.execute(sql[0], {"k": k})
+        row = cur.fetchone()
         if row is not None:
             return int(row[0]), str(row[1])
         # No head row (schema created without the migration): start it from the existing entries.
-        last = conn.execute(text("SELECT seq, body FROM audit_entry ORDER BY seq DESC LIMIT 1")).first()
+        cur.execute(sql[1])
+        last = cur.fetchone()
         size, h = (0, ZERO_HASH) if last is None else (int(last[0]), leaf_hex(last[1].encode()))
-        conn.execute(text("INSERT INTO audit_head (id, size, last_leaf_hash) VALUES (1, :s, :h) "
-                          "ON CONFLICT (id) DO NOTHING"), {"s": size, "h": h})
+        cur.execute(sql[2], {"s": size, "h": h})
     raise RuntimeError("audit_head row could not be created")
+
+
+class _CoreCursor:
+    """The same five statements through SQLAlchemy, for drivers with other parameter styles."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self._last = None
+
+    def execute(self, sql: str, params: dict | None = None) -> None:
+        self._last = self.conn.execute(text(sql), params or {})
+
+    def executemany(self, sql: str, rows: list[dict]) -> None:
+        self.conn.execute(text(sql), rows)
+
+    def fetchone(self):
+        return self._last.first()
+
+    def close(self) -> None:
+        pass
 
 
 def append(conn: Connection, events: list[Event]) -> list[int]:
@@ -166,19 +232,42 @@ def append(conn: Connection, events: list[Event]) -> list[int]:
     """
     if not events:
         return []
-    end, prev = _allocate(conn, len(events))
-    start = end - len(events) + 1
-    now = datetime.now(timezone.utc)
-    rows = []
-    for i, ev in enumerate(events):
-        seq = start + i
-        body = entry_body(seq, prev, ev, now)
-        prev = leaf_hex(body)
-        rows.append({"seq": seq, "created_at": ev.time or now, "kind": ev.kind[:64], "actor": ev.actor,
-                     "outcome": ev.outcome[:16], "asset_id": ev.asset_id, "agreement_id": ev.agreement_id,
-                     "body": body.decode()})
-    conn.execute(insert(AuditEntry.__table__), rows)
-    conn.execute(text("UPDATE audit_head SET last_leaf_hash = :h WHERE id = 1"), {"h": prev})
+    sql = _statements(conn)
+    if sql is None:
+        p = lambda n: f":{n}"  # noqa: E731
+        sql = (f"UPDATE audit_head SET size = size + {p('k')} WHERE id = 1 RETURNING size, last_leaf_hash",
+               "SELECT seq, body FROM audit_entry ORDER BY seq DESC LIMIT 1",
+               "INSERT INTO audit_head (id, size, last_leaf_hash) VALUES (1, :s, :h) ON CONFLICT (id) DO NOTHING",
+               "INSERT INTO audit_entry (seq, created_at, kind, actor, outcome, asset_id, agreement_id, body) "
+               "VALUES (:seq, :created_at, :kind, :actor, :outcome, :asset_id, :agreement_id, :body)",
+               "UPDATE audit_head SET last_leaf_hash = :h WHERE id = 1")
+        cur = _CoreCursor(conn)
+        to_db = None
+    else:
+        if not conn.in_transaction():
+            conn.begin()
+        cur = conn.connection.cursor()
+        to_db = AuditEntry.__table__.c.created_at.type.bind_processor(conn.dialect)
+    try:
+        end, prev = _allocate(cur, sql, len(events))
+        start = end - len(events) + 1
+        now = datetime.now(timezone.utc)
+        rows = []
+        for i, ev in enumerate(events):
+            seq = start + i
+            body = entry_body(seq, prev, ev, now)
+            prev = leaf_hex(body)
+            created = ev.time or now
+            rows.append({"seq": seq, "created_at": to_db(created) if to_db else created, "kind": ev.kind[:64],
+                         "actor": ev.actor, "outcome": ev.outcome[:16], "asset_id": ev.asset_id,
+                         "agreement_id": ev.agreement_id, "body": body.decode()})
+        if len(rows) == 1:
+            cur.execute(sql[3], rows[0])
+        else:
+            cur.executemany(sql[3], rows)
+        cur.execute(sql[4], {"h": prev})
+    finally:
+        cur.close()
     return list(range(start, end + 1))
 
 
@@ -187,10 +276,12 @@ class GroupCommitWriter:
 
     ``record(...)`` blocks until the batch holding the event has committed, then returns its
     sequence number: an entry is acknowledged only once durable. A batch closes at ``max_batch``
-    events or ``max_wait`` seconds after its first event, whichever comes first.
+    events or ``max_wait`` seconds after its first event, whichever comes first; with the default
+    ``max_wait=0`` a batch is whatever queued up while the previous one was being written, so a
+    lone event pays no extra latency and a busy broker gets large batches.
     """
 
-    def __init__(self, engine: Engine, *, max_batch: int = 256, max_wait: float = 0.002):
+    def __init__(self, engine: Engine, *, max_batch: int = 256, max_wait: float = 0.0):
         self.engine = engine
         self.max_batch = max_batch
         self.max_wait = max_wait

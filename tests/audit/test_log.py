@@ -156,3 +156,28 @@ def test_missing_head_row_is_rebuilt_from_entries(engine):
         assert record_event(s, "b", actor=None) == n + 1
     bodies = _bodies(engine)
     assert chain_fields(bodies[-1]) == (n + 1, leaf_hex(bodies[-2]))
+
+
+def test_fast_canonical_form_equals_rfc8785():
+    import random
+
+    import rfc8785
+
+    from broker.audit.log import canonical
+
+    rng = random.Random(5)
+    alphabet = ["a", "Z", "_", "é", "€", "\u2028", "\n", "\t", '"', "\\", "\x01", "\x7f", "😀", "中"]
+
+    def value(depth=0):
+        r = rng.random()
+        if depth < 3 and r < 0.2:
+            return {"".join(rng.choices(["a", "b", "B", "_", "1", "é", "😀"], k=rng.randint(0, 4))): value(depth + 1)
+                    for _ in range(rng.randint(0, 4))}
+        if depth < 3 and r < 0.35:
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        return rng.choice([None, True, False, rng.randint(-2**53 + 1, 2**53 - 1), rng.randint(-5, 5),
+                           "".join(rng.choices(alphabet, k=rng.randint(0, 8))), rng.random() * 1e6, 1e21, 0.1])
+
+    for _ in range(3000):
+        obj = {"details": value(), "kind": "k"}
+        assert canonical(obj) == rfc8785.dumps(obj), obj

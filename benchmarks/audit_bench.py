@@ -1,0 +1,279 @@
+"""Audit log benchmark: append throughput, proof sizes and times, full verification, anchoring latency.
+
+    .venv/bin/python benchmarks/audit_bench.py            # 1M-entry tree and verification
+    .venv/bin/python benchmarks/audit_bench.py --quick    # smaller sizes (about a minute)
+
+Prints one table; the ratio column is measured / target (≥ 1 meets a throughput target,
+≤ 1 meets a time target). PostgreSQL rows need the server at $TWINSPACE_TEST_PG
+(default postgresql+psycopg://postgres@127.0.0.1:5432/test); anvil rows need the npm package
+(installed into .cache/anvil by tests/audit/anvil.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from broker.audit import record_event  # noqa: E402
+from broker.audit.log import Event, GroupCommitWriter, ZERO_HASH, append, leaf_hex  # noqa: E402
+from broker.audit.merkle import MerkleTree, verify_consistency, verify_inclusion  # noqa: E402
+from broker.audit.note import Checkpoint, sign_checkpoint, vkey_string  # noqa: E402
+from broker.audit.verify import verify_log  # noqa: E402
+from broker.canonical import canonical_json  # noqa: E402
+from broker.storage.db import make_engine, migrate, session_scope  # noqa: E402
+
+PG_BASE = os.environ.get("TWINSPACE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+console = Console()
+rows: list[tuple[str, str, str, str]] = []
+
+
+def add(name: str, value: float, unit: str, target: float | None = None, higher_is_better: bool = True) -> None:
+    ratio = "" if target is None else f"{value / target:.2f}"
+    tgt = "" if target is None else (f"≥ {target:,.0f} {unit}" if higher_is_better else f"≤ {target:g} {unit}")
+    shown = f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
+    rows.append((name, shown, tgt, ratio))
+    console.print(f"  {name}: {shown}", style="dim")
+
+
+# --- appends ------------------------------------------------------------------------------------
+
+
+def bench_appends(label: str, url: str, n: int, *, threads: int = 32) -> None:
+    engine = make_engine(url)
+    migrate(engine)
+    t = time.perf_counter()
+    for i in range(n):
+        with session_scope(engine) as s:
+            record_event(s, "bench.append", actor="org-bench", details={"i": i, "rows": i, "bytes": 100 * i})
+    add(f"{label}: append, one transaction per entry", n / (time.perf_counter() - t), "entries/s",
+        5000 if label == "SQLite" else None)
+
+    batch = 256
+    t = time.perf_counter()
+    for b in range(0, n, batch):
+        with engine.begin() as conn:
+            append(conn, [Event("bench.batch", "org-bench", details={"i": i}) for i in range(b, min(n, b + batch))])
+    add(f"{label}: append, {batch} entries per transaction", n / (time.perf_counter() - t), "entries/s",
+        5000 if label == "SQLite" else None)
+
+    writer = GroupCommitWriter(engine, max_batch=256)
+    per = n // threads
+
+    def worker(k: int) -> None:
+        for i in range(per):
+            writer.record("bench.group", actor=f"org-{k}", details={"i": i})
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    t = time.perf_counter()
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    add(f"{label}: append, group commit ({threads} threads, acked when durable)",
+        per * threads / (time.perf_counter() - t), "entries/s", 5000 if label == "SQLite" else None)
+    writer.close()
+    engine.dispose()
+
+
+def pg_url() -> tuple[str | None, str | None]:
+    try:
+        import psycopg
+
+        plain = PG_BASE.replace("postgresql+psycopg", "postgresql")
+        schema = "bench_" + uuid.uuid4().hex[:10]
+        with psycopg.connect(plain, autocommit=True, connect_timeout=2) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        return f"{PG_BASE}?options=-csearch_path%3D{schema}", schema
+    except Exception as exc:  # noqa: BLE001
+        console.print(f"[yellow]PostgreSQL skipped[/]: {type(exc).__name__}: {exc}")
+        return None, None
+
+
+def drop_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_BASE.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+# --- synthetic log ------------------------------------------------------------------------------
+
+TIME = "2026-01-01T00:00:00.000000+00:00"
+
+
+def synthetic_entry(i: int, prev: str) -> bytes:
+    # The exact RFC 8785 form of a typical entry, built by formatting (checked against canonical_json).
+    return (f'{{"_prev":"{prev}","_seq":{i},"_v":1,"actor":"org-{i % 97}","agreement_id":"agr-{i % 1000}",'
+            f'"asset_id":"asset-{i % 500}","details":{{"bytes":{i * 37},"rows":{i % 10000},'
+            f'"sha256":"{leaf_hex(str(i).encode())}"}},"kind":"transfer.completed","outcome":"ok",'
+            f'"time":"{TIME}"}}').encode()
+
+
+def write_log(path: Path, n: int, key, checkpoint_every: int) -> tuple[list[str], str, float]:
+    import json
+
+    sample = synthetic_entry(7, ZERO_HASH)
+    assert canonical_json(json.loads(sample)) == sample, "synthetic entries must be canonical"
+    tree = MerkleTree()
+    notes = []
+    prev = ZERO_HASH
+    origin = "bench.twinspace/audit"
+    t = time.perf_counter()
+    with open(path, "wb") as fh:
+        for i in range(1, n + 1):
+            body = synthetic_entry(i, prev)
+            fh.write(body + b"\n")
+            tree.append(body)
+            prev = tree.leaf_hash_at(i - 1).hex()
+            if i % checkpoint_every == 0 or i == n:
+                notes.append(sign_checkpoint(Checkpoint(origin, i, tree.root(), datetime.now(timezone.utc)), key))
+    build = time.perf_counter() - t
+    return notes, vkey_string(origin, key.public_key()), build
+
+
+def bench_tree(n: int) -> None:
+    import hashlib
+
+    leaves = [hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(n)]
+    t = time.perf_counter()
+    tree = MerkleTree(leaves)
+    add(f"tree build from {n:,} leaf hashes (in memory)", n / (time.perf_counter() - t), "leaves/s")
+    rng = random.Random(1)
+    root = tree.root()
+    idx = [rng.randrange(n) for _ in range(2000)]
+    t = time.perf_counter()
+    proofs = [tree.inclusion_proof(i) for i in idx]
+    gen = (time.perf_counter() - t) / len(idx) * 1e6
+    t = time.perf_counter()
+    for i, p in zip(idx, proofs):
+        verify_inclusion(i, n, leaves[i], p, root)
+    ver = (time.perf_counter() - t) / len(idx) * 1e6
+    add(f"inclusion proof at {n:,}: generate", gen, "µs")
+    add(f"inclusion proof at {n:,}: verify", ver, "µs")
+    add(f"inclusion proof at {n:,}: size (max)", max(32 * len(p) for p in proofs), "bytes")
+    sizes = [rng.randrange(1, n) for _ in range(500)]
+    t = time.perf_counter()
+    cproofs = [tree.consistency_proof(m) for m in sizes]
+    cgen = (time.perf_counter() - t) / len(sizes) * 1e6
+    t = time.perf_counter()
+    for m, p in zip(sizes, cproofs):
+        verify_consistency(m, n, tree.root(m), root, p)
+    cver = (time.perf_counter() - t) / len(sizes) * 1e6
+    add(f"consistency proof at {n:,}: generate (incl. old root)", cgen, "µs")
+    add(f"consistency proof at {n:,}: verify", cver, "µs")
+    add(f"consistency proof at {n:,}: size (max)", max(32 * len(p) for p in cproofs), "bytes")
+
+
+def bench_verify(n: int, tmp: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    path = tmp / "log.jsonl"
+    notes, vkey, build = write_log(path, n, key, checkpoint_every=max(1, n // 10))
+    console.print(f"  wrote {n:,} entries ({path.stat().st_size / 1e6:.0f} MB) in {build:.1f} s", style="dim")
+    from broker.audit.tools import file_lines
+
+    t = time.perf_counter()
+    report = verify_log(file_lines(path), notes, vkey)
+    elapsed = time.perf_counter() - t
+    assert report.ok and report.entries == n, report.problems[:3]
+    add(f"full verification of {n:,} entries from JSONL ({len(notes)} checkpoints)", elapsed, "s",
+        10.0 * n / 1_000_000, higher_is_better=False)
+
+
+# --- anchoring ----------------------------------------------------------------------------------
+
+
+def bench_anchor(label: str, chain, count: int = 10) -> None:
+    chain.deploy()
+    times = []
+    for i in range(1, count + 1):
+        t = time.perf_counter()
+        chain.anchor(i * 1000, os.urandom(32))
+        times.append((time.perf_counter() - t) * 1000)
+    add(f"anchor transaction, {label} (median of {count})", statistics.median(times), "ms")
+
+
+def anvil_chain():
+    sys.path.insert(0, str(ROOT))
+    from tests.audit.anvil import ensure_anvil
+
+    binary, reason = ensure_anvil()
+    if binary is None:
+        console.print(f"[yellow]anvil skipped[/]: {reason}")
+        return None, None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(binary), "--host", "127.0.0.1", "--port", str(port), "--silent"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    from broker.audit.anchor import Chain
+
+    return Chain.rpc(f"http://127.0.0.1:{port}"), proc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (100k-entry tree/verify, 2k appends)")
+    args = ap.parse_args()
+    big = 100_000 if args.quick else 1_000_000
+    appends = 2_000 if args.quick else 10_000
+    tmp = Path(tempfile.mkdtemp(prefix="audit-bench-"))
+    try:
+        console.rule("appends")
+        bench_appends("SQLite", f"sqlite:///{tmp / 'bench.db'}", appends)
+        url, schema = pg_url()
+        if url:
+            try:
+                bench_appends("PostgreSQL", url, appends // 2)
+            finally:
+                drop_schema(schema)
+        console.rule("proofs")
+        bench_tree(big)
+        console.rule("verification")
+        bench_verify(big, tmp)
+        console.rule("anchoring")
+        from broker.audit.anchor import Chain
+
+        bench_anchor("in-process py-evm (eth-tester)", Chain.embedded_chain())
+        chain, proc = anvil_chain()
+        if chain is not None:
+            try:
+                bench_anchor("anvil over JSON-RPC", chain)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    table = Table("measurement", "result", "target", "ratio", title=f"Audit log benchmark ({'quick' if args.quick else 'full'})")
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
