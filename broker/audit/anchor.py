@@ -246,7 +246,8 @@ class Anchorer:
                               "tx_hash": tx.tx_hash, "block_number": tx.block_number, "chain_id": chain.chain_id,
                               "contract": chain.address}
             except ChainUnavailable as exc:
-                self._fail(exc.detail)
+                if exc.code != "anchoring_off":
+                    self._fail(exc.detail)
                 raise
             except Exception as exc:  # noqa: BLE001 - a down or misbehaving node must not break the log
                 if getattr(exc, "code", None) == "unknown_checkpoint":

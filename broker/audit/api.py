@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, get_runtime, get_session, require_roles
 from broker.audit import log_event, service
-from broker.audit.anchor import AuditDaemon, effective_mode, get_anchorer, read_anchor_events
+from broker.audit.anchor import AuditDaemon, ChainUnavailable, effective_mode, get_anchorer, read_anchor_events
 from broker.errors import Forbidden
 from broker.runtime import Runtime
 
@@ -150,12 +150,12 @@ def anchor_now(runtime: Runtime = Depends(get_runtime), _: Principal = require_r
 def anchors(runtime: Runtime = Depends(get_runtime), _: Principal = require_roles(*OVERSIGHT)) -> dict[str, Any]:
     """``Anchored`` events as the chain node reports them."""
     anchorer = get_anchorer(runtime)
-    chain = anchorer.chain()
     try:
+        chain = anchorer.chain()
         events = read_anchor_events(chain.w3, chain.address)
-    except Exception as exc:  # noqa: BLE001
-        from broker.audit.anchor import ChainUnavailable
-
+    except ChainUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a down node is a clear 503, never a crash
         raise ChainUnavailable(f"Cannot read anchors from the chain node ({type(exc).__name__}).") from None
     return {"chain_id": chain.chain_id, "contract": chain.address,
             "anchors": [{"tree_size": a.tree_size, "root_hash": a.root_hash.hex(), "block_number": a.block_number,
