@@ -181,3 +181,28 @@ def test_fast_canonical_form_equals_rfc8785():
     for _ in range(3000):
         obj = {"details": value(), "kind": "k"}
         assert canonical(obj) == rfc8785.dumps(obj), obj
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_entries_and_checkpoints_cannot_be_updated_or_deleted(database_url, tmp_path):
+    from sqlalchemy.exc import DBAPIError
+
+    from broker.storage.db import make_engine, migrate
+
+    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'a.db'}")
+    migrate(engine)
+    with session_scope(engine) as s:
+        record_event(s, "a", actor=None)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO audit_checkpoint (tree_size, root_hash, created_at, note) "
+                          "VALUES (1, 'ab', CURRENT_TIMESTAMP, 'n')"))
+    statements = ["UPDATE audit_entry SET kind = 'b'", "DELETE FROM audit_entry",
+                  "UPDATE audit_checkpoint SET root_hash = 'cd'", "DELETE FROM audit_checkpoint"]
+    if engine.dialect.name == "postgresql":
+        statements.append("TRUNCATE audit_entry")
+    for sql in statements:
+        with pytest.raises(DBAPIError, match="append-only"):
+            with engine.begin() as conn:
+                conn.execute(text(sql))
+    assert len(_bodies(engine)) == 1
+    engine.dispose()

@@ -15,6 +15,7 @@ from broker.audit.tools import db_checkpoint_notes, db_head, db_lines
 from broker.audit.verify import verify_log
 from broker.cli.main import app as cli
 from broker.storage.db import make_engine, session_scope
+from tests.audit.tamper_helpers import drop_append_only_guards
 
 N = 30
 
@@ -23,6 +24,7 @@ N = 30
 def log(runtime):
     """A log of N entries with signed checkpoints at 10, 20 and N."""
     engine = runtime.engine
+    drop_append_only_guards(engine)  # the attacker has DDL rights
     with engine.begin() as conn:  # start from an empty log so entry numbers are predictable
         conn.execute(text("DELETE FROM audit_entry"))
         conn.execute(text("UPDATE audit_head SET size = 0, last_leaf_hash = :z"), {"z": "0" * 64})

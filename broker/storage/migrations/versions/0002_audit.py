@@ -56,6 +56,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("chain_id"),
     )
 
+    _append_only_guards(create=True)
+
     # The head starts where the existing log ends (entries written before this revision).
     bind = op.get_bind()
     last = bind.execute(sa.text("SELECT seq, body FROM audit_entry ORDER BY seq DESC LIMIT 1")).first()
@@ -64,7 +66,45 @@ def upgrade() -> None:
     op.bulk_insert(head, [{"id": 1, "size": size, "last_leaf_hash": last_hash}])
 
 
+GUARDED = ("audit_entry", "audit_checkpoint")
+
+
+def _append_only_guards(create: bool) -> None:
+    """Refuse UPDATE / DELETE (and TRUNCATE on PostgreSQL) of entries and checkpoints.
+
+    Defence in depth against mistakes in application code; someone with DDL rights can drop the
+    triggers, which is what the verifier is for.
+    """
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":
+        if create:
+            op.execute("CREATE OR REPLACE FUNCTION twinspace_audit_append_only() RETURNS trigger "
+                       "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit log tables are append-only (%)', "
+                       "TG_TABLE_NAME; END $$")
+        for table in GUARDED:
+            if create:
+                op.execute(f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+                           "FOR EACH ROW EXECUTE FUNCTION twinspace_audit_append_only()")
+                op.execute(f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+                           "FOR EACH STATEMENT EXECUTE FUNCTION twinspace_audit_append_only()")
+            else:
+                op.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
+                op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
+        if not create:
+            op.execute("DROP FUNCTION IF EXISTS twinspace_audit_append_only()")
+    elif bind.dialect.name == "sqlite":
+        for table in GUARDED:
+            for action in ("UPDATE", "DELETE"):
+                name = f"{table}_no_{action.lower()}"
+                if create:
+                    op.execute(f"CREATE TRIGGER {name} BEFORE {action} ON {table} BEGIN "
+                               f"SELECT RAISE(ABORT, 'audit log tables are append-only ({table})'); END")
+                else:
+                    op.execute(f"DROP TRIGGER IF EXISTS {name}")
+
+
 def downgrade() -> None:
+    _append_only_guards(create=False)
     op.drop_table("audit_chain_contract")
     op.drop_table("audit_anchor")
     with op.batch_alter_table("audit_checkpoint", schema=None) as batch_op:
