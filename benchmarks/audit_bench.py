@@ -204,7 +204,7 @@ def bench_service(n: int, tmp: Path) -> None:
     from sqlmodel import Session
 
     from broker.audit.service import create_checkpoint, inclusion_proof, log_vkey, tree_view
-    from broker.audit.tools import db_checkpoint_notes, db_head, db_lines
+    from broker.audit.tools import db_checkpoint_notes, db_head, db_lines_checked
     from broker.crypto import generate_key
     from broker.runtime import Runtime
     from broker.settings import Settings
@@ -236,7 +236,10 @@ def bench_service(n: int, tmp: Path) -> None:
     add(f"broker: inclusion proof at {n:,} via the service (incl. checkpoint lookup)",
         (time.perf_counter() - t) / 200 * 1e6, "µs")
     t = time.perf_counter()
-    report = verify_log(db_lines(engine), db_checkpoint_notes(engine), log_vkey(rt), head=db_head(engine))
+    mismatches: list = []
+    report = verify_log(db_lines_checked(engine, mismatches), db_checkpoint_notes(engine), log_vkey(rt),
+                        head=db_head(engine))
+    assert not mismatches
     assert report.ok, report.problems[:3]
     add(f"full verification of {n:,} entries read from SQLite (audit verify, local)", time.perf_counter() - t, "s",
         10.0 * n / 1_000_000, higher_is_better=False)

@@ -233,7 +233,8 @@ def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries J
 
         rt = _runtime(data_dir)
         key = key or log_vkey(rt)
-        lines = tools.db_lines(rt.engine)
+        column_mismatches: list[tuple[int, str]] = []
+        lines = tools.db_lines_checked(rt.engine, column_mismatches)
         total = tools.db_entry_count(rt.engine)
         notes = tools.db_checkpoint_notes(rt.engine) if checkpoints is None else []
         head = tools.db_head(rt.engine)
@@ -276,6 +277,10 @@ def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries J
         task = progress.add_task(f"verifying {source}", total=total)
         report = verify_log(lines, notes, key, anchors=anchors, head=head,
                             progress=lambda n: progress.update(task, completed=n))
+    if entries is None:
+        for seq, column in column_mismatches[:100]:
+            report.add(seq, "altered", f"entry {seq} was altered: its stored {column} column differs from the "
+                                       "signed entry (it would be hidden from or misfiled in filtered queries)")
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -7,6 +7,7 @@ Nothing here goes through the broker's service logic: local verification reads t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,37 @@ def db_lines(engine: Engine, chunk: int = 20_000) -> Iterator[bytes]:
                 rows = conn.execute(text("SELECT seq, body FROM audit_entry WHERE seq > :a ORDER BY seq LIMIT :n"),
                                     {"a": after, "n": chunk}).all()
         for _, body in rows:
+            yield body.encode()
+        if len(rows) < chunk:
+            return
+        after = rows[-1][0]
+
+
+_COLUMNS = ("kind", "actor", "outcome", "asset_id", "agreement_id")
+_KEYS = tuple(f'"{c}":' for c in _COLUMNS)
+_PLAIN = re.compile(r'[^"\\\x00-\x1f]*\Z').match  # strings JSON writes without escapes
+
+
+def db_lines_checked(engine: Engine, mismatches: list[tuple[int, str]], chunk: int = 20_000) -> Iterator[bytes]:
+    """Like ``db_lines``, and records rows whose indexed columns (used by filters) disagree with the
+    signed body — someone hiding an entry from filtered queries by editing e.g. its actor column."""
+    after = 0
+    cols = ", ".join(_COLUMNS)
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(text(f"SELECT seq, body, {cols} FROM audit_entry WHERE seq > :a "
+                                     "ORDER BY seq LIMIT :n"), {"a": after, "n": chunk}).all()
+        for row in rows:
+            body = row[1]
+            for key, value in zip(_KEYS, row[2:]):
+                if value is None:
+                    fragment = key + "null"
+                elif _PLAIN(value):
+                    fragment = key + '"' + value + '"'
+                else:
+                    fragment = key + json.dumps(value, ensure_ascii=False)
+                if fragment not in body:
+                    mismatches.append((int(row[0]), key[1:-2]))
             yield body.encode()
         if len(rows) < chunk:
             return

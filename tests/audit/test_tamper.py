@@ -177,3 +177,13 @@ def test_cli_verify_names_the_entry_and_exits_nonzero(log, settings, tmp_path):
     wrong_key = runner.invoke(cli, ["audit", "verify", "--entries", str(exported), "--checkpoints", str(cps),
                                     "--key", vkey.replace("+", "+0", 1)[:-1]])
     assert wrong_key.exit_code == 2 and "not a valid log key" in wrong_key.output
+
+
+def test_edited_index_column_is_named_by_local_verification(log, settings):
+    _sql(log, ("UPDATE audit_entry SET actor = 'org-x' WHERE seq = 11", {}))
+    report = _verify(log)
+    assert report.ok  # the signed bodies are intact ...
+    r = CliRunner().invoke(cli, ["audit", "verify", "--data-dir", str(settings.data_dir), "--json"])
+    assert r.exit_code == 1, r.output  # ... but filters would now hide entry 11 from its real actor
+    first = json.loads(r.output)["first_bad"]
+    assert first["seq"] == 11 and "actor column" in first["message"]
