@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import BigInteger
 from sqlmodel import Field, SQLModel
 
 
@@ -52,12 +53,12 @@ class AuditAnchor(SQLModel, table=True):
 
     __tablename__ = "audit_anchor"
 
-    chain_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    chain_id: int = Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
     contract: str = Field(primary_key=True, max_length=42)
-    tree_size: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    tree_size: int = Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
     root_hash: str = Field(max_length=64)
     tx_hash: str = Field(max_length=66)
-    block_number: int
+    block_number: int = Field(sa_type=BigInteger)
     anchored_at: datetime
 
 
@@ -66,6 +67,6 @@ class AuditChainContract(SQLModel, table=True):
 
     __tablename__ = "audit_chain_contract"
 
-    chain_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    chain_id: int = Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
     address: str = Field(max_length=42)
     deployed_at: datetime

@@ -39,18 +39,18 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_audit_checkpoint_created_at"), ["created_at"], unique=False)
     op.create_table(
         "audit_anchor",
-        sa.Column("chain_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("chain_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("contract", sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
-        sa.Column("tree_size", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("tree_size", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("root_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("tx_hash", sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
-        sa.Column("block_number", sa.Integer(), nullable=False),
+        sa.Column("block_number", sa.BigInteger(), nullable=False),
         sa.Column("anchored_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("chain_id", "contract", "tree_size"),
     )
     op.create_table(
         "audit_chain_contract",
-        sa.Column("chain_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("chain_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("address", sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
         sa.Column("deployed_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("chain_id"),
