@@ -98,6 +98,28 @@ def export(out: Path = typer.Argument(..., help="Entries JSONL (one canonical en
     console.print(f"log key: {service.log_vkey(rt)}")
 
 
+@audit_app.command("fetch")
+def fetch(url: str = typer.Option(..., help="Broker base URL, e.g. https://broker.example"),
+          org_id: str = typer.Option(..., help="Your auditor organisation id."),
+          key_file: Path = typer.Option(..., help="Your auditor private key (PEM)."),
+          out_dir: Path = typer.Option(Path("audit-bundle"), help="Where to write log.jsonl and checkpoints.jsonl."),
+          audience: str = typer.Option("twinspace-broker", help="The broker's issuer name.")) -> None:
+    """Download the full log and all checkpoints through the API, for `twinspace audit verify`."""
+    from connectors.sdk import BrokerClient
+
+    from broker.audit.tools import fetch_bundle
+
+    try:
+        result = fetch_bundle(BrokerClient.connect(url, org_id, key_file, audience=audience), out_dir)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    console.print(f"wrote {result['entries']} entries and {result['checkpoints']} checkpoints to {out_dir}")
+    console.print(f"the broker says its log key is {result['claimed_vkey']} — verify with the key you "
+                  "obtained out of band:")
+    console.print(f"  twinspace audit verify --entries {out_dir / 'log.jsonl'} "
+                  f"--checkpoints {out_dir / 'checkpoints.jsonl'} --key '<vkey>'")
+
+
 @audit_app.command("key")
 def key(data_dir: Optional[Path] = DataDir) -> None:
     """Print the log's verifier key (C2SP vkey) to hand to auditors out of band."""
