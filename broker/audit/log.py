@@ -190,6 +190,17 @@ def _statements(conn: Connection) -> tuple[str, str, str, str, str] | None:
     return got
 
 
+_TIME_PROCESSORS: dict[str, Any] = {}
+
+
+def _time_processor(dialect) -> Any:
+    """How SQLAlchemy would bind ``created_at`` on this dialect (we bypass it on the hot path)."""
+    proc = _TIME_PROCESSORS.get(dialect.name)
+    if proc is None:
+        proc = _TIME_PROCESSORS[dialect.name] = AuditEntry.__table__.c.created_at.type.bind_processor(dialect)
+    return proc
+
+
 def _allocate(cur, sql, k: int) -> tuple[int, str]:
     """Reserve k sequence numbers; returns (last allocated seq, leaf hash before the first)."""
     for _ in range(2):
@@ -247,7 +258,7 @@ def append(conn: Connection, events: list[Event]) -> list[int]:
         if not conn.in_transaction():
             conn.begin()
         cur = conn.connection.cursor()
-        to_db = AuditEntry.__table__.c.created_at.type.bind_processor(conn.dialect)
+        to_db = _time_processor(conn.dialect)
     try:
         end, prev = _allocate(cur, sql, len(events))
         start = end - len(events) + 1

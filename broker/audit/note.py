@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from broker.crypto import public_raw
 
 ALG_ED25519 = 0x01
 SIG_PREFIX = "\u2014 "  # em dash + space
@@ -34,22 +35,18 @@ class NoteError(ValueError):
     """A note, signature, verifier key or checkpoint is malformed or does not verify."""
 
 
-def _raw_public(pub: Ed25519PublicKey) -> bytes:
-    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 def _check_name(name: str) -> None:
     if not name or any(c.isspace() for c in name) or "+" in name:
         raise NoteError(f"invalid key name {name!r}: non-empty, no whitespace, no '+'")
 
 
 def key_hash(name: str, pub: Ed25519PublicKey) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + _raw_public(pub)).digest()[:4]
+    return hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + public_raw(pub)).digest()[:4]
 
 
 def vkey_string(name: str, pub: Ed25519PublicKey) -> str:
     _check_name(name)
-    return f"{name}+{key_hash(name, pub).hex()}+" + base64.b64encode(bytes([ALG_ED25519]) + _raw_public(pub)).decode()
+    return f"{name}+{key_hash(name, pub).hex()}+" + base64.b64encode(bytes([ALG_ED25519]) + public_raw(pub)).decode()
 
 
 @dataclass(frozen=True)

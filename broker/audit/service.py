@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -336,7 +336,3 @@ def verify_receipt(receipt: dict[str, Any], vkey: str) -> dict[str, Any]:
                      cp.root_hash)
     return json.loads(body)
 
-
-def head_row(session: Session) -> tuple[int, str] | None:
-    row = session.execute(text("SELECT size, last_leaf_hash FROM audit_head WHERE id = 1")).first()
-    return (int(row[0]), str(row[1])) if row else None

@@ -10,7 +10,6 @@ from sqlalchemy import text
 
 from broker.audit import log_event, record_event
 from broker.audit.log import GroupCommitWriter, ZERO_HASH, chain_fields, leaf_hex, sanitize
-from broker.audit.models import AuditEntry
 from broker.audit.tools import db_head, db_lines
 from broker.canonical import canonical_json
 from broker.storage.db import session_scope
