@@ -233,6 +233,7 @@ class Anchorer:
 
         with self._lock:
             self.last_attempt_at = datetime.now(timezone.utc)
+            cp = None
             try:
                 cp = current_checkpoint(self.runtime)
                 chain = self.chain()
@@ -252,7 +253,15 @@ class Anchorer:
             except Exception as exc:  # noqa: BLE001 - a down or misbehaving node must not break the log
                 if getattr(exc, "code", None) == "unknown_checkpoint":
                     raise
-                if not _connection_error(exc) and "revert" in str(exc).lower():
+                if cp is not None and not _connection_error(exc) and "revert" in str(exc).lower():
+                    try:  # another replica anchored this size (or a larger one) first: that is success
+                        on_chain, _ = self._chain.latest() if self._chain else (0, b"")
+                    except Exception:  # noqa: BLE001
+                        on_chain = 0
+                    if on_chain >= cp.tree_size:
+                        self.failures, self.last_error = 0, None
+                        self.last_success_at = datetime.now(timezone.utc)
+                        return {"anchored": False, "tree_size": on_chain, "reason": "anchored by another replica"}
                     self._fail(f"anchor transaction rejected: {exc}")
                     raise ChainUnavailable(f"The anchor transaction was rejected: {exc}",
                                            code="anchor_rejected") from None

@@ -152,3 +152,24 @@ def test_node_down_log_keeps_working_and_anchoring_catches_up(tmp_path):
             node.terminate()
             node.wait(timeout=10)
     rt.engine.dispose()
+
+
+def test_replicas_racing_to_anchor_the_same_checkpoint(tmp_path):
+    rt = _runtime(tmp_path, audit_anchoring="embedded")
+    _events(rt.engine, 3)
+    anchorer = get_anchorer(rt)
+    chain = anchorer.chain()
+    cp = create_checkpoint(rt)
+    chain.anchor(cp.tree_size, bytes.fromhex(cp.root_hash))  # another replica's transaction lands first
+    real_latest, calls = chain.latest, []
+
+    def stale_then_real():  # this replica read the chain just before that transaction was mined
+        calls.append(1)
+        return (0, b"") if len(calls) == 1 else real_latest()
+
+    chain.latest = stale_then_real
+    res = anchorer.anchor_latest()  # its own transaction reverts: the size must grow
+    assert len(calls) == 2
+    assert res == {"anchored": False, "tree_size": cp.tree_size, "reason": "anchored by another replica"}
+    assert anchorer.status()["last_error"] is None and anchorer.failures == 0
+    rt.engine.dispose()
