@@ -6,7 +6,8 @@ COPY broker ./broker
 COPY connectors ./connectors
 COPY policies ./policies
 COPY contracts ./contracts
-RUN pip install --no-cache-dir .
+# Editable install: the broker reads policies/ and contracts/ relative to /app.
+RUN pip install --no-cache-dir -e .
 ENV TWINSPACE_DATA_DIR=/data
 EXPOSE 8000
 CMD ["twinspace", "serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
