@@ -22,6 +22,7 @@ ROUTERS = [
     "broker.identity.api",
     "broker.audit.api",
     "broker.catalog.api",
+    "broker.policy.api",
 ]
 
 

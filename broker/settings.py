@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     catalog_min_k_natural_person: int = Field(5, ge=2, description="k-anonymity floor for natural-person assets.")
 
 
+    # policies (broker/policy; docs/policies.md)
+    policies_dir: Path | None = Field(None, description="Rego library; default: the repository's policies/.")
+    opa_url: str | None = Field(None, description="OPA server (REST Data API); unset: embedded Rego engine.")
+    opa_timeout_seconds: float = Field(1.5, gt=0, le=30, description="OPA request timeout; a timeout is a deny.")
+
     # audit (broker/audit; docs/audit.md)
     audit_origin: str | None = Field(None, description="Checkpoint origin and signed-note key name of the audit "
                                      "log; default '<issuer>/audit'.")

@@ -1,0 +1,1 @@
+"""Usage policies: Rego in ``policies/``, decided in-process (regopy) or by an OPA server."""
