@@ -106,8 +106,8 @@ class EmbeddedEngine:
         with lock:
             interpreter.set_input(input_doc)
             output = interpreter.query(f"data.{source.package}.decision")
-        if not output.results:
-            return None
+        if not output.results or not output.results[0].expressions:
+            return None  # undefined: no decision, which the caller turns into a deny
         return output.results[0].expressions[0]
 
 

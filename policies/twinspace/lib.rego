@@ -1,3 +1,4 @@
+# Note: reasons interpolate input values only; rego-cpp 1.x mis-escapes interpolated string literals.
 # Shared checks. Every check is a set of human-readable reasons; an empty set means it passed.
 # Policies (package twinspace.policies.<id>) union the checks they need into `deny`.
 package twinspace.lib
@@ -22,13 +23,13 @@ scenario := object.get(input.request, "scenario", object.get(object.get(input, "
 role_denied contains msg if {
 	allowed := object.get(params, "roles", ["consumer"])
 	not input.consumer.role in allowed
-	msg := sprintf("role %s may not use this asset (allowed: %s)", [input.consumer.role, concat(", ", allowed)])
+	msg := sprintf("role %s may not use this asset", [input.consumer.role])
 }
 
 org_type_denied contains msg if {
 	allowed := params.org_types
 	not input.consumer.org_type in allowed
-	msg := sprintf("organisation type %s is not admitted (allowed: %s)", [input.consumer.org_type, concat(", ", allowed)])
+	msg := sprintf("organisation type %s is not admitted by this offer", [input.consumer.org_type])
 }
 
 # Clearance versus classification (分级) -----------------------------------------------------
@@ -39,14 +40,14 @@ clearance_denied contains msg if {
 
 clearance_denied contains msg if {
 	levels[clearance] < levels[input.asset.classification]
-	msg := sprintf("clearance %s is below the asset's classification %s", [clearance, input.asset.classification])
+	msg := sprintf("the consumer's clearance is below the asset's classification %s", [input.asset.classification])
 }
 
 # Purpose limitation -------------------------------------------------------------------------
 purpose_denied contains msg if {
 	allowed := object.get(params, "purposes", [])
 	not purpose in allowed
-	msg := sprintf("purpose %s is not among the permitted purposes (%s)", [purpose, concat(", ", allowed)])
+	msg := "the declared purpose is not among the permitted purposes"
 }
 
 # Validity window (epoch seconds) -------------------------------------------------------------

@@ -8,13 +8,13 @@ import rego.v1
 
 deny contains msg if {
 	not lib.scenario in object.get(lib.params, "scenarios", [])
-	msg := sprintf("scenario %s is not one this offer admits", [lib.scenario])
+	msg := "the declared scenario is not one this offer admits"
 }
 
 deny contains msg if {
 	lib.scenario in object.get(lib.params, "scenarios", [])
 	not lib.scenario in object.get(input, "approvals", [])
-	msg := sprintf("scenario %s has not been approved for this consumer yet", [lib.scenario])
+	msg := "the declared scenario has not been approved for this consumer yet"
 }
 
 deny contains r if some r in lib.role_denied
