@@ -108,7 +108,8 @@ def upload_policy(session: Session, settings: Settings, policy_id: str, rego: st
         document = EmbeddedEngine(shared).compile(source).query(f"data.{source.package}.decision")
     except PolicyError as exc:
         raise BadRequest(str(exc), code="policy_compile_error") from None
-    if not document.results or not isinstance(document.results[0].expressions[0], dict):
+    expressions = document.results[0].expressions if document.results else []
+    if not expressions or not isinstance(expressions[0], dict):
         raise BadRequest("the policy must define `decision := {\"allow\": ..., \"deny\": ..., \"obligations\": ...}`.",
                          code="policy_without_decision")
     row = PolicyVersion(policy_id=policy_id, version=number, rego=rego, sha256=source.sha256,
