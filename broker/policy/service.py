@@ -105,7 +105,9 @@ def upload_policy(session: Session, settings: Settings, policy_id: str, rego: st
     source = versioned(policy_id, number, rego)
     shared, _ = load_library(policies_dir(settings))
     try:
-        document = EmbeddedEngine(shared).compile(source).query(f"data.{source.package}.decision")
+        interpreter, bundle = EmbeddedEngine(shared).compile(source)
+        interpreter.set_input({"action": "read", "now": 0, "consumer": {}, "asset": {}, "usage": {}, "request": {}})
+        document = interpreter.query_bundle(bundle)
     except PolicyError as exc:
         raise BadRequest(str(exc), code="policy_compile_error") from None
     expressions = document.results[0].expressions if document.results else []

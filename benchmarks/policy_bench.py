@@ -1,0 +1,67 @@
+"""Policy decision benchmark: embedded regopy engine vs the OPA REST API path, same inputs.
+
+Run from the repository root:  .venv/bin/python benchmarks/policy_bench.py [--rounds N]
+The OPA path is measured against the OPA-API stand-in (embedded engine behind HTTP on loopback),
+so its figures are HTTP + JSON + client overhead on top of the same evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from broker.policy.engine import EmbeddedEngine, OpaServerEngine, decide_with  # noqa: E402
+from broker.policy.library import load_library  # noqa: E402
+from broker.policy.opa_standin import create_opa_standin  # noqa: E402
+from tests.policy.cases import CASES  # noqa: E402
+from tests.serving import serve_app  # noqa: E402
+
+
+def measure(engine, rounds: int) -> list[float]:
+    _, builtins = load_library()
+    for policy, _, doc, _ in CASES:  # warm-up: compile / push every policy once
+        decide_with(engine, builtins[policy], doc)
+    latencies = []
+    for _ in range(rounds):
+        for policy, _, doc, _ in CASES:
+            start = time.perf_counter()
+            decide_with(engine, builtins[policy], doc)
+            latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def row(name: str, latencies: list[float], baseline: float | None) -> list[str]:
+    ordered = sorted(latencies)
+    p50 = statistics.median(ordered)
+    p99 = ordered[int(len(ordered) * 0.99) - 1]
+    rate = len(ordered) / sum(ordered)
+    ratio = f"{p50 / baseline:.1f}×" if baseline else "1.0×"
+    return [name, f"{len(ordered)}", f"{rate:,.0f}", f"{p50 * 1000:.3f}", f"{p99 * 1000:.3f}", ratio]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=20, help="passes over the case table")
+    args = parser.parse_args()
+    shared, _ = load_library()
+    embedded = measure(EmbeddedEngine(shared), args.rounds)
+    with serve_app(create_opa_standin()) as url:
+        opa = measure(OpaServerEngine(url, shared), max(1, args.rounds // 4))
+    base = statistics.median(embedded)
+    table = Table("engine", "decisions", "decisions/s", "p50 ms", "p99 ms", "p50 vs embedded",
+                  title=f"Policy decisions over {len(CASES)} cases (target: embedded p50 ≤ 1 ms)")
+    table.add_row(*row("embedded (regopy)", embedded, None))
+    table.add_row(*row("OPA REST API (stand-in, loopback)", opa, base))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
