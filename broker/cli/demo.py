@@ -78,6 +78,7 @@ STEPS: list[Callable[[DemoContext], None]] = [
     step_participants,
     __import__("broker.catalog.demo", fromlist=["x"]).step_catalog_publish,
     __import__("broker.catalog.demo", fromlist=["x"]).step_catalog_list,
+    __import__("broker.policy.demo", fromlist=["x"]).step_policies,
     __import__("broker.audit.demo", fromlist=["x"]).step_audit_verify,  # keep last: verifies everything above
 ]
 
