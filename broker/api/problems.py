@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -35,9 +36,26 @@ def _validation_errors(exc: RequestValidationError) -> list[dict]:
             for err in exc.errors()]
 
 
+def _audit_refusal(request: Request, exc: TwinSpaceError) -> None:
+    """Refusals are security events too. The request's own transaction was rolled back, so the
+    entry is appended on its own (durably) — a denied publish or transfer still leaves a trace."""
+    if request.url.path == "/auth/token":  # the token endpoint records auth.denied itself
+        return
+    from broker.audit import log_event
+
+    principal = getattr(request.state, "principal", None)
+    try:
+        log_event(request.app.state.runtime.engine, "request.refused", actor=getattr(principal, "org_id", None),
+                  outcome="deny", details={"method": request.method, "path": request.url.path,
+                                           "status": exc.status, "code": exc.code})
+    except Exception:  # noqa: BLE001 - never mask the refusal itself
+        log.exception("could not audit a refused request")
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(TwinSpaceError)
     async def _twinspace(request: Request, exc: TwinSpaceError):
+        await run_in_threadpool(_audit_refusal, request, exc)
         body = exc.to_problem(request.url.path)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(body, status_code=exc.status, media_type=PROBLEM_JSON, headers=headers)

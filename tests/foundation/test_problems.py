@@ -79,3 +79,18 @@ def test_health_and_jwks(client, runtime):
     assert client.get("/readyz").json()["checks"]["database"] == "ok"
     jwk = client.get("/.well-known/jwks.json").json()["keys"][0]
     assert jwk["kid"] == runtime.broker_kid and jwk["crv"] == "Ed25519"
+
+
+def test_refused_requests_are_audited_even_though_their_transaction_rolls_back(client, make_org, engine):
+    from sqlmodel import Session, select
+
+    from broker.audit.models import AuditEntry
+
+    consumer = make_org("consumer")
+    r = client.post("/orgs", headers=consumer.headers(), json={"name": "Rogue Org", "role": "operator",
+                                                                "public_key": "A" * 43})
+    assert r.status_code == 403
+    with Session(engine) as s:
+        refused = s.exec(select(AuditEntry).where(AuditEntry.kind == "request.refused")).all()
+    assert refused and refused[-1].actor == consumer.org_id and refused[-1].outcome == "deny"
+    assert '"code":"wrong_role"' in refused[-1].body and '"path":"/orgs"' in refused[-1].body
