@@ -4,3 +4,4 @@ from broker.identity import models as _identity  # noqa: F401
 from broker.audit import models as _audit  # noqa: F401
 from broker.catalog import models as _catalog  # noqa: F401
 from broker.policy import models as _policy  # noqa: F401
+from broker.privacy import models as _privacy  # noqa: F401
