@@ -14,8 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import warnings
+
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
+
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+from fastapi.testclient import TestClient  # noqa: E402  (after the filter: the demo's output stays clean)
 from rich.console import Console
 from rich.table import Table
 
