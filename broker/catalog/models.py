@@ -4,15 +4,14 @@ consumes them (atomically, in the publish transaction)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
+from broker.storage.db import utcnow
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Asset(SQLModel, table=True):

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
+from broker.storage.db import utcnow
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Role(str, Enum):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
+from broker.storage.db import utcnow
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class PolicyVersion(SQLModel, table=True):
@@ -20,7 +19,7 @@ class PolicyVersion(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     description: str = Field(default="", max_length=500)
     created_by: str = Field(max_length=64)
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class UsageCounter(SQLModel, table=True):
@@ -31,7 +30,7 @@ class UsageCounter(SQLModel, table=True):
     agreement_id: str = Field(primary_key=True, max_length=64)
     accesses: int = 0
     rows: int = 0
-    updated_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class ScenarioApproval(SQLModel, table=True):
@@ -43,4 +42,4 @@ class ScenarioApproval(SQLModel, table=True):
     consumer_id: str = Field(primary_key=True, max_length=64)
     scenario: str = Field(primary_key=True, max_length=100)
     approved_by: str = Field(max_length=64)
-    approved_at: datetime = Field(default_factory=_now)
+    approved_at: datetime = Field(default_factory=utcnow)

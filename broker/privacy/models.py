@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
+from broker.storage.db import utcnow
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class PrivacyBudget(SQLModel, table=True):
@@ -19,4 +18,4 @@ class PrivacyBudget(SQLModel, table=True):
     epsilon_spent: float = 0.0
     epsilon_reserved: float = 0.0
     queries: int = 0
-    updated_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -78,3 +78,10 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def utcnow():
+    """Timezone-aware now, the default for every timestamp column."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
