@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     audit_anchor_interval_seconds: float = Field(60.0, ge=1, description="How often the newest checkpoint is "
                                                  "anchored (one transaction per interval, never per entry).")
 
+    # contracts and transfers (broker/contracts, broker/transfer; docs/contracts.md)
+    contract_default_validity_days: int = Field(30, ge=1, le=3660, description="Agreement validity when neither "
+                                                "party names an end.")
+    contract_max_validity_days: int = Field(366, ge=1, le=3660, description="Longest validity an agreement may have.")
+    transfer_token_ttl_seconds: int = Field(300, ge=30, le=3600, description="Lifetime of a data-plane transfer "
+                                            "token (bound to the agreement and the consumer key).")
+    transfer_pop_max_age_seconds: int = Field(60, ge=5, le=300, description="Max age of the proof-of-possession "
+                                              "JWT sent with each data-plane request (single use).")
+    dataplane_url: str | None = Field(None, description="Public base URL of the data plane put in DSP "
+                                      "DataAddress endpoints; default: a path relative to the broker.")
+
 @lru_cache
 def get_settings() -> Settings:
     return Settings()

@@ -5,3 +5,5 @@ from broker.audit import models as _audit  # noqa: F401
 from broker.catalog import models as _catalog  # noqa: F401
 from broker.policy import models as _policy  # noqa: F401
 from broker.privacy import models as _privacy  # noqa: F401
+from broker.contracts import models as _contracts  # noqa: F401
+from broker.transfer import models as _transfer  # noqa: F401

@@ -1,0 +1,30 @@
+"""Transfer processes (DSP): one row per TransferRequestMessage (id = providerPid)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from broker.storage.db import utcnow
+
+
+class TransferProcess(SQLModel, table=True):
+    __tablename__ = "transfer_process"
+    __table_args__ = (UniqueConstraint("consumer_id", "consumer_pid", name="uq_transfer_process_consumer_pid"),)
+
+    id: str = Field(primary_key=True, max_length=64)  # providerPid
+    consumer_pid: str = Field(max_length=128)
+    agreement_id: str = Field(foreign_key="contract_agreement.id", index=True, max_length=64)
+    consumer_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    provider_id: str = Field(max_length=64)
+    asset_id: str = Field(max_length=64)
+    asset_version: int
+    format: str = Field(max_length=64)
+    state: str = Field(index=True, max_length=16)
+    token_generation: int = 0  # bumped on suspend/terminate/complete: earlier tokens stop working
+    pulls: int = 0
+    rows_served: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
