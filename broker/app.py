@@ -23,6 +23,8 @@ ROUTERS = [
     "broker.audit.api",
     "broker.catalog.api",
     "broker.policy.api",
+    "broker.contracts.api",
+    "broker.transfer.api",
 ]
 
 

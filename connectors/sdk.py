@@ -125,3 +125,155 @@ class BrokerClient:
 
     def catalog_dcat(self) -> dict[str, Any]:
         return self.get("/catalog/dcat")
+
+    # --- contracts and transfers (owner: contracts; docs/contracts.md) ----------------------
+    # The org's private key signs agreements and proofs of possession here; it never leaves this process.
+    def _dsp(self, type_: str, **fields: Any) -> dict[str, Any]:
+        from broker.contracts.messages import CONTEXT
+
+        return {"@context": CONTEXT, "@type": type_, **{k: v for k, v in fields.items() if v is not None}}
+
+    def _pids(self, negotiation_id: str) -> dict[str, str]:
+        neg = self.get(f"/dsp/negotiations/{negotiation_id}")
+        return {"providerPid": neg["providerPid"], "consumerPid": neg["consumerPid"]}
+
+    def contract_catalog(self) -> dict[str, Any]:
+        """DSP CatalogRequestMessage: the DCAT catalog with offers (``odrl:hasPolicy``)."""
+        return self.post("/dsp/catalog/request", json=self._dsp("CatalogRequestMessage"))
+
+    def contract_request(self, offer: str, purpose: str, scenario: str | None = None, not_after: str | None = None,
+                         consumer_pid: str | None = None) -> dict[str, Any]:
+        """Consumer: ContractRequestMessage for a catalog offer IRI; returns the ContractNegotiation."""
+        import uuid
+
+        return self.post("/dsp/negotiations/request", json=self._dsp(
+            "ContractRequestMessage", consumerPid=consumer_pid or f"urn:uuid:{uuid.uuid4()}", offer={"@id": offer},
+            **{"twin:purpose": purpose, "twin:scenario": scenario, "twin:notAfter": not_after}))
+
+    def contract_offer(self, negotiation_id: str, *, max_rows: int | None = None, columns: list[str] | None = None,
+                       not_after: str | None = None, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Provider: ContractOfferMessage, optionally narrowing the terms."""
+        neg = self.get(f"/contracts/negotiations/{negotiation_id}")
+        terms = {k: v for k, v in {"max_rows": max_rows, "columns": columns, "not_after": not_after,
+                                   "params": params}.items() if v is not None}
+        offer = {"@id": neg["twin:negotiation"]["offer"], **({"twin:terms": terms} if terms else {})}
+        return self.post(f"/dsp/negotiations/{negotiation_id}/offers", json=self._dsp(
+            "ContractOfferMessage", offer=offer, **self._pids(negotiation_id)))
+
+    def contract_event(self, negotiation_id: str, event: str) -> dict[str, Any]:
+        return self.post(f"/dsp/negotiations/{negotiation_id}/events", json=self._dsp(
+            "ContractNegotiationEventMessage", eventType=event, **self._pids(negotiation_id)))
+
+    def contract_accept(self, negotiation_id: str) -> dict[str, Any]:
+        return self.contract_event(negotiation_id, "ACCEPTED")
+
+    def contract_agree(self, negotiation_id: str) -> dict[str, Any]:
+        """Provider: fetch the drafted agreement, sign its RFC 8785 form locally, send it."""
+        from broker.contracts.signing import sign_document
+
+        draft = self.post(f"/contracts/negotiations/{negotiation_id}/agreement-draft")
+        doc = draft["document"]
+        if doc.get("provider_id") != self.org_id:
+            raise ValueError("the drafted agreement does not name us as provider")
+        signature = sign_document(self.private_key, doc, role="provider", org_id=self.org_id)
+        return self.post(f"/dsp/negotiations/{negotiation_id}/agreement", json=self._dsp(
+            "ContractAgreementMessage", agreement=doc, **self._pids(negotiation_id), **{"twin:signature": signature}))
+
+    def contract_verify(self, negotiation_id: str) -> dict[str, Any]:
+        """Consumer: check the agreement names us and carries a valid provider signature, then countersign
+        it with our key (ContractAgreementVerificationMessage)."""
+        from broker.contracts.signing import sign_document
+
+        neg = self.get(f"/contracts/negotiations/{negotiation_id}")
+        agreement = neg["agreement"]
+        doc = agreement["document"]
+        if doc.get("consumer_id") != self.org_id:
+            raise ValueError("the agreement does not name us as consumer")
+        signature = sign_document(self.private_key, doc, role="consumer", org_id=self.org_id)
+        return self.post(f"/dsp/negotiations/{negotiation_id}/agreement/verification", json=self._dsp(
+            "ContractAgreementVerificationMessage", **self._pids(negotiation_id), **{"twin:signature": signature}))
+
+    def contract_finalize(self, negotiation_id: str) -> dict[str, Any]:
+        return self.contract_event(negotiation_id, "FINALIZED")
+
+    def contract_terminate(self, negotiation_id: str, code: str | None = None,
+                           reason: str | None = None) -> dict[str, Any]:
+        return self.post(f"/dsp/negotiations/{negotiation_id}/termination", json=self._dsp(
+            "ContractNegotiationTerminationMessage", code=code, reason=[reason] if reason else None,
+            **self._pids(negotiation_id)))
+
+    def contract_get(self, negotiation_id: str) -> dict[str, Any]:
+        return self.get(f"/contracts/negotiations/{negotiation_id}")
+
+    def contract_agreements(self, **filters: Any) -> dict[str, Any]:
+        return self.get("/contracts/agreements", params={k: v for k, v in filters.items() if v is not None})
+
+    def contract_agreement(self, agreement_id: str) -> dict[str, Any]:
+        return self.get(f"/contracts/agreements/{agreement_id}")
+
+    def contract_export(self, agreement_id: str) -> dict[str, Any]:
+        return self.get(f"/contracts/agreements/{agreement_id}/export")
+
+    def contract_revoke(self, agreement_id: str, reason: str | None = None) -> dict[str, Any]:
+        return self.post(f"/contracts/agreements/{agreement_id}/revoke", json={"reason": reason})
+
+    def transfer_request(self, agreement_id: str, consumer_pid: str | None = None) -> dict[str, Any]:
+        """Consumer: TransferRequestMessage; returns the TransferProcess with ``twin:startMessage``."""
+        import uuid
+
+        return self.post("/dsp/transfers/request", json=self._dsp(
+            "TransferRequestMessage", consumerPid=consumer_pid or f"urn:uuid:{uuid.uuid4()}",
+            agreementId=agreement_id, format="HttpData-PULL"))
+
+    @staticmethod
+    def data_address(start: dict[str, Any]) -> tuple[str, str]:
+        """(endpoint, token) from a TransferStartMessage or a TransferProcess carrying one."""
+        start = start.get("twin:startMessage", start)
+        address = start["dataAddress"]
+        props = {p["name"]: p["value"] for p in address["endpointProperties"]}
+        return address["endpoint"], props["authorization"]
+
+    def transfer_pull(self, start: dict[str, Any], fmt: str = "csv", columns: list[str] | None = None) -> bytes:
+        """Pull the data: bearer token + transfer token + a fresh proof of possession (signed here)."""
+        from broker.transfer.tokens import make_pop
+
+        endpoint, token = self.data_address(start)
+        path = httpx.URL(endpoint).path
+        params = {"format": fmt, **({"columns": ",".join(columns)} if columns else {})}
+        headers = {**self.headers(), "TwinSpace-Transfer-Token": token,
+                   "TwinSpace-PoP": make_pop(self.private_key, method="GET", path=path, token=token)}
+        return self._raw(self.http.get(endpoint, params=params, headers=headers))
+
+    def _raw(self, response: httpx.Response) -> bytes:
+        if response.status_code >= 400:
+            self._check(response)
+        return response.content
+
+    def transfer_token(self, transfer_id: str) -> dict[str, Any]:
+        return self.post(f"/transfers/{transfer_id}/token")
+
+    def transfer_get(self, transfer_id: str) -> dict[str, Any]:
+        return self.get(f"/dsp/transfers/{transfer_id}")
+
+    def transfer_message(self, transfer_id: str, kind: str, code: str | None = None) -> dict[str, Any]:
+        """kind: start (resume), suspension, completion or termination."""
+        types = {"start": "TransferStartMessage", "suspension": "TransferSuspensionMessage",
+                 "completion": "TransferCompletionMessage", "termination": "TransferTerminationMessage"}
+        tp = self.transfer_get(transfer_id)
+        extra = {"code": code} if code and kind in ("suspension", "termination") else {}
+        return self.post(f"/dsp/transfers/{transfer_id}/{kind}", json=self._dsp(
+            types[kind], providerPid=tp["providerPid"], consumerPid=tp["consumerPid"], **extra))
+
+
+def negotiate(consumer: BrokerClient, provider: BrokerClient, offer: str, purpose: str, *,
+              scenario: str | None = None, max_rows: int | None = None, columns: list[str] | None = None,
+              not_after: str | None = None) -> dict[str, Any]:
+    """The whole DSP negotiation between two participants' clients; returns the finalised agreement."""
+    neg = consumer.contract_request(offer, purpose, scenario=scenario, not_after=not_after)
+    pid = neg["providerPid"]
+    provider.contract_offer(pid, max_rows=max_rows, columns=columns)
+    consumer.contract_accept(pid)
+    provider.contract_agree(pid)
+    consumer.contract_verify(pid)
+    provider.contract_finalize(pid)
+    return consumer.contract_get(pid)["agreement"]

@@ -1,0 +1,159 @@
+"""Contract routes (thin). ``/dsp/...``: Dataspace Protocol endpoints (JSON-LD messages, validated);
+``/contracts/...``: the management API the CLI, SDK and console use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from sqlmodel import Session
+
+from broker.api.deps import ALL_ROLES, Principal, get_runtime, get_session, require_roles
+from broker.contracts import service, signing
+from broker.contracts.messages import (CatalogRequestMessage, ContractAgreementMessage,
+                                       ContractAgreementVerificationMessage, ContractNegotiationEventMessage,
+                                       ContractNegotiationTerminationMessage, ContractOfferMessage,
+                                       ContractRequestMessage)
+from broker.crypto import b64url
+from broker.schemas import StrictModel
+
+router = APIRouter(tags=["contracts"])
+LD = "application/ld+json"
+PARTIES = ("consumer", "provider")
+
+
+def _ld(body: dict[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status, media_type=LD)
+
+
+def _neg(neg) -> JSONResponse:
+    return _ld(service.negotiation_view(neg))
+
+
+# --------------------------------------------------------------------------- DSP: catalog
+@router.post("/dsp/catalog/request")
+def dsp_catalog(msg: CatalogRequestMessage, principal: Principal = require_roles(*ALL_ROLES),
+                session: Session = Depends(get_session)) -> JSONResponse:
+    """CatalogRequestMessage → the DCAT catalog the caller may see (offers as ``odrl:hasPolicy``)."""
+    from broker.catalog import dcat
+    from broker.catalog.service import search
+
+    page, _ = search(session, org_id=principal.org_id, role=principal.role, org_type=principal.org_type,
+                     attributes=principal.attributes, limit=10_000, offset=0)
+    return _ld(dcat.catalog(page))
+
+
+# --------------------------------------------------------------------------- DSP: negotiation
+@router.post("/dsp/negotiations/request", status_code=201)
+def dsp_request(msg: ContractRequestMessage, request: Request, principal: Principal = require_roles("consumer"),
+                session: Session = Depends(get_session)) -> JSONResponse:
+    neg = service.request_contract(session, get_runtime(request).settings, principal, msg)
+    return _ld(service.negotiation_view(neg), 201 if not msg.providerPid else 200)
+
+
+@router.post("/dsp/negotiations/{pid}/request")
+def dsp_counter_request(pid: str, msg: ContractRequestMessage, request: Request,
+                        principal: Principal = require_roles("consumer"),
+                        session: Session = Depends(get_session)) -> JSONResponse:
+    msg = msg.model_copy(update={"providerPid": pid}) if msg.providerPid in (None, pid) else msg
+    return _neg(service.request_contract(session, get_runtime(request).settings, principal, msg))
+
+
+@router.post("/dsp/negotiations/{pid}/offers")
+def dsp_offer(pid: str, msg: ContractOfferMessage, principal: Principal = require_roles("provider"),
+              session: Session = Depends(get_session)) -> JSONResponse:
+    return _neg(service.offer_contract(session, principal, pid, msg))
+
+
+@router.post("/dsp/negotiations/{pid}/events")
+def dsp_event(pid: str, msg: ContractNegotiationEventMessage, request: Request,
+              principal: Principal = require_roles(*PARTIES), session: Session = Depends(get_session)) -> JSONResponse:
+    runtime = get_runtime(request)
+    return _neg(service.negotiation_event(session, runtime.settings, runtime.broker_key, principal, pid, msg))
+
+
+@router.post("/dsp/negotiations/{pid}/agreement")
+def dsp_agreement(pid: str, msg: ContractAgreementMessage, principal: Principal = require_roles("provider"),
+                  session: Session = Depends(get_session)) -> JSONResponse:
+    return _neg(service.agree(session, principal, pid, msg))
+
+
+@router.post("/dsp/negotiations/{pid}/agreement/verification")
+def dsp_verification(pid: str, msg: ContractAgreementVerificationMessage,
+                     principal: Principal = require_roles("consumer"),
+                     session: Session = Depends(get_session)) -> JSONResponse:
+    return _neg(service.verify_agreement(session, principal, pid, msg))
+
+
+@router.post("/dsp/negotiations/{pid}/termination")
+def dsp_termination(pid: str, msg: ContractNegotiationTerminationMessage,
+                    principal: Principal = require_roles("consumer", "provider", "operator"),
+                    session: Session = Depends(get_session)) -> JSONResponse:
+    return _neg(service.terminate(session, principal, pid, msg))
+
+
+@router.get("/dsp/negotiations/{pid}")
+def dsp_get(pid: str, principal: Principal = require_roles(*ALL_ROLES),
+            session: Session = Depends(get_session)) -> JSONResponse:
+    neg = service.get_negotiation(session, pid, principal)
+    return _ld(service.negotiation_view(neg))
+
+
+# --------------------------------------------------------------------------- management API
+@router.get("/contracts/negotiations")
+def list_negotiations(state: str | None = Query(None, max_length=16), limit: int = Query(100, ge=1, le=1000),
+                      principal: Principal = require_roles(*ALL_ROLES),
+                      session: Session = Depends(get_session)) -> dict[str, Any]:
+    items = service.list_negotiations(session, principal, state=state, limit=limit)
+    return {"items": [service.negotiation_view(n) for n in items]}
+
+
+@router.get("/contracts/negotiations/{pid}")
+def get_negotiation(pid: str, principal: Principal = require_roles(*ALL_ROLES),
+                    session: Session = Depends(get_session)) -> dict[str, Any]:
+    neg = service.get_negotiation(session, pid, principal)
+    body = service.negotiation_view(neg)
+    if neg.agreement_id:
+        body["agreement"] = service.agreement_view(service.get_agreement(session, neg.agreement_id, principal))
+    return body
+
+
+@router.post("/contracts/negotiations/{pid}/agreement-draft")
+def agreement_draft(pid: str, request: Request, principal: Principal = require_roles("provider"),
+                    session: Session = Depends(get_session)) -> dict[str, Any]:
+    """The exact agreement document to sign, with its RFC 8785 bytes (base64url) and hash."""
+    doc = service.agreement_draft(session, get_runtime(request).settings, principal, pid)
+    return {"document": doc, "signing_input": b64url(signing.signing_input(doc)),
+            "document_sha256": signing.document_sha256(doc)}
+
+
+@router.get("/contracts/agreements")
+def list_agreements(status: str | None = Query(None, max_length=16), asset_id: str | None = Query(None, max_length=64),
+                    limit: int = Query(100, ge=1, le=1000), principal: Principal = require_roles(*ALL_ROLES),
+                    session: Session = Depends(get_session)) -> dict[str, Any]:
+    items = service.list_agreements(session, principal, status=status, asset_id=asset_id, limit=limit)
+    return {"items": [service.agreement_view(a) for a in items]}
+
+
+@router.get("/contracts/agreements/{agreement_id}")
+def get_agreement(agreement_id: str, principal: Principal = require_roles(*ALL_ROLES),
+                  session: Session = Depends(get_session)) -> dict[str, Any]:
+    return service.agreement_view(service.get_agreement(session, agreement_id, principal))
+
+
+@router.get("/contracts/agreements/{agreement_id}/export")
+def export_agreement(agreement_id: str, request: Request, principal: Principal = require_roles(*ALL_ROLES),
+                     session: Session = Depends(get_session)) -> dict[str, Any]:
+    runtime = get_runtime(request)
+    return service.export_bundle(session, runtime.settings, runtime.broker_key, principal, agreement_id)
+
+
+class RevokeIn(StrictModel):
+    reason: str | None = None
+
+
+@router.post("/contracts/agreements/{agreement_id}/revoke")
+def revoke(agreement_id: str, body: RevokeIn | None = None, principal: Principal = require_roles("provider", "operator"),
+           session: Session = Depends(get_session)) -> dict[str, Any]:
+    return service.agreement_view(service.revoke(session, principal, agreement_id, body.reason if body else None))
