@@ -83,6 +83,8 @@ STEPS: list[Callable[[DemoContext], None]] = [
     __import__("broker.catalog.demo", fromlist=["x"]).step_catalog_publish,
     __import__("broker.catalog.demo", fromlist=["x"]).step_catalog_list,
     __import__("broker.policy.demo", fromlist=["x"]).step_policies,
+    __import__("broker.contracts.demo", fromlist=["x"]).step_contract_negotiate,
+    __import__("broker.contracts.demo", fromlist=["x"]).step_contract_download,
     __import__("broker.audit.demo", fromlist=["x"]).step_audit_verify,  # keep last: verifies everything above
 ]
 
