@@ -180,15 +180,19 @@ class BrokerClient:
             "ContractAgreementMessage", agreement=doc, **self._pids(negotiation_id), **{"twin:signature": signature}))
 
     def contract_verify(self, negotiation_id: str) -> dict[str, Any]:
-        """Consumer: check the agreement names us and carries a valid provider signature, then countersign
-        it with our key (ContractAgreementVerificationMessage)."""
+        """Consumer: check the agreement names us and the terms we negotiated (asset, purpose, scenario),
+        then sign it with our key (ContractAgreementVerificationMessage). The broker checks the provider's
+        signature; ``twinspace contract verify`` re-checks everything offline after finalisation."""
         from broker.contracts.signing import sign_document
 
         neg = self.get(f"/contracts/negotiations/{negotiation_id}")
-        agreement = neg["agreement"]
-        doc = agreement["document"]
+        doc = neg["agreement"]["document"]
+        terms = neg["twin:negotiation"]
         if doc.get("consumer_id") != self.org_id:
             raise ValueError("the agreement does not name us as consumer")
+        if (doc["asset"]["id"], doc["asset"]["version"], doc["purpose"], doc["scenario"]) != (
+                terms["asset_id"], terms["asset_version"], terms["purpose"], terms["scenario"]):
+            raise ValueError("the agreement's asset or purpose differs from what we negotiated")
         signature = sign_document(self.private_key, doc, role="consumer", org_id=self.org_id)
         return self.post(f"/dsp/negotiations/{negotiation_id}/agreement/verification", json=self._dsp(
             "ContractAgreementVerificationMessage", **self._pids(negotiation_id), **{"twin:signature": signature}))
