@@ -16,6 +16,7 @@ from broker.contracts.messages import (CatalogRequestMessage, ContractAgreementM
                                        ContractNegotiationTerminationMessage, ContractOfferMessage,
                                        ContractRequestMessage)
 from broker.crypto import b64url
+from broker.errors import BadRequest
 from broker.schemas import StrictModel
 
 router = APIRouter(tags=["contracts"])
@@ -56,7 +57,9 @@ def dsp_request(msg: ContractRequestMessage, request: Request, principal: Princi
 def dsp_counter_request(pid: str, msg: ContractRequestMessage, request: Request,
                         principal: Principal = require_roles("consumer"),
                         session: Session = Depends(get_session)) -> JSONResponse:
-    msg = msg.model_copy(update={"providerPid": pid}) if msg.providerPid in (None, pid) else msg
+    if msg.providerPid not in (None, pid):
+        raise BadRequest("providerPid differs from the negotiation in the path.", code="pid_mismatch")
+    msg = msg.model_copy(update={"providerPid": pid})
     return _neg(service.request_contract(session, get_runtime(request).settings, principal, msg))
 
 
