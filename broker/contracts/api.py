@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import Field
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, get_runtime, get_session, require_roles
@@ -160,3 +161,91 @@ class RevokeIn(StrictModel):
 def revoke(agreement_id: str, body: RevokeIn | None = None, principal: Principal = require_roles("provider", "operator"),
            session: Session = Depends(get_session)) -> dict[str, Any]:
     return service.agreement_view(service.revoke(session, principal, agreement_id, body.reason if body else None))
+
+
+# --------------------------------------------------------------------------- management API: negotiate, sign, pull
+class NegotiationIn(StrictModel):
+    asset_id: str = Field(min_length=1, max_length=64)
+    offer_id: str = Field(min_length=1, max_length=64)
+    purpose: str = Field(min_length=1, max_length=100)
+    scenario: str | None = Field(None, max_length=100)
+    not_after: str | None = Field(None, max_length=40, description="ISO 8601 requested end of validity")
+
+
+class OfferIn(StrictModel):
+    max_rows: int | None = Field(None, ge=1, le=10_000_000)
+    columns: list[str] | None = Field(None, min_length=1, max_length=2000)
+    not_after: str | None = Field(None, max_length=40)
+    params: dict[str, Any] | None = None
+
+
+class SignatureIn(StrictModel):
+    kid: str = Field(min_length=1, max_length=64)
+    signature: str = Field(min_length=16, max_length=200, pattern=r"^[A-Za-z0-9_-]+$",
+                           description="base64url Ed25519 signature over the RFC 8785 canonical document")
+
+
+@router.post("/contracts/negotiations", status_code=201)
+def open_negotiation(body: NegotiationIn, request: Request, principal: Principal = require_roles("consumer"),
+                     session: Session = Depends(get_session)) -> dict[str, Any]:
+    neg = service.open_negotiation(session, get_runtime(request).settings, principal, asset_id=body.asset_id,
+                                   offer_id=body.offer_id, purpose=body.purpose, scenario=body.scenario,
+                                   not_after=body.not_after)
+    return service.negotiation_view(neg)
+
+
+@router.post("/contracts/negotiations/{pid}/offer")
+def offer_negotiation(pid: str, body: OfferIn | None = None, principal: Principal = require_roles("provider"),
+                      session: Session = Depends(get_session)) -> dict[str, Any]:
+    body = body or OfferIn()
+    return service.negotiation_view(service.offer_negotiation(
+        session, principal, pid, max_rows=body.max_rows, columns=body.columns, not_after=body.not_after,
+        params=body.params))
+
+
+@router.post("/contracts/negotiations/{pid}/accept")
+def accept_negotiation(pid: str, request: Request, principal: Principal = require_roles("consumer"),
+                       session: Session = Depends(get_session)) -> dict[str, Any]:
+    runtime = get_runtime(request)
+    return service.negotiation_view(service.accept_negotiation(session, runtime.settings, runtime.broker_key,
+                                                               principal, pid))
+
+
+def _signable(agreement) -> dict[str, Any]:
+    return {**service.agreement_view(agreement), "signing_input": b64url(signing.signing_input(agreement.document))}
+
+
+@router.post("/contracts/negotiations/{pid}/agree", status_code=201)
+def agree_negotiation(pid: str, request: Request, principal: Principal = require_roles("provider"),
+                      session: Session = Depends(get_session)) -> dict[str, Any]:
+    """Fix the agreement document (→ AGREED). Both parties sign ``signing_input`` (its RFC 8785 bytes)."""
+    return _signable(service.fix_agreement(session, get_runtime(request).settings, principal, pid))
+
+
+@router.post("/contracts/agreements/{agreement_id}/signatures")
+def sign_agreement(agreement_id: str, body: SignatureIn, request: Request,
+                   principal: Principal = require_roles("consumer", "provider"),
+                   session: Session = Depends(get_session)) -> dict[str, Any]:
+    runtime = get_runtime(request)
+    agreement = service.add_signature(session, runtime.settings, runtime.broker_key, principal, agreement_id,
+                                      kid=body.kid, signature=body.signature)
+    return _signable(agreement)
+
+
+@router.get("/contracts/agreements/{agreement_id}/bundle")
+def agreement_bundle(agreement_id: str, request: Request, principal: Principal = require_roles(*ALL_ROLES),
+                     session: Session = Depends(get_session)) -> dict[str, Any]:
+    """The offline-verifiable bundle (``twinspace contract verify FILE``)."""
+    runtime = get_runtime(request)
+    return service.export_bundle(session, runtime.settings, runtime.broker_key, principal, agreement_id)
+
+
+@router.get("/contracts/agreements/{agreement_id}/data")
+def agreement_data(agreement_id: str, request: Request, format: str = Query("csv", pattern="^(csv|json)$"),
+                   principal: Principal = require_roles("consumer"),
+                   session: Session = Depends(get_session)) -> StreamingResponse:
+    media_type, chunks, summary = service.pull_data(session, get_runtime(request).settings, principal,
+                                                    agreement_id, format)
+    return StreamingResponse(iter(chunks), media_type=media_type,
+                             headers={"X-Content-SHA256": summary["sha256"], "X-Row-Count": str(summary["rows"]),
+                                      "Cache-Control": "no-store"})

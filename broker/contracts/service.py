@@ -19,6 +19,7 @@ ContractNegotiationTerminationMessage      either    any non-terminal → TERMIN
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -335,14 +336,7 @@ def agree(session: Session, principal: Any, negotiation_id: str, msg: ContractAg
     entry = msg.signature.model_dump()
     key = _check_party_signature(session, entry, neg.draft, role="provider", org_id=neg.provider_id)
     doc = neg.draft
-    agreement = Agreement(
-        id=doc["id"], negotiation_id=neg.id, asset_id=neg.asset_id, asset_version=neg.asset_version,
-        content_hash=neg.content_hash, consumer_id=neg.consumer_id, provider_id=neg.provider_id,
-        purpose=neg.purpose, scenario=neg.scenario, policy_id=neg.policy_id, policy_version=neg.policy_version,
-        policy_params=doc["policy"]["params"], obligations=doc["obligations"],
-        not_before=signing.parse_iso(doc["validity"]["not_before"]),
-        not_after=signing.parse_iso(doc["validity"]["not_after"]), document=doc,
-        document_sha256=signing.document_sha256(doc), signatures=[entry], registry_keys=[key], status=S.AGREED.value)
+    agreement = _new_agreement(neg, doc, [entry], [key])
     session.add(agreement)
     neg.agreement_id = agreement.id
     _move(session, neg, S.AGREED, actor=principal.org_id, kind="contract.agreed",
@@ -360,6 +354,8 @@ def verify_agreement(session: Session, principal: Any, negotiation_id: str,
     _check_pids(neg, msg.providerPid, msg.consumerPid)
     check_negotiation(neg.state, S.VERIFIED.value)
     agreement = get_agreement(session, neg.agreement_id)
+    if not any(s.get("role") == "provider" for s in agreement.signatures):
+        raise Conflict("The provider has not signed yet.", code="missing_signature")
     entry = msg.signature.model_dump()
     key = _check_party_signature(session, entry, agreement.document, role="consumer", org_id=neg.consumer_id)
     agreement.signatures = [*agreement.signatures, entry]
@@ -555,3 +551,192 @@ def export_bundle(session: Session, settings: Settings, broker_key: Ed25519Priva
     return signing.bundle(agreement.document, agreement.signatures, agreement.countersignature, keys,
                           issuer=settings.issuer, broker_public_key=public_key_b64(broker_key.public_key()),
                           snapshot_at=now(), status=status)
+
+
+# --------------------------------------------------------------------------- access hook
+AccessDecision = tuple[bool, list[str], dict[str, Any]]
+
+
+def default_access_decider(session: Session, agreement: Agreement, principal: Any, action: str,
+                           usage: dict[str, Any]) -> AccessDecision:
+    """Until the policy engine is wired in: allow only finalised (active) agreements, no extra obligations."""
+    if agreement.status != S.FINALIZED.value or not agreement.countersignature:
+        return False, [f"the agreement is {agreement.status}, not FINALIZED"], {}
+    return True, ["the agreement is finalised and countersigned"], {}
+
+
+# ``(session, agreement, principal, action, usage) -> (allow, reasons, obligations)``. Called on every data
+# access after ``require_active_agreement``; the lead points it at the policy engine. Read at call time.
+ACCESS_DECIDER: Callable[[Session, Agreement, Any, str, dict[str, Any]], AccessDecision] = default_access_decider
+
+
+def _log_refusal(session: Session, kind: str, *, actor: str, agreement: Agreement | None,
+                 details: dict[str, Any]) -> None:
+    """A refused step is audited outside the request transaction (which rolls back)."""
+    from broker.audit import log_event
+
+    try:
+        log_event(session.get_bind(), kind, actor=actor, outcome="denied",
+                  asset_id=agreement.asset_id if agreement else None,
+                  agreement_id=agreement.id if agreement else None, details=details)
+    except Exception:  # noqa: BLE001 - auditing a refusal must not mask the refusal itself
+        import logging
+
+        logging.getLogger("twinspace.contracts").exception("could not audit %s", kind)
+
+
+# --------------------------------------------------------------------------- management API (broker-hosted)
+def _dsp(msg_type: str, **fields: Any) -> dict[str, Any]:
+    return {"@context": [signing.DSP_CONTEXT, signing.TWIN_CONTEXT], "@type": msg_type, **fields}
+
+
+def open_negotiation(session: Session, settings: Settings, principal: Any, *, asset_id: str, offer_id: str,
+                     purpose: str, scenario: str | None = None, not_after: str | None = None) -> ContractNegotiation:
+    """Consumer: request a negotiation for a catalog offer of the asset's current version."""
+    from broker.catalog.service import get_asset
+
+    try:
+        asset = get_asset(session, asset_id)
+    except NotFound:
+        raise NotFound("No such offer in the catalog.", code="offer_not_found") from None
+    body = _dsp("ContractRequestMessage", consumerPid="urn:uuid:" + secrets.token_hex(16),
+                offer={"@id": offer_iri(asset.id, asset.version, offer_id)}, **{"twin:purpose": purpose})
+    if scenario is not None:
+        body["twin:scenario"] = scenario
+    if not_after is not None:
+        body["twin:notAfter"] = not_after
+    return request_contract(session, settings, principal, ContractRequestMessage.model_validate(body))
+
+
+def offer_negotiation(session: Session, principal: Any, negotiation_id: str, *, max_rows: int | None = None,
+                      columns: list[str] | None = None, not_after: str | None = None,
+                      params: dict[str, Any] | None = None) -> ContractNegotiation:
+    """Provider: offer the terms (optionally narrowing the catalog offer: row limit, columns, end date)."""
+    neg = get_negotiation(session, negotiation_id, principal)
+    terms = {k: v for k, v in (("max_rows", max_rows), ("columns", columns), ("not_after", not_after),
+                               ("params", params)) if v is not None}
+    offer = {"@id": offer_iri(neg.asset_id, neg.asset_version, neg.offer_id)}
+    if terms:
+        offer["twin:terms"] = terms
+    msg = ContractOfferMessage.model_validate(_dsp("ContractOfferMessage", providerPid=neg.id,
+                                                   consumerPid=neg.consumer_pid, offer=offer))
+    return offer_contract(session, principal, negotiation_id, msg)
+
+
+def accept_negotiation(session: Session, settings: Settings, broker_key: Ed25519PrivateKey, principal: Any,
+                       negotiation_id: str) -> ContractNegotiation:
+    """Consumer: accept the provider's offer (OFFERED → ACCEPTED)."""
+    neg = get_negotiation(session, negotiation_id, principal)
+    msg = ContractNegotiationEventMessage.model_validate(
+        _dsp("ContractNegotiationEventMessage", providerPid=neg.id, consumerPid=neg.consumer_pid, eventType="ACCEPTED"))
+    _require_party(neg, principal, "consumer")
+    return negotiation_event(session, settings, broker_key, principal, negotiation_id, msg)
+
+
+def _new_agreement(neg: ContractNegotiation, doc: dict[str, Any], signatures: list[dict[str, Any]],
+                   keys: list[dict[str, Any]]) -> Agreement:
+    return Agreement(
+        id=doc["id"], negotiation_id=neg.id, asset_id=neg.asset_id, asset_version=neg.asset_version,
+        content_hash=neg.content_hash, consumer_id=neg.consumer_id, provider_id=neg.provider_id,
+        purpose=neg.purpose, scenario=neg.scenario, policy_id=neg.policy_id, policy_version=neg.policy_version,
+        policy_params=doc["policy"]["params"], obligations=doc["obligations"],
+        not_before=signing.parse_iso(doc["validity"]["not_before"]),
+        not_after=signing.parse_iso(doc["validity"]["not_after"]), document=doc,
+        document_sha256=signing.document_sha256(doc), signatures=signatures, registry_keys=keys,
+        status=S.AGREED.value)
+
+
+def fix_agreement(session: Session, settings: Settings, principal: Any, negotiation_id: str) -> Agreement:
+    """Provider: fix the agreement document (REQUESTED / ACCEPTED → AGREED), unsigned. Both parties then
+    sign its RFC 8785 bytes with ``add_signature``; the broker countersigns when both have."""
+    neg = get_negotiation(session, negotiation_id, principal, lock=True)
+    _require_party(neg, principal, "provider")
+    check_negotiation(neg.state, S.AGREED.value)
+    doc = agreement_draft(session, settings, principal, negotiation_id)
+    agreement = _new_agreement(neg, doc, [], [])
+    session.add(agreement)
+    neg.agreement_id = agreement.id
+    _move(session, neg, S.AGREED, actor=principal.org_id, kind="contract.agreed",
+          details={"document_sha256": agreement.document_sha256, "signatures_pending": ["provider", "consumer"]})
+    return agreement
+
+
+def add_signature(session: Session, settings: Settings, broker_key: Ed25519PrivateKey, principal: Any,
+                  agreement_id: str, *, kid: str, signature: str) -> Agreement:
+    """A party's Ed25519 signature over ``canonical_json(document)``, checked against the signer's active
+    registered key. With both signatures present the broker countersigns (AGREED → VERIFIED → FINALIZED)."""
+    agreement = get_agreement(session, agreement_id, principal)
+    if principal.org_id == agreement.consumer_id and principal.role == "consumer":
+        role = "consumer"
+    elif principal.org_id == agreement.provider_id and principal.role == "provider":
+        role = "provider"
+    else:
+        raise Forbidden("Only the agreement's consumer or provider signs it.", code="wrong_party")
+    neg = get_negotiation(session, agreement.negotiation_id, principal, lock=True)
+    if neg.state != S.AGREED.value or agreement.status != S.AGREED.value:
+        raise Conflict(f"Signatures are collected in AGREED; this negotiation is {neg.state}.",
+                       code="invalid_transition", extra={"state": neg.state})
+    if any(s.get("role") == role for s in agreement.signatures):
+        raise Conflict(f"The {role} has already signed this agreement.", code="already_signed")
+    entry = {"role": role, "org_id": principal.org_id, "kid": kid, "alg": "EdDSA", "signature": signature}
+    try:
+        key = _check_party_signature(session, entry, agreement.document, role=role, org_id=principal.org_id)
+    except Exception as exc:
+        _log_refusal(session, "contract.signature_refused", actor=principal.org_id, agreement=agreement,
+                     details={"role": role, "kid": kid[:64], "code": getattr(exc, "code", type(exc).__name__)})
+        raise
+    agreement.signatures = [*agreement.signatures, entry]
+    agreement.registry_keys = [*agreement.registry_keys, key]
+    session.add(agreement)
+    session.flush()
+    record_event(session, "contract.signed", actor=principal.org_id, asset_id=agreement.asset_id,
+                 agreement_id=agreement.id,
+                 details={"role": role, "kid": kid, "document_sha256": agreement.document_sha256})
+    if {s["role"] for s in agreement.signatures} == set(signing.PARTY_ROLES):
+        agreement.status = S.VERIFIED.value
+        session.add(agreement)
+        _move(session, neg, S.VERIFIED, actor=principal.org_id, kind="contract.verified")
+        _finalize(session, settings, broker_key, principal, neg)
+    return agreement
+
+
+def pull_data(session: Session, settings: Settings, principal: Any, agreement_id: str,
+              fmt: str = "csv") -> tuple[str, list[bytes], dict[str, Any]]:
+    """The consumer's download under an agreement: ``require_active_agreement``, ``ACCESS_DECIDER``, then the
+    strictest of the agreement's and the decider's ``max_rows`` / ``columns`` obligations. Returns
+    ``(media_type, chunks, summary)``; the transfer (rows, bytes, hashes — no row data) is audited."""
+    import hashlib
+
+    from broker.catalog.vault import load_table
+    from broker.transfer.dataplane import MEDIA_TYPES, apply_obligations, encode, merge_obligations
+
+    if fmt not in ("csv", "json"):
+        raise BadRequest("format must be csv or json.", code="unsupported_format")
+    try:
+        agreement = require_active_agreement(session, agreement_id, principal.org_id)
+    except Exception as exc:
+        _log_refusal(session, "contract.data_refused", actor=principal.org_id,
+                     agreement=session.get(Agreement, agreement_id),
+                     details={"code": getattr(exc, "code", type(exc).__name__)})
+        raise
+    usage = {"format": fmt, "purpose": agreement.purpose, "scenario": agreement.scenario}
+    allow, reasons, extra = ACCESS_DECIDER(session, agreement, principal, "read", usage)
+    if not allow:
+        _log_refusal(session, "contract.data_refused", actor=principal.org_id, agreement=agreement,
+                     details={"code": "access_denied", "reasons": [str(r)[:200] for r in reasons][:10]})
+        raise Forbidden("Access refused: " + "; ".join(str(r) for r in reasons)[:500], code="access_denied",
+                        extra={"reasons": [str(r) for r in reasons]})
+    obligations = merge_obligations(agreement.obligations, extra or {})
+    table = load_table(session, agreement.asset_id, agreement.asset_version, settings=settings)
+    table = apply_obligations(table, max_rows=obligations["max_rows"], columns=obligations["columns"])
+    chunks = [c for c in encode(table, fmt) if c]
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    summary = {"format": fmt, "rows": table.num_rows, "columns": table.column_names,
+               "bytes": sum(len(c) for c in chunks), "sha256": digest.hexdigest(),
+               "content_hash": agreement.content_hash, "asset_version": agreement.asset_version,
+               "obligations": obligations, "reasons": [str(r)[:200] for r in reasons][:10]}
+    record_event(session, "contract.data_transfer", actor=principal.org_id, asset_id=agreement.asset_id,
+                 agreement_id=agreement.id, details=summary)
+    return MEDIA_TYPES[fmt], chunks, summary

@@ -230,10 +230,19 @@ def verify_bundle(data: Any, *, trusted_broker_keys: list[str] | None = None) ->
     return report
 
 
+def verify_agreement_bundle(bundle: dict[str, Any], *, trusted_broker_keys: list[str] | None = None) -> list[str]:
+    """Offline check of an exported bundle: the problems found, empty when the bundle is valid.
+
+    Checks the RFC 8785 document hash, the consumer and provider Ed25519 signatures (with the keys the
+    bundle carries, attested by the broker), and the broker countersignature over the document hash and
+    both signatures. Pass ``trusted_broker_keys`` to pin the broker key."""
+    return list(verify_bundle(bundle, trusted_broker_keys=trusted_broker_keys)["errors"])
+
+
 def public_key_entry(kid: str, org_id: str, role: str, public_key: str, status: str) -> dict[str, Any]:
     return {"kid": kid, "org_id": org_id, "role": role, "public_key": public_key, "status": status}
 
 
 __all__ = ["agreement_document", "signing_input", "document_sha256", "sign_document", "verify_signature_entry",
-           "countersignature_payload", "countersign", "bundle", "verify_bundle", "iso", "parse_iso",
-           "public_key_b64"]
+           "countersignature_payload", "countersign", "bundle", "verify_bundle", "verify_agreement_bundle", "iso",
+           "parse_iso", "public_key_b64"]
