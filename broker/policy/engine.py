@@ -1,16 +1,24 @@
-"""Policy decision points. Both engines evaluate the same Rego sources on the same input and
-fail closed: a compile error, an evaluation error, an unreachable or slow engine is a deny."""
+"""Policy decision points. Both engines evaluate the same Rego sources and data on the same input
+and fail closed: a compile error, an evaluation error, an unknown policy, an unreachable or slow
+engine is a deny with a reason, never an allow.
+
+    pdp = get_pdp(settings)                      # EmbeddedEngine, or OpaServerEngine if opa_url is set
+    decision = pdp.decide("purpose-restricted", build_policy_input(...))
+"""
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 from broker.canonical import canonical_sha256
-from broker.policy.library import PolicySource
+from broker.policy.library import DEFAULT_DIR, Library, PolicySource, load_library
+
+Resolver = Callable[[str, "str | None"], PolicySource]
 
 
 @dataclass(frozen=True)
@@ -31,15 +39,25 @@ class PolicyError(Exception):
     """The engine could not produce a decision (compile error, evaluation error, unreachable)."""
 
 
+@runtime_checkable
+class PolicyDecisionPoint(Protocol):
+    """Anything that decides: ``decide(policy_id, input) -> Decision`` (deny on any failure)."""
+
+    def decide(self, policy_id: str, input: dict[str, Any], version: str | None = None) -> Decision: ...
+
+
 def to_decision(source: PolicySource, document: Any, input_hash: str) -> Decision:
     """Read a policy's ``decision`` document; anything malformed is a deny."""
     if not isinstance(document, dict) or not isinstance(document.get("allow"), bool):
         return Decision(False, ["the policy produced no decision (deny by default)"], {}, source.policy_id,
                         source.version, input_hash)
-    reasons = sorted(str(r) for r in document.get("deny") or [])
+    raw = document.get("deny")
+    if raw is not None and not isinstance(raw, list):
+        return fail_closed(source, input_hash, "the policy's deny reasons are not a list")
+    reasons = sorted(str(r) for r in raw or [])
     allow = document["allow"] and not reasons
     obligations = document.get("obligations") if isinstance(document.get("obligations"), dict) else {}
-    return Decision(allow, reasons, obligations, source.policy_id, source.version, input_hash)
+    return Decision(allow, reasons, obligations if allow else {}, source.policy_id, source.version, input_hash)
 
 
 def fail_closed(source: PolicySource, input_hash: str, why: str) -> Decision:
@@ -47,34 +65,70 @@ def fail_closed(source: PolicySource, input_hash: str, why: str) -> Decision:
                     input_hash)
 
 
-class PolicyEngine(Protocol):
-    name: str
-
-    def evaluate(self, source: PolicySource, input_doc: dict[str, Any]) -> Any:
-        """Return the policy's ``decision`` document, or raise PolicyError."""
-
-
-def decide_with(engine: PolicyEngine, source: PolicySource, input_doc: dict[str, Any]) -> Decision:
-    input_hash = canonical_sha256(input_doc)
-    try:
-        document = engine.evaluate(source, input_doc)
-    except PolicyError as exc:
-        return fail_closed(source, input_hash, str(exc))
-    except Exception as exc:  # noqa: BLE001 - any engine failure must deny, never allow
-        return fail_closed(source, input_hash, type(exc).__name__)
-    return to_decision(source, document, input_hash)
+def builtin_resolver(library: Library) -> Resolver:
+    def resolve(policy_id: str, version: str | None) -> PolicySource:
+        source = library.builtins.get(policy_id)
+        if source is None or version not in (None, source.version):
+            raise LookupError(f"no policy {policy_id!r}" + (f" version {version}" if version else ""))
+        return source
+    return resolve
 
 
-class EmbeddedEngine:
+class _Engine:
+    """What both engines share: resolution of policy ids and the fail-closed ``decide``."""
+
+    name = "engine"
+
+    def __init__(self, library: Library | None = None, resolve: Resolver | None = None):
+        self.library = library or load_library()
+        self.resolve = resolve or builtin_resolver(self.library)
+
+    def evaluate(self, source: PolicySource, input_doc: dict[str, Any]) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def decide_source(self, source: PolicySource, input_doc: dict[str, Any]) -> Decision:
+        input_hash = canonical_sha256(input_doc)
+        try:
+            document = self.evaluate(source, input_doc)
+        except PolicyError as exc:
+            return fail_closed(source, input_hash, str(exc))
+        except Exception as exc:  # noqa: BLE001 - any engine failure must deny, never allow
+            return fail_closed(source, input_hash, f"{type(exc).__name__} while evaluating")
+        return to_decision(source, document, input_hash)
+
+    def decide(self, policy_id: str, input: dict[str, Any], version: str | None = None) -> Decision:
+        try:
+            source = self.resolve(policy_id, version)
+        except Exception as exc:  # noqa: BLE001 - an unknown policy is a deny, with the reason
+            missing = PolicySource(policy_id, version or "", "", "")
+            detail = getattr(exc, "detail", None) or (exc.args[0] if exc.args else type(exc).__name__)
+            return fail_closed(missing, canonical_sha256(input), str(detail))
+        return self.decide_source(source, input)
+
+    def with_resolver(self, resolve: Resolver) -> "_Engine":
+        """The same engine (shared compiled cache / pushed modules) resolving ids differently."""
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view.resolve = resolve
+        return view
+
+
+def decide_with(engine: _Engine, source: PolicySource, input_doc: dict[str, Any]) -> Decision:
+    return engine.decide_source(source, input_doc)
+
+
+class EmbeddedEngine(_Engine):
     """regopy (rego-cpp) in-process. Each policy version is compiled once into a bundle (rego-cpp's
-    compiled form, ~10x faster than interpreting the query each time) and reused; a lock per
-    interpreter because rego-cpp interpreters are not thread-safe."""
+    compiled form, ~10x faster than interpreting the query each time) and reused. rego-cpp
+    interpreters are not thread-safe, so each compiled policy has a small pool of interpreters,
+    one per concurrent caller (up to ``pool_size``; beyond that callers wait)."""
 
     name = "embedded"
 
-    def __init__(self, shared_modules: dict[str, str]):
-        self.shared_modules = shared_modules
-        self._cache: dict[tuple[str, str], tuple[Any, Any, threading.Lock]] = {}
+    def __init__(self, library: Library | None = None, resolve: Resolver | None = None, pool_size: int = 4):
+        super().__init__(library, resolve)
+        self.pool_size = pool_size
+        self._cache: dict[tuple[str, str, str], _Pool] = {}
         self._cache_lock = threading.Lock()
 
     def compile(self, source: PolicySource):
@@ -83,8 +137,10 @@ class EmbeddedEngine:
 
         interpreter = Interpreter()
         try:
-            for name, rego in self.shared_modules.items():
+            for name, rego in self.library.shared.items():
                 interpreter.add_module(name, rego)
+            if self.library.data:
+                interpreter.add_data(self.library.data)
             interpreter.add_module(source.module_name, source.rego)
             bundle = interpreter.build(f"data.{source.package}.decision")
         except Exception as exc:  # noqa: BLE001
@@ -92,79 +148,153 @@ class EmbeddedEngine:
                               f"{str(exc).strip()[:400]}") from None
         return interpreter, bundle
 
-    def _compiled(self, source: PolicySource):
-        key = (source.policy_id, source.version)
+    def _pool(self, source: PolicySource) -> "_Pool":
+        key = (source.policy_id, source.version, source.sha256)
         with self._cache_lock:
-            cached = self._cache.get(key)
-        if cached is None:
-            cached = (*self.compile(source), threading.Lock())
-            with self._cache_lock:
-                cached = self._cache.setdefault(key, cached)
-        return cached
+            pool = self._cache.get(key)
+            if pool is None:
+                pool = self._cache[key] = _Pool(lambda: self.compile(source), self.pool_size)
+        return pool
+
+    def warm(self) -> None:
+        """Compile every built-in policy now (startup), so no request pays for it."""
+        for source in self.library.builtins.values():
+            self._pool(source).release(self._pool(source).acquire())
 
     def evaluate(self, source: PolicySource, input_doc: dict[str, Any]) -> Any:
-        interpreter, bundle, lock = self._compiled(source)
-        with lock:
+        from regopy.rego_shared import rego_output_ok
+
+        pool = self._pool(source)
+        interpreter, bundle = pool.acquire()
+        try:
             interpreter.set_input(input_doc)
             output = interpreter.query_bundle(bundle)
+        finally:
+            pool.release((interpreter, bundle))
+        if not rego_output_ok(output._impl):
+            raise PolicyError(f"evaluation error: {str(output).strip()[:300]}")
         if not output.results or not output.results[0].expressions:
             return None  # undefined: no decision, which the caller turns into a deny
         return output.results[0].expressions[0]
 
 
-class OpaServerEngine:
-    """An OPA server through its REST Data API (opa-python-client): modules are pushed once per
-    version with ``PUT /v1/policies/{id}``, decisions read with ``POST /v1/data/{package}/decision``."""
+class _Pool:
+    """Compiled interpreters for one policy version; compiles lazily, at most ``size`` of them."""
+
+    def __init__(self, factory: Callable[[], Any], size: int):
+        self.factory, self.size = factory, size
+        self.idle: list[Any] = []
+        self.created = 0
+        self.cond = threading.Condition()
+
+    def acquire(self):
+        with self.cond:
+            while not self.idle and self.created >= self.size:
+                self.cond.wait()
+            if self.idle:
+                return self.idle.pop()
+            self.created += 1
+        try:
+            return self.factory()  # compile outside the lock; a compile error propagates
+        except BaseException:
+            with self.cond:
+                self.created -= 1
+                self.cond.notify()
+            raise
+
+    def release(self, item) -> None:
+        with self.cond:
+            self.idle.append(item)
+            self.cond.notify()
+
+
+class OpaServerEngine(_Engine):
+    """An OPA server through its REST Data API (opa-python-client 3.x): the data document is pushed
+    with ``PUT /v1/data/{path}``, modules once per version with ``PUT /v1/policies/{id}``, and
+    decisions read with ``POST /v1/data/{package path}/decision``. A push or query that fails
+    (connection refused, timeout, 4xx/5xx, bad JSON) is a deny; everything is re-pushed next time."""
 
     name = "opa"
 
-    def __init__(self, url: str, shared_modules: dict[str, str], timeout: float = 1.5, token: str | None = None):
+    def __init__(self, url: str, library: Library | None = None, timeout: float = 1.5, token: str | None = None,
+                 resolve: Resolver | None = None):
         from opa_client.opa import OpaClient
 
+        super().__init__(library, resolve)
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"TWINSPACE_OPA_URL must be an http(s) URL, got {url!r}")
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         self.client = OpaClient(host=parsed.hostname, port=port, ssl=parsed.scheme == "https", timeout=timeout,
                                 retries=0, token=token)
-        self.shared_modules = shared_modules
         self._pushed: set[str] = set()
         self._lock = threading.Lock()
 
-    def _push(self, module_id: str, rego: str) -> None:
+    def _push_library(self) -> None:
+        if "library" in self._pushed:
+            return
+        with self._lock:
+            if "library" in self._pushed:
+                return
+            for path, document in self.library.data_files.items():  # the leaves, never a package prefix
+                self.client.update_or_create_data(document, path)
+            for name, rego in self.library.shared.items():
+                self.client.update_policy_from_string(rego, name.removesuffix(".rego"), rego_compat=False)
+            self._pushed.add("library")
+
+    def _push(self, source: PolicySource) -> None:
+        module_id = f"{source.module_name.removesuffix('.rego')}@{source.sha256[:16]}"
         if module_id in self._pushed:
             return
         with self._lock:
             if module_id not in self._pushed:
-                self.client.update_policy_from_string(rego, module_id, rego_compat=False)
+                self.client.update_policy_from_string(source.rego, source.module_name.removesuffix(".rego"),
+                                                      rego_compat=False)
                 self._pushed.add(module_id)
+
+    def _query(self, source: PolicySource, input_doc: dict[str, Any]) -> Any:
+        self._push_library()
+        self._push(source)
+        return self.client.query_rule(input_doc, source.package.replace(".", "/"), "decision")
 
     def evaluate(self, source: PolicySource, input_doc: dict[str, Any]) -> Any:
         try:
-            for name, rego in self.shared_modules.items():
-                self._push("twinspace/" + name.removesuffix(".rego"), rego)
-            self._push(source.module_name.removesuffix(".rego"), source.rego)
-            response = self.client.query_rule(input_doc, source.package.replace(".", "/"), "decision")
+            response = self._query(source, input_doc)
+            if isinstance(response, dict) and "result" not in response:
+                # Undefined: the server may have restarted and lost our modules. Push once more.
+                with self._lock:
+                    self._pushed.clear()
+                response = self._query(source, input_doc)
         except Exception as exc:  # noqa: BLE001 - connection refused, timeout, 4xx/5xx, bad JSON
             with self._lock:
                 self._pushed.clear()  # the server may have restarted without our modules
-            raise PolicyError(f"OPA server unavailable or failed: {type(exc).__name__}") from None
+            message = getattr(exc, "message", None) or type(exc).__name__
+            raise PolicyError(f"OPA server unavailable or failed: {str(message)[:200]}") from None
         return response.get("result") if isinstance(response, dict) else None
 
-
-class PolicyDecisionPoint:
-    """Resolves a policy id (and version) to its source and asks the configured engine."""
-
-    def __init__(self, engine: PolicyEngine, resolve: Callable[[str, str | None], PolicySource]):
-        self.engine = engine
-        self.resolve = resolve
-
-    def decide(self, policy_id: str, input_doc: dict[str, Any], version: str | None = None) -> Decision:
-        try:
-            source = self.resolve(policy_id, version)
-        except Exception as exc:  # noqa: BLE001 - an unknown policy is a deny, with the reason
-            missing = PolicySource(policy_id, version or "", "", "")
-            return fail_closed(missing, canonical_sha256(input_doc), str(exc) or type(exc).__name__)
-        return decide_with(self.engine, source, input_doc)
+    def warm(self) -> None:
+        for source in self.library.builtins.values():
+            self.decide_source(source, {})
 
 
+def policies_dir(settings: Any) -> Path:
+    return Path(settings.policies_dir) if getattr(settings, "policies_dir", None) else DEFAULT_DIR
+
+
+@lru_cache(maxsize=16)
+def _engine(policies: Path, opa_url: str | None, timeout: float) -> _Engine:
+    library = load_library(policies)
+    return OpaServerEngine(opa_url, library, timeout=timeout) if opa_url else EmbeddedEngine(library)
+
+
+def engine_for(settings: Any) -> _Engine:
+    """One engine per configuration (process-wide), so compiled policies are reused across requests."""
+    return _engine(policies_dir(settings), settings.opa_url, settings.opa_timeout_seconds)
+
+
+def get_pdp(settings: Any, session: Any = None) -> PolicyDecisionPoint:
+    """The configured decision point: built-in policies and operator uploads (current and pinned
+    versions). With ``session`` uploads are read through it, else through a short-lived session."""
+    from broker.policy import service
+
+    return engine_for(settings).with_resolver(lambda pid, ver: service.resolve_source(session, settings, pid, ver))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
@@ -13,19 +13,30 @@ from sqlmodel import Session, select
 
 from broker.audit import record_event
 from broker.errors import BadRequest, Conflict, Forbidden, NotFound
-from broker.policy.engine import (EmbeddedEngine, OpaServerEngine, PolicyDecisionPoint, PolicyError, Decision)
-from broker.policy.library import (DEFAULT_DIR, POLICY_ID, PolicySource, declared_package, load_library,
-                                   package_for, versioned)
+from broker.policy.engine import Decision, EmbeddedEngine, PolicyError, engine_for, get_pdp, policies_dir
+from broker.policy.library import POLICY_ID, PolicySource, declared_package, load_library, package_for, versioned
 from broker.policy.models import PolicyVersion, ScenarioApproval, UsageCounter
 from broker.settings import Settings
 
 
-def policies_dir(settings: Settings) -> Path:
-    return Path(settings.policies_dir) if settings.policies_dir else DEFAULT_DIR
-
-
 def builtin_policies(settings: Settings) -> dict[str, PolicySource]:
-    return load_library(policies_dir(settings))[1]
+    return load_library(policies_dir(settings)).builtins
+
+
+@lru_cache(maxsize=8)
+def _db_engine(url: str):
+    from broker.storage.db import make_engine
+
+    return make_engine(url)
+
+
+@contextmanager
+def _session_or_own(session: Session | None, settings: Settings) -> Iterator[Session]:
+    if session is not None:
+        yield session
+        return
+    with Session(_db_engine(settings.effective_database_url)) as own:
+        yield own
 
 
 def latest_upload(session: Session, policy_id: str) -> PolicyVersion | None:
@@ -33,15 +44,24 @@ def latest_upload(session: Session, policy_id: str) -> PolicyVersion | None:
                         .order_by(PolicyVersion.version.desc())).first()
 
 
-def resolve_source(session: Session, settings: Settings, policy_id: str, version: str | None) -> PolicySource:
+def resolve_source(session: Session | None, settings: Settings, policy_id: str, version: str | None) -> PolicySource:
+    """A built-in policy (current version) or an uploaded version (latest, or the pinned one)."""
     builtin = builtin_policies(settings).get(policy_id)
     if builtin is not None and version in (None, builtin.version):
         return builtin
-    if version is None:
-        row = latest_upload(session, policy_id)
-    else:
-        number = version.removeprefix("v")
-        row = session.get(PolicyVersion, (policy_id, int(number))) if number.isdigit() else None
+    if builtin is not None:
+        raise NotFound(f"built-in policy {policy_id!r} version {version} is no longer installed "
+                       f"(current: {builtin.version})", code="policy_not_found")
+    row = None
+    if POLICY_ID.match(policy_id):
+        with _session_or_own(session, settings) as s:
+            if version is None:
+                row = latest_upload(s, policy_id)
+            else:
+                number = version.removeprefix("v")
+                row = s.get(PolicyVersion, (policy_id, int(number))) if number.isdigit() else None
+            if row is not None:
+                return versioned(policy_id, row.version, row.rego)
     if row is None:
         raise NotFound(f"no policy {policy_id!r}" + (f" version {version}" if version else ""), code="policy_not_found")
     return versioned(policy_id, row.version, row.rego)
@@ -54,26 +74,11 @@ def policy_exists(session: Session, policy_id: str, settings: Settings | None = 
     return policy_id in builtin_policies(settings) or latest_upload(session, policy_id) is not None
 
 
-@lru_cache(maxsize=16)
-def _engine(policies: Path, opa_url: str | None, timeout: float):
-    shared, _ = load_library(policies)
-    return OpaServerEngine(opa_url, shared, timeout=timeout) if opa_url else EmbeddedEngine(shared)
-
-
-def engine_for(settings: Settings):
-    """One engine per configuration, so compiled policies are reused across requests."""
-    return _engine(policies_dir(settings), settings.opa_url, settings.opa_timeout_seconds)
-
-
-def pdp(session: Session, settings: Settings) -> PolicyDecisionPoint:
-    return PolicyDecisionPoint(engine_for(settings), lambda pid, ver: resolve_source(session, settings, pid, ver))
-
-
 def decide(session: Session, settings: Settings, policy_id: str, input_doc: dict[str, Any], *,
            version: str | None = None, actor: str | None, asset_id: str | None = None,
            agreement_id: str | None = None) -> Decision:
     """Decide and append the decision (allow or deny, reasons, version, input hash) to the audit log."""
-    decision = pdp(session, settings).decide(policy_id, input_doc, version)
+    decision = get_pdp(settings, session).decide(policy_id, input_doc, version)
     record_event(session, "policy.decision", actor=actor, outcome="allow" if decision.allow else "deny",
                  asset_id=asset_id, agreement_id=agreement_id,
                  details={"policy_id": policy_id, "policy_version": decision.policy_version,
@@ -91,6 +96,13 @@ def require_allow(decision: Decision) -> Decision:
     return decision
 
 
+# A well-formed input the upload check evaluates every new version on (it must yield a decision).
+PROBE_INPUT = {"action": "read", "now": 0, "consumer": {"org_id": "probe", "role": "consumer", "org_type": "other",
+                                                        "attributes": {}},
+               "asset": {"id": "probe", "provider_id": "probe", "classification": "public", "status": "active"},
+               "agreement": None, "params": {}, "usage": {"accesses": 0, "rows": 0}, "request": {}, "approvals": []}
+
+
 def upload_policy(session: Session, settings: Settings, policy_id: str, rego: str, *, actor: str,
                   description: str = "") -> PolicyVersion:
     """Store a new version after compiling it with the library; built-in ids are reserved."""
@@ -103,15 +115,14 @@ def upload_policy(session: Session, settings: Settings, policy_id: str, rego: st
     previous = latest_upload(session, policy_id)
     number = (previous.version if previous else 0) + 1
     source = versioned(policy_id, number, rego)
-    shared, _ = load_library(policies_dir(settings))
     try:
-        interpreter, bundle = EmbeddedEngine(shared).compile(source)
-        interpreter.set_input({"action": "read", "now": 0, "consumer": {}, "asset": {}, "usage": {}, "request": {}})
-        document = interpreter.query_bundle(bundle)
+        document = EmbeddedEngine(load_library(policies_dir(settings))).evaluate(source, PROBE_INPUT)
     except PolicyError as exc:
-        raise BadRequest(str(exc), code="policy_compile_error") from None
-    expressions = document.results[0].expressions if document.results else []
-    if not expressions or not isinstance(expressions[0], dict):
+        code = "policy_compile_error" if "does not compile" in str(exc) else "policy_evaluation_error"
+        raise BadRequest(str(exc), code=code) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. output rego-cpp cannot serialise
+        raise BadRequest(f"the policy cannot be evaluated: {type(exc).__name__}", code="policy_evaluation_error") from None
+    if not isinstance(document, dict) or not isinstance(document.get("allow"), bool):
         raise BadRequest("the policy must define `decision := {\"allow\": ..., \"deny\": ..., \"obligations\": ...}`.",
                          code="policy_without_decision")
     row = PolicyVersion(policy_id=policy_id, version=number, rego=rego, sha256=source.sha256,

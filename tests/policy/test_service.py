@@ -18,10 +18,9 @@ from tests.policy.cases import BASE
 GOOD = """package twinspace.policies.night_only
 import rego.v1
 import data.twinspace.lib
-deny contains "only at night" if input.request.hour < 20
-deny contains r if some r in lib.binding_denied
-allow := count(deny) == 0
-decision := {"allow": allow, "deny": deny, "obligations": {"log_level": "full"}}
+deny_for(inp) := {"only at night" | inp.request.hour < 20} | lib.binding_denied(inp)
+decide(inp) := lib.decide(inp, deny_for(inp), {"log_level": "full"})
+decision := decide(input)
 """
 
 

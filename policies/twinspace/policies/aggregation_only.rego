@@ -5,25 +5,15 @@ package twinspace.policies.aggregation_only
 import data.twinspace.lib
 import rego.v1
 
-deny contains r if some r in lib.role_denied
-deny contains r if some r in lib.clearance_denied
-deny contains r if some r in lib.aggregation_denied
-deny contains r if some r in lib.validity_denied
-deny contains r if some r in lib.usage_denied
-deny contains r if some r in lib.binding_denied
+deny_for(inp) := (((((lib.role_denied(inp) | lib.clearance_denied(inp)) | lib.aggregation_denied(inp)) | lib.validity_denied(inp)) | lib.usage_denied(inp)) | lib.binding_denied(inp)) | lib.purpose_denied_if_listed(inp)
 
-deny contains r if {
-	lib.params.purposes
-	some r in lib.purpose_denied
-}
-
-allow := count(deny) == 0
-
-obligations := {
-	"add_dp_noise": {"epsilon": object.get(lib.params, "epsilon_per_query", 0.5)},
-	"min_cohort": object.get(lib.params, "min_cohort", 10),
+obligations_for(inp) := {
+	"add_dp_noise": {"epsilon": object.get(lib.params(inp), "epsilon_per_query", 0.5)},
+	"min_cohort": object.get(lib.params(inp), "min_cohort", 10),
 	"log_level": "full",
 }
 
+decide(inp) := lib.decide(inp, deny_for(inp), obligations_for(inp))
+
 # The one document the broker reads.
-decision := {"allow": allow, "deny": deny, "obligations": obligations}
+decision := decide(input)

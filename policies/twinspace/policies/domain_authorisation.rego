@@ -1,25 +1,23 @@
-# domain-authorisation: a consumer is authorised per data domain (transport, water, energy, ...).
+# domain-authorisation (分域授权): a consumer is authorised per data domain (transport, water, ...).
 # Params: domain_grants {org_id: [domains]}
 package twinspace.policies.domain_authorisation
 
 import data.twinspace.lib
 import rego.v1
 
-granted := object.get(object.get(lib.params, "domain_grants", {}), input.consumer.org_id, [])
+granted(inp) := object.get(object.get(lib.params(inp), "domain_grants", {}), lib.consumer(inp).org_id, [])
 
-deny contains msg if {
-	not input.asset.domain in granted
-	msg := sprintf("no authorisation for the %s domain", [input.asset.domain])
-}
+mode_denied(inp) := {msg |
+	domain := lib.asset(inp).domain
+	not domain in granted(inp)
+	msg := sprintf("no authorisation for the %s domain", [domain])
+} | {"the asset has no data domain" | not lib.asset(inp).domain}
 
-deny contains r if some r in lib.role_denied
-deny contains r if some r in lib.clearance_denied
-deny contains r if some r in lib.validity_denied
-deny contains r if some r in lib.binding_denied
+deny_for(inp) := (((mode_denied(inp) | lib.role_denied(inp)) | lib.clearance_denied(inp)) | lib.validity_denied(inp)) | lib.binding_denied(inp)
 
-allow := count(deny) == 0
+obligations_for(inp) := object.union({"log_level": "full"}, lib.base_obligations(inp))
 
-obligations := object.union({"log_level": "full"}, lib.base_obligations)
+decide(inp) := lib.decide(inp, deny_for(inp), obligations_for(inp))
 
 # The one document the broker reads.
-decision := {"allow": allow, "deny": deny, "obligations": obligations}
+decision := decide(input)

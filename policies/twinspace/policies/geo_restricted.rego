@@ -4,20 +4,14 @@ package twinspace.policies.geo_restricted
 import data.twinspace.lib
 import rego.v1
 
-deny contains r if some r in lib.role_denied
-deny contains r if some r in lib.clearance_denied
-deny contains r if some r in lib.geo_denied
-deny contains r if some r in lib.validity_denied
-deny contains r if some r in lib.binding_denied
+deny_for(inp) := ((((lib.role_denied(inp) | lib.clearance_denied(inp)) | lib.geo_denied(inp)) | lib.validity_denied(inp)) | lib.binding_denied(inp)) | lib.purpose_denied_if_listed(inp)
 
-deny contains r if {
-	lib.params.purposes
-	some r in lib.purpose_denied
-}
+obligations_for(inp) := object.union(
+	{"log_level": "full", "clip_bbox": object.get(lib.params(inp), "bbox", null)},
+	lib.base_obligations(inp),
+)
 
-allow := count(deny) == 0
-
-obligations := object.union({"log_level": "full", "clip_bbox": object.get(lib.params, "bbox", null)}, lib.base_obligations)
+decide(inp) := lib.decide(inp, deny_for(inp), obligations_for(inp))
 
 # The one document the broker reads.
-decision := {"allow": allow, "deny": deny, "obligations": obligations}
+decision := decide(input)

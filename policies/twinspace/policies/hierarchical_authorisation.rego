@@ -1,49 +1,48 @@
-# hierarchical-authorisation: first-tier operators may use and derive from the raw asset;
-# second-tier consumers may use only products derived by a first-tier operator.
+# hierarchical-authorisation (分级授权): first-tier operators may use and derive from the raw
+# asset; second-tier consumers may use only products derived by a first-tier operator.
 # Params: first_tier [org ids], second_tier [org ids]
 package twinspace.policies.hierarchical_authorisation
 
 import data.twinspace.lib
 import rego.v1
 
-first_tier := object.get(lib.params, "first_tier", [])
+first_tier(inp) := object.get(lib.params(inp), "first_tier", [])
 
-second_tier := object.get(lib.params, "second_tier", [])
+second_tier(inp) := object.get(lib.params(inp), "second_tier", [])
 
-derived := object.get(input.asset, "derived_from", null) != null
+is_first(inp) if lib.consumer(inp).org_id in first_tier(inp)
 
-deny contains "the organisation is in neither authorisation tier" if {
-	not input.consumer.org_id in first_tier
-	not input.consumer.org_id in second_tier
+is_second(inp) if {
+	lib.consumer(inp).org_id in second_tier(inp)
+	not is_first(inp)
 }
 
-deny contains "second-tier consumers may only use derived products" if {
-	input.consumer.org_id in second_tier
-	not input.consumer.org_id in first_tier
-	not derived
+derived(inp) if object.get(lib.asset(inp), "derived_from", null) != null
+
+mode_denied(inp) := (({"the organisation is in neither authorisation tier" |
+	not is_first(inp)
+	not is_second(inp)
+} | {"second-tier consumers may only use derived products" |
+	is_second(inp)
+	not derived(inp)
+}) | {"a derived product must come from a first-tier operator" |
+	is_second(inp)
+	derived(inp)
+	not lib.asset(inp).provider_id in first_tier(inp)
+}) | {"only first-tier operators may derive products" |
+	inp.action == "derive"
+	not is_first(inp)
 }
 
-deny contains "a derived product must come from a first-tier operator" if {
-	input.consumer.org_id in second_tier
-	derived
-	not input.asset.provider_id in first_tier
-}
+deny_for(inp) := (mode_denied(inp) | lib.validity_denied(inp)) | lib.binding_denied(inp)
 
-deny contains "only first-tier operators may derive products" if {
-	input.action == "derive"
-	not input.consumer.org_id in first_tier
-}
-
-deny contains r if some r in lib.validity_denied
-deny contains r if some r in lib.binding_denied
-
-allow := count(deny) == 0
-
-obligations := object.union({"log_level": "full", "tier": tier}, lib.base_obligations)
-
-tier := "first" if input.consumer.org_id in first_tier
+tier(inp) := "first" if is_first(inp)
 
 else := "second"
 
+obligations_for(inp) := object.union({"log_level": "full", "tier": tier(inp)}, lib.base_obligations(inp))
+
+decide(inp) := lib.decide(inp, deny_for(inp), obligations_for(inp))
+
 # The one document the broker reads.
-decision := {"allow": allow, "deny": deny, "obligations": obligations}
+decision := decide(input)

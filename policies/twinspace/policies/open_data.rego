@@ -1,17 +1,15 @@
 # open-data: any consumer, within validity and usage limits, with a binding agreement.
+# Params: roles?, max_accesses?, max_total_rows?, max_rows?, columns?, log_level?
 package twinspace.policies.open_data
 
 import data.twinspace.lib
 import rego.v1
 
-deny contains r if some r in lib.role_denied
-deny contains r if some r in lib.validity_denied
-deny contains r if some r in lib.usage_denied
-deny contains r if some r in lib.binding_denied
+deny_for(inp) := ((lib.role_denied(inp) | lib.validity_denied(inp)) | lib.usage_denied(inp)) | lib.binding_denied(inp)
 
-allow := count(deny) == 0
+obligations_for(inp) := object.union({"log_level": "summary"}, lib.base_obligations(inp))
 
-obligations := object.union({"log_level": "summary"}, lib.base_obligations)
+decide(inp) := lib.decide(inp, deny_for(inp), obligations_for(inp))
 
 # The one document the broker reads.
-decision := {"allow": allow, "deny": deny, "obligations": obligations}
+decision := decide(input)

@@ -1,22 +1,16 @@
 # purpose-restricted: purpose limitation, clearance versus classification, organisation type,
-# validity window and usage limits. Params: purposes, org_types?, max_accesses?, max_total_rows?,
-# max_rows?, columns?, not_before?, not_after?
+# validity window and usage limits. Params: purposes, org_types?, roles?, max_accesses?,
+# max_total_rows?, max_rows?, columns?, not_before?, not_after?
 package twinspace.policies.purpose_restricted
 
 import data.twinspace.lib
 import rego.v1
 
-deny contains r if some r in lib.role_denied
-deny contains r if some r in lib.org_type_denied
-deny contains r if some r in lib.clearance_denied
-deny contains r if some r in lib.purpose_denied
-deny contains r if some r in lib.validity_denied
-deny contains r if some r in lib.usage_denied
-deny contains r if some r in lib.binding_denied
+deny_for(inp) := (((((lib.role_denied(inp) | lib.org_type_denied(inp)) | lib.clearance_denied(inp)) | lib.purpose_denied(inp)) | lib.validity_denied(inp)) | lib.usage_denied(inp)) | lib.binding_denied(inp)
 
-allow := count(deny) == 0
+obligations_for(inp) := object.union({"log_level": "full"}, lib.base_obligations(inp))
 
-obligations := object.union({"log_level": "full"}, lib.base_obligations)
+decide(inp) := lib.decide(inp, deny_for(inp), obligations_for(inp))
 
 # The one document the broker reads.
-decision := {"allow": allow, "deny": deny, "obligations": obligations}
+decision := decide(input)

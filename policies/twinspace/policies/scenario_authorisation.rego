@@ -1,31 +1,25 @@
-# scenario-authorisation: data is released per declared use scenario, only after the provider
-# approved that scenario for this consumer (input.approvals lists the approved scenarios).
+# scenario-authorisation (场景授权): data is released per declared use scenario, only after the
+# provider approved that scenario for this consumer (input.approvals lists the approved scenarios).
 # Params: scenarios [names the offer admits]
 package twinspace.policies.scenario_authorisation
 
 import data.twinspace.lib
 import rego.v1
 
-deny contains msg if {
-	not lib.scenario in object.get(lib.params, "scenarios", [])
-	msg := "the declared scenario is not one this offer admits"
+offered(inp) := object.get(lib.params(inp), "scenarios", [])
+
+mode_denied(inp) := {"the declared scenario is not one this offer admits" |
+	not lib.scenario(inp) in offered(inp)
+} | {"the declared scenario has not been approved for this consumer yet" |
+	lib.scenario(inp) in offered(inp)
+	not lib.scenario(inp) in lib.approvals(inp)
 }
 
-deny contains msg if {
-	lib.scenario in object.get(lib.params, "scenarios", [])
-	not lib.scenario in object.get(input, "approvals", [])
-	msg := "the declared scenario has not been approved for this consumer yet"
-}
+deny_for(inp) := ((((mode_denied(inp) | lib.role_denied(inp)) | lib.clearance_denied(inp)) | lib.validity_denied(inp)) | lib.usage_denied(inp)) | lib.binding_denied(inp)
 
-deny contains r if some r in lib.role_denied
-deny contains r if some r in lib.clearance_denied
-deny contains r if some r in lib.validity_denied
-deny contains r if some r in lib.usage_denied
-deny contains r if some r in lib.binding_denied
+obligations_for(inp) := object.union({"log_level": "full", "scenario": lib.scenario(inp)}, lib.base_obligations(inp))
 
-allow := count(deny) == 0
-
-obligations := object.union({"log_level": "full", "scenario": lib.scenario}, lib.base_obligations)
+decide(inp) := lib.decide(inp, deny_for(inp), obligations_for(inp))
 
 # The one document the broker reads.
-decision := {"allow": allow, "deny": deny, "obligations": obligations}
+decision := decide(input)

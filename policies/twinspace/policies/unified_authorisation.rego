@@ -1,26 +1,22 @@
-# unified-authorisation: one operator is authorised for all of a provider's data.
+# unified-authorisation (统一授权): one operator is authorised for all of a provider's data.
 # Params: operator_org_id, provider_id? (defaults to the asset's provider)
 package twinspace.policies.unified_authorisation
 
 import data.twinspace.lib
 import rego.v1
 
-deny contains msg if {
-	object.get(lib.params, "operator_org_id", null) != input.consumer.org_id
-	msg := "only the unified operator named by the authorisation may use this provider's data"
+mode_denied(inp) := {"only the unified operator named by the authorisation may use this provider's data" |
+	object.get(lib.params(inp), "operator_org_id", null) != lib.consumer(inp).org_id
+} | {"the asset belongs to another provider than the authorisation names" |
+	lib.params(inp).provider_id
+	lib.asset(inp).provider_id != lib.params(inp).provider_id
 }
 
-deny contains "the asset belongs to another provider than the authorisation names" if {
-	lib.params.provider_id
-	input.asset.provider_id != lib.params.provider_id
-}
+deny_for(inp) := (mode_denied(inp) | lib.validity_denied(inp)) | lib.binding_denied(inp)
 
-deny contains r if some r in lib.validity_denied
-deny contains r if some r in lib.binding_denied
+obligations_for(inp) := object.union({"log_level": "full"}, lib.base_obligations(inp))
 
-allow := count(deny) == 0
-
-obligations := object.union({"log_level": "full"}, lib.base_obligations)
+decide(inp) := lib.decide(inp, deny_for(inp), obligations_for(inp))
 
 # The one document the broker reads.
-decision := {"allow": allow, "deny": deny, "obligations": obligations}
+decision := decide(input)
