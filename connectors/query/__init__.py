@@ -1,0 +1,1 @@
+"""Consumer side of privacy-preserving queries (keys, encrypted masks, decryption)."""
