@@ -572,13 +572,15 @@ ACCESS_DECIDER: Callable[[Session, Agreement, Any, str, dict[str, Any]], AccessD
 
 def _log_refusal(session: Session, kind: str, *, actor: str, agreement: Agreement | None,
                  details: dict[str, Any]) -> None:
-    """A refused step is audited outside the request transaction (which rolls back)."""
+    """A refused step is audited outside the request transaction. That transaction is rolled back first:
+    nothing of a refused request persists, and it must not hold the audit append lock while we log."""
     from broker.audit import log_event
 
+    asset_id, agreement_id = (agreement.asset_id, agreement.id) if agreement is not None else (None, None)
+    session.rollback()
     try:
-        log_event(session.get_bind(), kind, actor=actor, outcome="denied",
-                  asset_id=agreement.asset_id if agreement else None,
-                  agreement_id=agreement.id if agreement else None, details=details)
+        log_event(session.get_bind(), kind, actor=actor, outcome="denied", asset_id=asset_id,
+                  agreement_id=agreement_id, details=details)
     except Exception:  # noqa: BLE001 - auditing a refusal must not mask the refusal itself
         import logging
 
