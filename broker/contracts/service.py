@@ -132,17 +132,35 @@ def _move(session: Session, neg: ContractNegotiation, target: S, *, actor: str, 
 # --------------------------------------------------------------------------- negotiation
 def _precheck(session: Session, settings: Settings, principal: Any, asset, params: dict[str, Any],
               purpose: str, scenario: str | None, policy_id: str, policy_version: str) -> dict[str, Any]:
-    """An advisory ``negotiate`` decision for the provider (every access is decided again anyway)."""
+    """An advisory ``negotiate`` decision for the provider (every access is decided again anyway, through
+    ``ACCESS_DECIDER``). Without a usable policy engine the precheck is recorded as unavailable."""
     from broker.catalog.service import asset_policy_view
-    from broker.policy import service as policy_service
-    from broker.policy.input import build_policy_input
 
+    try:
+        from broker.policy import service as policy_service
+        from broker.policy.input import build_policy_input
+
+        approvals = policy_service.approvals_for(session, asset.id, principal.org_id)
+        decide = policy_service.decide
+    except (ImportError, AttributeError) as exc:
+        return {"allow": None, "reasons": [f"policy engine unavailable ({type(exc).__name__})"], "input_hash": None}
     policy_input = build_policy_input(principal=principal, action="negotiate", asset=asset_policy_view(asset),
                                       params=params, request={"purpose": purpose, "scenario": scenario},
-                                      approvals=policy_service.approvals_for(session, asset.id, principal.org_id))
-    decision = policy_service.decide(session, settings, policy_id, policy_input, version=policy_version,
-                                     actor=principal.org_id, asset_id=asset.id)
+                                      approvals=approvals)
+    decision = decide(session, settings, policy_id, policy_input, version=policy_version,
+                      actor=principal.org_id, asset_id=asset.id)
     return {"allow": decision.allow, "reasons": decision.reasons, "input_hash": decision.input_hash}
+
+
+def _policy_version(session: Session, settings: Settings, policy_id: str) -> str:
+    """The policy version the agreement pins; ``unresolved`` when no policy engine is installed."""
+    try:
+        from broker.policy import service as policy_service
+
+        resolve = policy_service.resolve_source
+    except (ImportError, AttributeError):
+        return "unresolved"
+    return resolve(session, settings, policy_id, None).version
 
 
 def _validity_end(settings: Settings, start: datetime, requested: datetime | None) -> datetime:
@@ -160,7 +178,6 @@ def request_contract(session: Session, settings: Settings, principal: Any,
                      msg: ContractRequestMessage) -> ContractNegotiation:
     """ContractRequestMessage: start a negotiation (or counter-request an OFFERED one)."""
     from broker.catalog.service import can_see, get_asset
-    from broker.policy import service as policy_service
 
     parsed = parse_offer_iri(msg.offer.id)
     if parsed is None:
@@ -198,7 +215,7 @@ def request_contract(session: Session, settings: Settings, principal: Any,
                                                            ContractNegotiation.consumer_pid == msg.consumerPid)).first()
     if taken is not None:
         raise Conflict("This consumerPid is already in use.", code="consumer_pid_in_use")
-    policy_version = policy_service.resolve_source(session, settings, offer["policy_id"], None).version
+    policy_version = _policy_version(session, settings, offer["policy_id"])
     params = dict(offer.get("params") or {})
     neg = ContractNegotiation(
         id="neg_" + secrets.token_hex(12), consumer_pid=msg.consumerPid, consumer_id=principal.org_id,
