@@ -1,0 +1,89 @@
+"""The console sub-application: templates, static files, error pages, security headers, deny by default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from broker.api.problems import PROBLEM_JSON, _audit_refusal, install_problem_handlers
+from broker.errors import TwinSpaceError
+from broker.runtime import Runtime
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=HERE / "templates")
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY"),
+                    (b"cross-origin-opener-policy", b"same-origin")]
+
+
+class SecurityHeaders:
+    """Strict CSP (no inline script or style), no framing, no caching of pages that carry account data."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = "/static/" in scope.get("path", "")
+
+        async def wrapped(message):
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"cache-control"] \
+                    if not static else list(message.get("headers", []))
+                headers += SECURITY_HEADERS
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, wrapped)
+
+
+def wants_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and request.headers.get("x-requested-with") != "fetch"
+
+
+def create_console_app(runtime: Runtime) -> FastAPI:
+    from broker.app import api_routes, assert_routes_guarded
+    from broker.console import pages
+
+    console = FastAPI(title="TwinSpace console", docs_url=None, redoc_url=None, openapi_url=None)
+    console.state.runtime = runtime
+    install_problem_handlers(console)
+
+    @console.exception_handler(TwinSpaceError)
+    async def _refused(request: Request, exc: TwinSpaceError):
+        await run_in_threadpool(_audit_refusal, request, exc)
+        if wants_html(request):
+            root = request.scope.get("root_path", "")
+            response = templates.TemplateResponse(
+                request, "error.html", {"status": exc.status, "code": exc.code, "detail": exc.detail, "root": root,
+                                        "principal": getattr(request.state, "principal", None),
+                                        "csrf": getattr(request.state, "csrf", "")},
+                status_code=exc.status)
+            if exc.status == 401:
+                response.headers["WWW-Authenticate"] = 'Cookie realm="twinspace-console"'
+            return response
+        response = JSONResponse(exc.to_problem(request.url.path), status_code=exc.status, media_type=PROBLEM_JSON)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Cookie realm="twinspace-console"'
+        return response
+
+    console.include_router(pages.router)
+    console.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    console.state.api_routes = api_routes(console.router)
+    assert_routes_guarded(console.state.api_routes)  # deny by default, the same rule as the API
+    console.add_middleware(SecurityHeaders)
+    return console

@@ -1,0 +1,400 @@
+// TwinSpace console: a little vanilla JS. Private keys are read from a PEM file, imported into WebCrypto
+// as non-extractable Ed25519 keys and kept (for this browser only) in IndexedDB until logout; only
+// signatures and public key thumbprints ever leave the browser.
+"use strict";
+
+const ROOT = document.body.dataset.root || "";
+const CSRF = document.body.dataset.csrf || "";
+const ORG = document.body.dataset.org || "";
+const enc = new TextEncoder();
+
+// ---------------------------------------------------------------------------- encoding helpers
+function b64url(bytes) {
+  let s = "";
+  const view = new Uint8Array(bytes);
+  for (let i = 0; i < view.length; i++) s += String.fromCharCode(view[i]);
+  return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+function b64urlDecode(text) {
+  const s = atob(text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4));
+  return Uint8Array.from(s, (c) => c.charCodeAt(0));
+}
+function b64Decode(text) { return Uint8Array.from(atob(text.trim()), (c) => c.charCodeAt(0)); }
+function hex(bytes) { return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join(""); }
+function equalBytes(a, b) {
+  a = new Uint8Array(a); b = new Uint8Array(b);
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+async function sha256(bytes) { return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)); }
+function randomId() { return hex(crypto.getRandomValues(new Uint8Array(16))); }
+
+// ---------------------------------------------------------------------------- keys
+function pemToDer(pem) {
+  const m = /-----BEGIN PRIVATE KEY-----([\s\S]+?)-----END PRIVATE KEY-----/.exec(pem);
+  if (!m) throw new Error("not a PKCS#8 PEM private key (-----BEGIN PRIVATE KEY-----)");
+  return b64Decode(m[1].replace(/\s+/g, ""));
+}
+
+// RFC 7638 thumbprint of the OKP public key: the broker's key id (kid).
+async function thumbprint(x) {
+  return b64url(await sha256(enc.encode('{"crv":"Ed25519","kty":"OKP","x":"' + x + '"}')));
+}
+
+async function importPem(pem) {
+  const der = pemToDer(pem);
+  try {
+    const extractable = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, true, ["sign"]);
+    const jwk = await crypto.subtle.exportKey("jwk", extractable);
+    const kid = await thumbprint(jwk.x);
+    const key = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, false, ["sign"]);
+    return { key, kid };
+  } finally {
+    der.fill(0);
+  }
+}
+
+async function signBytes(key, bytes) {
+  return new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, key, bytes));
+}
+
+async function signJwt(key, header, claims) {
+  const input = b64url(enc.encode(JSON.stringify(header))) + "." + b64url(enc.encode(JSON.stringify(claims)));
+  return input + "." + b64url(await signBytes(key, enc.encode(input)));
+}
+
+// IndexedDB: the non-extractable CryptoKey for this session (structured clone keeps it unexportable).
+function idb() {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open("twinspace-console", 1);
+    req.onupgradeneeded = () => req.result.createObjectStore("keys");
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+async function idbDo(mode, fn) {
+  const db = await idb();
+  return new Promise((resolve, reject) => {
+    const tx = db.transaction("keys", mode);
+    const req = fn(tx.objectStore("keys"));
+    tx.oncomplete = () => resolve(req && req.result);
+    tx.onerror = () => reject(tx.error);
+  });
+}
+const storeKey = (org, entry) => idbDo("readwrite", (s) => s.put(entry, org));
+const loadKey = (org) => idbDo("readonly", (s) => s.get(org));
+const clearKeys = () => idbDo("readwrite", (s) => s.clear());
+
+// A key for signing: the one kept since login, or one the user picks now.
+async function currentKey(container) {
+  const picked = container && container.querySelector("input[type=file]");
+  if (picked && picked.files.length) {
+    const entry = await importPem(await picked.files[0].text());
+    await storeKey(ORG, entry);
+    return entry;
+  }
+  const stored = await loadKey(ORG).catch(() => undefined);
+  if (stored) return stored;
+  throw new Error("pick your organisation's private key file first");
+}
+
+async function setupKeyPick(container) {
+  if (!container) return;
+  const stored = await loadKey(ORG).catch(() => undefined);
+  if (stored) {
+    container.innerHTML = "";
+    const p = document.createElement("p");
+    p.className = "small muted";
+    p.textContent = "Signing with the key loaded at login (kid " + stored.kid.slice(0, 12) + "…, kept non-extractable in this browser).";
+    container.appendChild(p);
+  } else {
+    const label = document.createElement("label");
+    label.textContent = "Your private key (PEM) ";
+    const input = document.createElement("input");
+    input.type = "file";
+    input.accept = ".pem,.key";
+    input.className = "keyfile";
+    label.appendChild(input);
+    container.appendChild(label);
+  }
+}
+
+// ---------------------------------------------------------------------------- fetch with CSRF
+async function postJson(url, body) {
+  const res = await fetch(url, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRF-Token": CSRF,
+               "X-Requested-With": "fetch" },
+    body: JSON.stringify(body || {}),
+  });
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error((data.detail || res.statusText) + (data.code ? " (" + data.code + ")" : ""));
+  return data;
+}
+
+function status(el, text, cls) {
+  if (!el) return;
+  el.textContent = text;
+  el.className = (el.className.replace(/\b(ok|bad)\b/g, "") + " " + (cls || "")).trim();
+}
+
+// ---------------------------------------------------------------------------- login
+function setupLogin() {
+  const form = document.getElementById("login-form");
+  if (!form) return;
+  const out = document.getElementById("login-status");
+  const config = JSON.parse(document.getElementById("login-config").textContent);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const file = document.getElementById("keyfile").files[0];
+    if (!file) { status(out, "Pick your private key file first.", "bad"); return; }
+    try {
+      status(out, "Signing a client assertion in this browser…");
+      const { key, kid } = await importPem(await file.text());
+      const nonce = document.getElementById("nonce").value;
+      const res = await fetch(ROOT + "/login/lookup", {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "Accept": "application/json", "X-Requested-With": "fetch" },
+        body: JSON.stringify({ kid, nonce }),
+      });
+      const found = await res.json();
+      if (!res.ok) throw new Error(found.detail || "this key is not registered");
+      const now = Math.floor(Date.now() / 1000);
+      const assertion = await signJwt(key, { alg: "EdDSA", typ: "JWT", kid },
+        { iss: found.org_id, sub: found.org_id, aud: config.audience, iat: now, exp: now + 60, jti: randomId() });
+      await clearKeys().catch(() => undefined);
+      await storeKey(found.org_id, { key, kid });
+      document.getElementById("client_assertion").value = assertion;
+      form.submit();
+    } catch (err) {
+      status(out, "Login failed: " + err.message, "bad");
+    }
+  });
+}
+
+function setupLogout() {
+  const button = document.getElementById("logout");
+  if (!button) return;
+  const form = button.form;
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    await clearKeys().catch(() => undefined);
+    form.submit();
+  });
+}
+
+// ---------------------------------------------------------------------------- agreement signing
+function checkDocument(doc, expect) {
+  for (const [field, want] of Object.entries(expect)) {
+    let got;
+    if (field === "asset_id") got = doc.asset && doc.asset.id;
+    else if (field === "asset_version") got = doc.asset && doc.asset.version;
+    else got = doc[field];
+    if ((got ?? null) !== (want ?? null)) throw new Error("the agreement's " + field + " is " + got + ", expected " + want);
+  }
+}
+
+function setupSigners() {
+  document.querySelectorAll(".signer").forEach((box) => {
+    setupKeyPick(box.querySelector(".keypick"));
+    const out = document.getElementById("sign-status");
+    const pre = box.querySelector(".signed-doc");
+    const embedded = box.querySelector(".sign-data");
+    if (embedded && pre) {
+      const data = JSON.parse(embedded.textContent);
+      pre.textContent = JSON.stringify(JSON.parse(new TextDecoder().decode(b64urlDecode(data.signing_input))), null, 2);
+    }
+    box.querySelector(".sign-button").addEventListener("click", async () => {
+      try {
+        const { key, kid } = await currentKey(box);
+        const data = embedded ? JSON.parse(embedded.textContent) : await postJson(box.dataset.draft);
+        const bytes = b64urlDecode(data.signing_input);
+        // What we sign is exactly what we show and check: the canonical bytes, parsed here.
+        const doc = JSON.parse(new TextDecoder().decode(bytes));
+        if (pre) pre.textContent = JSON.stringify(doc, null, 2);
+        checkDocument(doc, data.expect);
+        status(out, "Signing " + bytes.length + " bytes with key " + kid.slice(0, 12) + "…");
+        const signature = b64url(await signBytes(key, bytes));
+        const result = await postJson(box.dataset.post, { signing_input: data.signing_input, kid, signature });
+        status(out, "Signed; negotiation is now " + result.state + ".", "ok");
+        setTimeout(() => window.location.reload(), 300);
+      } catch (err) {
+        status(out, "Not signed: " + err.message, "bad");
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------- data download (PoP)
+function setupDownloads() {
+  document.querySelectorAll(".downloader").forEach((box) => {
+    setupKeyPick(box.querySelector(".keypick"));
+    const out = box.querySelector(".download-status");
+    box.querySelector(".download-button").addEventListener("click", async () => {
+      try {
+        const { key, kid } = await currentKey(box);
+        const fmt = box.querySelector(".format").value;
+        status(out, "Starting a transfer…");
+        const start = await postJson(box.dataset.start);
+        const proof = await signJwt(key, { alg: "EdDSA", typ: "twinspace-pop+jwt", kid },
+          { htm: "GET", htu: start.path, iat: Math.floor(Date.now() / 1000), jti: randomId(),
+            ath: b64url(await sha256(enc.encode(start.token))) });
+        const res = await fetch(start.path + "?format=" + encodeURIComponent(fmt), {
+          credentials: "same-origin",
+          headers: { "TwinSpace-Transfer-Token": start.token, "TwinSpace-PoP": proof, "Accept": "*/*",
+                     "X-Requested-With": "fetch" },
+        });
+        if (!res.ok) {
+          const problem = await res.json().catch(() => ({}));
+          throw new Error((problem.detail || res.statusText) + (problem.code ? " (" + problem.code + ")" : ""));
+        }
+        const blob = await res.blob();
+        const name = (/filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "") || [])[1] || "data." + fmt;
+        const a = document.createElement("a");
+        a.href = URL.createObjectURL(blob);
+        a.download = name;
+        document.body.appendChild(a);
+        a.click();
+        setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+        status(out, "Downloaded " + res.headers.get("X-TwinSpace-Rows") + " rows (" + blob.size + " bytes) as " + name + ".", "ok");
+      } catch (err) {
+        status(out, "Download refused: " + err.message, "bad");
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------- map: drag to search
+function setupMap() {
+  const svg = document.getElementById("extent-map");
+  const input = document.getElementById("bbox");
+  if (!svg || !input) return;
+  const d = svg.dataset;
+  const box = document.getElementById("drag-box");
+  const toSvg = (ev) => {
+    const pt = svg.createSVGPoint();
+    pt.x = ev.clientX; pt.y = ev.clientY;
+    return pt.matrixTransform(svg.getScreenCTM().inverse());
+  };
+  const toLonLat = (p) => [Number(d.w) + (p.x - Number(d.ox)) / (Number(d.k) * Number(d.scale)),
+                           Number(d.n) - (p.y - Number(d.oy)) / Number(d.scale)];
+  let origin = null;
+  svg.addEventListener("mousedown", (ev) => {
+    if (ev.target.closest("a")) return;
+    origin = toSvg(ev);
+    ev.preventDefault();
+  });
+  svg.addEventListener("mousemove", (ev) => {
+    if (!origin) return;
+    const p = toSvg(ev);
+    box.setAttribute("x", Math.min(p.x, origin.x)); box.setAttribute("y", Math.min(p.y, origin.y));
+    box.setAttribute("width", Math.abs(p.x - origin.x)); box.setAttribute("height", Math.abs(p.y - origin.y));
+    box.setAttribute("visibility", "visible");
+  });
+  window.addEventListener("mouseup", (ev) => {
+    if (!origin) return;
+    const p = toSvg(ev);
+    const a = toLonLat(origin), b = toLonLat(p);
+    origin = null;
+    if (Math.abs(a[0] - b[0]) < 1e-6 || Math.abs(a[1] - b[1]) < 1e-6) { box.setAttribute("visibility", "hidden"); return; }
+    const r = (v) => v.toFixed(5);
+    input.value = [r(Math.min(a[0], b[0])), r(Math.min(a[1], b[1])), r(Math.max(a[0], b[0])), r(Math.max(a[1], b[1]))].join(",");
+    input.form.submit();
+  });
+}
+
+// ---------------------------------------------------------------------------- audit: verification
+function setupVerify() {
+  const button = document.getElementById("verify-log");
+  if (!button) return;
+  const out = document.getElementById("verify-result");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    status(out, "Verifying…");
+    try {
+      const r = await postJson(button.dataset.url);
+      if (r.ok) status(out, "VERIFIED: " + r.entries + " entries, " + r.checkpoints_verified + " signed checkpoints, root " + r.root_hash.slice(0, 16) + "…", "ok");
+      else status(out, "PROBLEMS: " + (r.first_bad ? "entry " + r.first_bad.seq + ": " + r.first_bad.message : r.problems.length + " problems"), "bad");
+    } catch (err) {
+      status(out, "Verification failed: " + err.message, "bad");
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+async function nodeHash(left, right) {
+  const buf = new Uint8Array(65);
+  buf[0] = 1; buf.set(left, 1); buf.set(right, 33);
+  return sha256(buf);
+}
+
+// RFC 9162 §2.1.3.2: the root implied by an inclusion proof.
+async function rootFromProof(index, size, leaf, proof) {
+  if (index < 0 || index >= size) throw new Error("leaf index out of range");
+  let fn = index, sn = size - 1, r = leaf;
+  for (const p of proof) {
+    if (sn === 0) throw new Error("proof too long");
+    if ((fn & 1) || fn === sn) {
+      r = await nodeHash(p, r);
+      while (!(fn & 1) && fn !== 0) { fn >>= 1; sn >>= 1; }
+    } else {
+      r = await nodeHash(r, p);
+    }
+    fn >>= 1; sn >>= 1;
+  }
+  if (sn !== 0) throw new Error("proof too short");
+  return r;
+}
+
+// C2SP signed note: verify the checkpoint signature with the log's vkey, return [origin, size, root].
+async function openCheckpoint(note, vkey) {
+  const [name, keyHex, keyB64] = vkey.split("+");
+  const keyBytes = b64Decode(keyB64);
+  if (keyBytes[0] !== 1) throw new Error("unsupported log key type");
+  const pub = await crypto.subtle.importKey("raw", keyBytes.slice(1), { name: "Ed25519" }, false, ["verify"]);
+  const cut = note.lastIndexOf("\n\n");
+  const text = note.slice(0, cut + 1);
+  for (const line of note.slice(cut + 2).split("\n")) {
+    if (!line.startsWith("\u2014 ")) continue;
+    const [signer, b64] = line.slice(2).split(" ");
+    const blob = b64Decode(b64);
+    if (signer !== name || hex(blob.slice(0, 4)) !== keyHex) continue;
+    if (await crypto.subtle.verify({ name: "Ed25519" }, pub, blob.slice(4), enc.encode(text))) {
+      const lines = text.split("\n");
+      return [lines[0], Number(lines[1]), b64Decode(lines[2])];
+    }
+  }
+  throw new Error("no valid signature by " + name + " on the checkpoint");
+}
+
+function setupProof() {
+  const button = document.getElementById("check-proof");
+  if (!button) return;
+  const out = document.getElementById("proof-result");
+  button.addEventListener("click", async () => {
+    try {
+      const { proof, vkey } = JSON.parse(document.getElementById("proof-data").textContent);
+      const root = await rootFromProof(proof.leaf_index, proof.tree_size, b64Decode(proof.leaf_hash), proof.proof.map(b64Decode));
+      if (!equalBytes(root, b64Decode(proof.root_hash))) throw new Error("the proof does not lead to the stated root");
+      if (!proof.checkpoint) throw new Error("no signed checkpoint covers this tree size yet");
+      const [, size, cpRoot] = await openCheckpoint(proof.checkpoint, vkey);
+      if (size !== proof.tree_size || !equalBytes(cpRoot, root)) throw new Error("the signed checkpoint has another size or root");
+      status(out, "Included: leaf " + proof.leaf_index + " is in the signed tree of size " + size + ".", "ok");
+    } catch (err) {
+      status(out, "NOT verified: " + err.message, "bad");
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------- confirmations
+function setupConfirms() {
+  document.querySelectorAll("form.confirm").forEach((form) => {
+    form.addEventListener("submit", (ev) => {
+      if (!window.confirm(form.dataset.confirm || "Are you sure?")) ev.preventDefault();
+    });
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  setupLogin(); setupLogout(); setupSigners(); setupDownloads(); setupMap(); setupVerify(); setupProof(); setupConfirms();
+});
