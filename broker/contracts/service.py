@@ -692,6 +692,7 @@ def add_signature(session: Session, settings: Settings, broker_key: Ed25519Priva
     else:
         raise Forbidden("Only the agreement's consumer or provider signs it.", code="wrong_party")
     neg = get_negotiation(session, agreement.negotiation_id, principal, lock=True)
+    session.refresh(agreement)  # read after the lock: a concurrent signature by the other party is not lost
     if neg.state != S.AGREED.value or agreement.status != S.AGREED.value:
         raise Conflict(f"Signatures are collected in AGREED; this negotiation is {neg.state}.",
                        code="invalid_transition", extra={"state": neg.state})
