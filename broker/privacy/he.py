@@ -36,7 +36,7 @@ from broker.privacy.params import (ALLOWED, MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BY
 
 PARALLEL_MIN_ROWS = 262_144   # below this, process start-up costs more than it saves
 MAX_WORKERS = 2
-CKKS_BLIND_FACTOR = 2.0 ** 16  # blinding std relative to the largest possible slot sum
+CKKS_BLIND_FACTOR = 2.0 ** 12  # blinding std relative to the largest plausible slot value (precision trade-off)
 
 
 @dataclass
@@ -328,7 +328,7 @@ def linear_score(pc: PublicContext, enc_weights: bytes, features: np.ndarray, *,
     except Exception:  # noqa: BLE001
         raise BadRequest("The weights do not match the encryption parameters.", code="ciphertext_mismatch") from None
     return _blind_and_noise(pc, acc, epsilon=epsilon, sensitivity=bound or 1.0,
-                            magnitude=float(xb) * 1e3, rng=rng)
+                            magnitude=float(xb), rng=rng)
 
 
 # ---------------------------------------------------------------- plaintext-predicate mode

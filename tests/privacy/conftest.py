@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+import pytest
+
+from broker.privacy import he
+from connectors.query.client import ConsumerKeys
+
+
+@pytest.fixture(scope="session")
+def keys() -> dict[str, ConsumerKeys]:
+    return {s: ConsumerKeys.create(s) for s in ("bfv", "ckks")}
+
+
+@pytest.fixture(scope="session")
+def pcs(keys) -> dict[str, he.PublicContext]:
+    return {s: he.load_public_context(k.public_context_bytes()) for s, k in keys.items()}
