@@ -1,17 +1,19 @@
 # Shared checks of the TwinSpace policy library.
 #
-# Every check is a FUNCTION of the input document (`inp`) returning a set of human-readable
-# reasons; an empty set means the check passed. Policies (package twinspace.policies.<id>) union
-# the checks they need in `deny_for(inp)`, wrap them with `lib.decide`, and expose
+# Every check is a FUNCTION of the input document (`inp`) returning a
+# set of human-readable reasons; an empty set means the check passed. A policy (package
+# twinspace.policies.<id>) unions the checks it needs in `deny_for(inp)` and exposes
+#     decide(inp) := lib.decide(inp, deny_for(inp), obligations_for(inp))
 #     decision := decide(input)
-# which is what the broker queries. Writing checks as functions lets the Rego unit tests call
-# `decide(some_input)` directly, without `with input as` (which rego-cpp 1.5 cannot evaluate).
+# The broker queries `decision`; the Rego unit tests call `decide(some_input)` directly, without
+# `with input as` (which rego-cpp 1.5 cannot evaluate), so they run in-process and under `opa test`.
 #
 # Reference data (classification levels, known actions) lives in data.twinspace.config
 # (policies/twinspace/config/data.json), pushed to OPA with the modules. If it is missing,
-# every clearance check denies.
+# every decision denies.
 #
-# Reasons interpolate input values only: rego-cpp 1.5 mis-escapes interpolated string literals.
+# Reasons interpolate input values only: rego-cpp 1.5 mis-escapes interpolated string literals
+# (e.g. object.get defaults), and output it cannot serialise is a deny.
 package twinspace.lib
 
 import rego.v1
@@ -20,77 +22,103 @@ levels := data.twinspace.config.levels
 
 known_actions := data.twinspace.config.actions
 
-# --- accessors (total: a missing or mistyped field reads as the default) ---------------------
-obj(x) := x if is_object(x)
+# --- accessors ---------------------------------------------------------------------------------
+# Checks read fields directly (inp.params.x): input_denied guarantees every part is there with the
+# right type, so a check that cannot read what it needs never turns a malformed input into an allow.
+clearance(inp) := object.get(inp.consumer.attributes, "clearance", "public")
+
+has_agreement(inp) if is_object(inp.agreement)
+
+agreement_field(inp, key) := inp.agreement[key] if has_agreement(inp)
+
+else := ""
+
+# Total accessors, for obligations (which must be defined even when the input is malformed).
+request(inp) := inp.request if is_object(inp.request)
 
 else := {}
 
-params(inp) := obj(object.get(inp, "params", {}))
+params_or_empty(inp) := inp.params if is_object(inp.params)
 
-consumer(inp) := obj(object.get(inp, "consumer", {}))
+else := {}
 
-asset(inp) := obj(object.get(inp, "asset", {}))
+param(inp, key, fallback) := object.get(params_or_empty(inp), key, fallback)
 
-request(inp) := obj(object.get(inp, "request", {}))
+purpose(inp) := object.get(request(inp), "purpose", agreement_field(inp, "purpose"))
 
-usage(inp) := obj(object.get(inp, "usage", {}))
-
-attributes(inp) := obj(object.get(consumer(inp), "attributes", {}))
-
-clearance(inp) := object.get(attributes(inp), "clearance", "public")
-
-has_agreement(inp) if is_object(object.get(inp, "agreement", null))
-
-agreement(inp) := obj(object.get(inp, "agreement", {}))
-
-purpose(inp) := object.get(request(inp), "purpose", object.get(agreement(inp), "purpose", ""))
-
-scenario(inp) := object.get(request(inp), "scenario", object.get(agreement(inp), "scenario", ""))
-
-approvals(inp) := object.get(inp, "approvals", [])
+scenario(inp) := object.get(request(inp), "scenario", agreement_field(inp, "scenario"))
 
 # --- the input must be well formed: anything else is a deny ----------------------------------
-valid_field(inp, "action") if inp.action in known_actions
+# Well-formed input: every part the checks read, with the right type (build_policy_input always
+# produces it; a hand-written or tampered input that lacks one is denied).
+input_denied(inp) := set() if well_formed(inp)
 
-valid_field(inp, "now") if is_number(inp.now)
+else := input_problems(inp)
 
-valid_field(inp, "consumer.org_id") if is_string(consumer(inp).org_id)
+# The fast path: one rule body (no sets built) for the usual, well-formed input.
+well_formed(inp) if {
+	inp.action in known_actions
+	is_number(inp.now)
+	is_string(inp.consumer.org_id)
+	is_string(inp.consumer.role)
+	is_object(inp.consumer.attributes)
+	is_string(inp.asset.id)
+	agreement_ok(inp)
+	is_object(inp.params)
+	is_number(inp.usage.accesses)
+	is_number(inp.usage.rows)
+	is_object(inp.request)
+	is_array(inp.approvals)
+}
 
-valid_field(inp, "consumer.role") if is_string(consumer(inp).role)
+input_problems(inp) := {msg | some problems in [
+	{"malformed policy input: action is missing or invalid" | not inp.action in known_actions},
+	{"malformed policy input: now is missing or invalid" | not is_number(inp.now)},
+	{"malformed policy input: consumer is missing or invalid" | not is_object(inp.consumer)},
+	{"malformed policy input: consumer.org_id is missing or invalid" | not is_string(inp.consumer.org_id)},
+	{"malformed policy input: consumer.role is missing or invalid" | not is_string(inp.consumer.role)},
+	{"malformed policy input: consumer.attributes is missing or invalid" | not is_object(inp.consumer.attributes)},
+	{"malformed policy input: asset is missing or invalid" | not is_object(inp.asset)},
+	{"malformed policy input: asset.id is missing or invalid" | not is_string(inp.asset.id)},
+	{"malformed policy input: agreement is missing or invalid" | not agreement_ok(inp)},
+	{"malformed policy input: params is missing or invalid" | not is_object(inp.params)},
+	{"malformed policy input: usage.accesses is missing or invalid" | not is_number(inp.usage.accesses)},
+	{"malformed policy input: usage.rows is missing or invalid" | not is_number(inp.usage.rows)},
+	{"malformed policy input: request is missing or invalid" | not is_object(inp.request)},
+	{"malformed policy input: approvals is missing or invalid" | not is_array(inp.approvals)},
+]; some msg in problems}
 
-valid_field(inp, "asset.id") if is_string(asset(inp).id)
+agreement_ok(inp) if inp.agreement == null
 
-valid_field(inp, "usage.accesses") if is_number(usage(inp).accesses)
-
-valid_field(inp, "usage.rows") if is_number(usage(inp).rows)
-
-input_denied(inp) := {msg |
-	some field in ["action", "now", "consumer.org_id", "consumer.role", "asset.id", "usage.accesses", "usage.rows"]
-	not valid_field(inp, field)
-	msg := sprintf("malformed policy input: %s is missing or invalid", [field])
+agreement_ok(inp) if {
+	is_object(inp.agreement)
+	is_string(inp.agreement.consumer_id)
+	is_string(inp.agreement.status)
+	is_number(inp.agreement.not_before)
+	is_number(inp.agreement.not_after)
 }
 
 # --- consumer role and organisation type ------------------------------------------------------
 role_denied(inp) := {msg |
-	allowed := object.get(params(inp), "roles", ["consumer"])
-	not consumer(inp).role in allowed
-	msg := sprintf("role %s may not use this asset", [consumer(inp).role])
+	allowed := object.get(inp.params, "roles", ["consumer"])
+	not inp.consumer.role in allowed
+	msg := sprintf("role %s may not use this asset", [inp.consumer.role])
 }
 
 org_type_denied(inp) := {msg |
-	allowed := params(inp).org_types
-	org_type := consumer(inp).org_type
+	allowed := inp.params.org_types
+	org_type := inp.consumer.org_type
 	not org_type in allowed
 	msg := sprintf("organisation type %s is not admitted by this offer", [org_type])
 } | {"the consumer's organisation type is unknown" |
-	params(inp).org_types
-	not consumer(inp).org_type
+	inp.params.org_types
+	not inp.consumer.org_type
 }
 
 # --- clearance versus classification (分级) ---------------------------------------------------
 clearance_denied(inp) := (unknown_clearance(inp) | below_classification(inp)) | unclassified(inp)
 
-unclassified(inp) := {"the asset has no classification" | not asset(inp).classification}
+unclassified(inp) := {"the asset has no classification" | not inp.asset.classification}
 
 unknown_clearance(inp) := {"the consumer's clearance level is unknown" |
 	level := clearance(inp)
@@ -102,39 +130,39 @@ cleared_for(level, classification) if levels[level] >= levels[classification]
 below_classification(inp) := {msg |
 	level := clearance(inp)
 	levels[level]
-	classification := asset(inp).classification
+	classification := inp.asset.classification
 	not cleared_for(level, classification)
 	msg := sprintf("the consumer's clearance is below the asset's classification %s", [classification])
 }
 
 # --- purpose limitation -----------------------------------------------------------------------
 purpose_denied(inp) := {"the declared purpose is not among the permitted purposes" |
-	not purpose(inp) in object.get(params(inp), "purposes", [])
+	not purpose(inp) in object.get(inp.params, "purposes", [])
 }
 
 # Only when the offer lists purposes.
-purpose_denied_if_listed(inp) := purpose_denied(inp) if params(inp).purposes
+purpose_denied_if_listed(inp) := purpose_denied(inp) if inp.params.purposes
 
 else := set()
 
 # --- validity window (epoch seconds) ------------------------------------------------------------
 validity_denied(inp) := (({"the agreement is not yet valid" |
 	has_agreement(inp)
-	not inp.now >= agreement(inp).not_before
+	not inp.now >= inp.agreement.not_before
 } | {"the agreement has expired" |
 	has_agreement(inp)
-	not inp.now < agreement(inp).not_after
-}) | {"the policy's validity window has not started" | inp.now < params(inp).not_before}) | {"the policy's validity window has ended" | inp.now >= params(inp).not_after}
+	not inp.now < inp.agreement.not_after
+}) | {"the policy's validity window has not started" | inp.now < inp.params.not_before}) | {"the policy's validity window has ended" | inp.now >= inp.params.not_after}
 
 # --- usage limits -------------------------------------------------------------------------------
 usage_denied(inp) := {msg |
-	limit := params(inp).max_accesses
-	usage(inp).accesses >= limit
-	msg := sprintf("access limit reached (%v of %v)", [usage(inp).accesses, limit])
+	limit := inp.params.max_accesses
+	inp.usage.accesses >= limit
+	msg := sprintf("access limit reached (%v of %v)", [inp.usage.accesses, limit])
 } | {msg |
-	limit := params(inp).max_total_rows
-	usage(inp).rows >= limit
-	msg := sprintf("row quota exhausted (%v of %v rows)", [usage(inp).rows, limit])
+	limit := inp.params.max_total_rows
+	inp.usage.rows >= limit
+	msg := sprintf("row quota exhausted (%v of %v rows)", [inp.usage.rows, limit])
 }
 
 # --- aggregation only: only privacy-preserving aggregate queries ------------------------------
@@ -153,21 +181,21 @@ bbox_within(inner, outer) if {
 }
 
 geo_denied(inp) := {"a geographic restriction applies: the request must name a bbox" |
-	params(inp).bbox
-	not request(inp).bbox
+	inp.params.bbox
+	not inp.request.bbox
 } | {msg |
-	requested := request(inp).bbox
-	not bbox_within(requested, params(inp).bbox)
-	msg := sprintf("requested area %v is outside the permitted area %v", [requested, params(inp).bbox])
+	requested := inp.request.bbox
+	not bbox_within(requested, inp.params.bbox)
+	msg := sprintf("requested area %v is outside the permitted area %v", [requested, inp.params.bbox])
 }
 
 # --- binding: an active asset, a finalised agreement naming this consumer ---------------------
-binding_denied(inp) := (({"the asset is withdrawn" | asset(inp).status == "withdrawn"} | {"the agreement belongs to another consumer" |
+binding_denied(inp) := (({"the asset is withdrawn" | inp.asset.status == "withdrawn"} | {"the agreement belongs to another consumer" |
 	has_agreement(inp)
-	agreement(inp).consumer_id != consumer(inp).org_id
+	inp.agreement.consumer_id != inp.consumer.org_id
 }) | {"the agreement is not finalised" |
 	has_agreement(inp)
-	agreement(inp).status != "FINALIZED"
+	inp.agreement.status != "FINALIZED"
 }) | {"an agreement is required for this action" |
 	inp.action in {"read", "query", "derive"}
 	not has_agreement(inp)
@@ -176,11 +204,11 @@ binding_denied(inp) := (({"the asset is withdrawn" | asset(inp).status == "withd
 # --- obligations ---------------------------------------------------------------------------------
 base_obligations(inp) := {k: v |
 	some k in ["max_rows", "columns", "log_level"]
-	v := params(inp)[k]
+	v := inp.params[k]
 }
 
-# The decision document every policy returns: deny by default, reasons sorted, malformed input
-# always denied.
+# The decision document every policy returns: deny by default, reasons sorted,
+# malformed input always denied.
 decide(inp, deny, obligations) := {"allow": count(reasons) == 0, "deny": sort(reasons), "obligations": obligations} if {
 	reasons := deny | input_denied(inp)
 }

@@ -6,18 +6,18 @@ package twinspace.policies.hierarchical_authorisation
 import data.twinspace.lib
 import rego.v1
 
-first_tier(inp) := object.get(lib.params(inp), "first_tier", [])
+first_tier(inp) := object.get(inp.params, "first_tier", [])
 
-second_tier(inp) := object.get(lib.params(inp), "second_tier", [])
+second_tier(inp) := object.get(inp.params, "second_tier", [])
 
-is_first(inp) if lib.consumer(inp).org_id in first_tier(inp)
+is_first(inp) if inp.consumer.org_id in first_tier(inp)
 
 is_second(inp) if {
-	lib.consumer(inp).org_id in second_tier(inp)
+	inp.consumer.org_id in second_tier(inp)
 	not is_first(inp)
 }
 
-derived(inp) if object.get(lib.asset(inp), "derived_from", null) != null
+derived(inp) if object.get(inp.asset, "derived_from", null) != null
 
 mode_denied(inp) := (({"the organisation is in neither authorisation tier" |
 	not is_first(inp)
@@ -28,7 +28,7 @@ mode_denied(inp) := (({"the organisation is in neither authorisation tier" |
 }) | {"a derived product must come from a first-tier operator" |
 	is_second(inp)
 	derived(inp)
-	not lib.asset(inp).provider_id in first_tier(inp)
+	not inp.asset.provider_id in first_tier(inp)
 }) | {"only first-tier operators may derive products" |
 	inp.action == "derive"
 	not is_first(inp)
@@ -42,6 +42,7 @@ else := "second"
 
 obligations_for(inp) := object.union({"log_level": "full", "tier": tier(inp)}, lib.base_obligations(inp))
 
+# Rego unit tests call decide(some_input) directly; the broker queries `decision`.
 decide(inp) := lib.decide(inp, deny_for(inp), obligations_for(inp))
 
 # The one document the broker reads.

@@ -9,6 +9,7 @@ deny_for(inp) := ((lib.role_denied(inp) | lib.validity_denied(inp)) | lib.usage_
 
 obligations_for(inp) := object.union({"log_level": "summary"}, lib.base_obligations(inp))
 
+# Rego unit tests call decide(some_input) directly; the broker queries `decision`.
 decide(inp) := lib.decide(inp, deny_for(inp), obligations_for(inp))
 
 # The one document the broker reads.

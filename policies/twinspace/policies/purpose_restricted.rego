@@ -10,6 +10,7 @@ deny_for(inp) := (((((lib.role_denied(inp) | lib.org_type_denied(inp)) | lib.cle
 
 obligations_for(inp) := object.union({"log_level": "full"}, lib.base_obligations(inp))
 
+# Rego unit tests call decide(some_input) directly; the broker queries `decision`.
 decide(inp) := lib.decide(inp, deny_for(inp), obligations_for(inp))
 
 # The one document the broker reads.

@@ -6,16 +6,17 @@ import data.twinspace.lib
 import rego.v1
 
 mode_denied(inp) := {"only the unified operator named by the authorisation may use this provider's data" |
-	object.get(lib.params(inp), "operator_org_id", null) != lib.consumer(inp).org_id
+	object.get(inp.params, "operator_org_id", null) != inp.consumer.org_id
 } | {"the asset belongs to another provider than the authorisation names" |
-	lib.params(inp).provider_id
-	lib.asset(inp).provider_id != lib.params(inp).provider_id
+	inp.params.provider_id
+	inp.asset.provider_id != inp.params.provider_id
 }
 
 deny_for(inp) := (mode_denied(inp) | lib.validity_denied(inp)) | lib.binding_denied(inp)
 
 obligations_for(inp) := object.union({"log_level": "full"}, lib.base_obligations(inp))
 
+# Rego unit tests call decide(some_input) directly; the broker queries `decision`.
 decide(inp) := lib.decide(inp, deny_for(inp), obligations_for(inp))
 
 # The one document the broker reads.
