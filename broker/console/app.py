@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from broker.console.auth import csrf_token
 from broker.api.problems import PROBLEM_JSON, _audit_refusal, install_problem_handlers
 from broker.errors import TwinSpaceError
 from broker.runtime import Runtime
@@ -21,7 +22,7 @@ templates = Jinja2Templates(directory=HERE / "templates")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"same-origin"), (b"x-frame-options", b"DENY"),
                     (b"cross-origin-opener-policy", b"same-origin")]
 
 
@@ -68,10 +69,12 @@ def create_console_app(runtime: Runtime) -> FastAPI:
         await run_in_threadpool(_audit_refusal, request, exc)
         if wants_html(request):
             root = request.scope.get("root_path", "")
+            principal = getattr(request.state, "principal", None)
+            # A signed-in user refused a page still gets a working header (its logout form needs the token).
+            csrf = csrf_token(runtime, principal.token_id) if principal is not None else ""
             response = templates.TemplateResponse(
                 request, "error.html", {"status": exc.status, "code": exc.code, "detail": exc.detail, "root": root,
-                                        "principal": getattr(request.state, "principal", None),
-                                        "csrf": getattr(request.state, "csrf", "")},
+                                        "principal": principal, "csrf": csrf},
                 status_code=exc.status)
             if exc.status == 401:
                 response.headers["WWW-Authenticate"] = 'Cookie realm="twinspace-console"'

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 from pydantic import Field
 from sqlmodel import Session
 
+from broker.catalog.schemas import CLASSIFICATION_ORDER
 from broker.api.deps import ALL_ROLES, Principal, get_runtime, get_session, public_route
 from broker.console import charts
 from broker.console.app import templates
@@ -156,7 +157,7 @@ def home(request: Request, principal: Principal = console_roles(*ALL_ROLES),
 
     agreements = contracts.list_agreements(session, principal, limit=1000)
     negotiations = contracts.list_negotiations(session, principal, limit=1000)
-    stats = {"agreements": len(agreements), "active": sum(a.status == "active" for a in agreements),
+    stats = {"agreements": len(agreements), "active": sum(a.status == "FINALIZED" for a in agreements),
              "negotiations_open": sum(n.state not in ("FINALIZED", "TERMINATED") for n in negotiations)}
     return render(request, "home.html", principal, session, stats=stats, msg=request.query_params.get("msg"))
 
@@ -181,7 +182,7 @@ def catalog(request: Request, q: str | None = Query(None, max_length=200), domai
             session: Session = Depends(get_session)) -> Response:
     from broker.catalog import service
 
-    if classification and classification not in ("public", "internal", "restricted", "confidential"):
+    if classification and classification not in CLASSIFICATION_ORDER:
         raise BadRequest("Unknown classification.", code="bad_classification")
     page, total = service.search(session, org_id=principal.org_id, role=principal.role, org_type=principal.org_type,
                                  attributes=principal.attributes, q=q or None, domain=domain or None,
@@ -190,6 +191,7 @@ def catalog(request: Request, q: str | None = Query(None, max_length=200), domai
     return render(request, "catalog.html", principal, session, assets=assets, total=total, offset=offset,
                   filters={"q": q or "", "domain": domain or "", "classification": classification or "",
                            "bbox": bbox or ""},
+                  classifications=list(CLASSIFICATION_ORDER),
                   map_svg=charts.extent_map(assets, _root(request), _bbox(bbox)))
 
 
@@ -228,7 +230,7 @@ def my_assets(request: Request, principal: Principal = console_roles(*PROVIDER),
     agreements = contracts.list_agreements(session, principal, limit=1000)
     per_asset: dict[str, int] = {}
     for a in agreements:
-        if a.status == "active":
+        if a.status == "FINALIZED":
             per_asset[a.asset_id] = per_asset.get(a.asset_id, 0) + 1
     return render(request, "assets.html", principal, session, assets=[service.asset_view(a) for a in rows],
                   active=per_asset, msg=request.query_params.get("msg"))
@@ -642,5 +644,5 @@ def queries(request: Request, principal: Principal = console_roles(*CONSUMER),
     """Encrypted queries run through the CLI (keys stay on the consumer's machine); this page explains how."""
     from broker.contracts import service
 
-    active = [service.agreement_view(a) for a in service.list_agreements(session, principal, status="active")]
+    active = [service.agreement_view(a) for a in service.list_agreements(session, principal, status="FINALIZED")]
     return render(request, "queries.html", principal, session, agreements=active)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends
+from starlette.concurrency import run_in_threadpool
 from pydantic import Field
 from sqlmodel import Session
 
@@ -13,7 +16,22 @@ from broker.policy import service
 from broker.runtime import Runtime
 from broker.schemas import StrictModel
 
-router = APIRouter(prefix="/policies", tags=["policies"])
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def load_library_at_startup(app):
+    """Load and compile the built-in library when the broker starts (once per process and
+    configuration), so a broken library is reported at once and no request pays for compiling."""
+    runtime = getattr(app.state, "runtime", None)
+    if runtime is not None:
+        problems = await run_in_threadpool(service.warm, runtime.settings)
+        for problem in problems:
+            log.error("policy library: %s", problem)
+    yield
+
+
+router = APIRouter(prefix="/policies", tags=["policies"], lifespan=load_library_at_startup)
 
 
 class PolicyUpload(StrictModel):

@@ -156,11 +156,6 @@ class EmbeddedEngine(_Engine):
                 pool = self._cache[key] = _Pool(lambda: self.compile(source), self.pool_size)
         return pool
 
-    def warm(self) -> None:
-        """Compile every built-in policy now (startup), so no request pays for it."""
-        for source in self.library.builtins.values():
-            self._pool(source).release(self._pool(source).acquire())
-
     def evaluate(self, source: PolicySource, input_doc: dict[str, Any]) -> Any:
         from regopy.rego_shared import rego_output_ok
 
@@ -271,10 +266,6 @@ class OpaServerEngine(_Engine):
             message = getattr(exc, "message", None) or type(exc).__name__
             raise PolicyError(f"OPA server unavailable or failed: {str(message)[:200]}") from None
         return response.get("result") if isinstance(response, dict) else None
-
-    def warm(self) -> None:
-        for source in self.library.builtins.values():
-            self.decide_source(source, {})
 
 
 def policies_dir(settings: Any) -> Path:

@@ -67,6 +67,16 @@ def resolve_source(session: Session | None, settings: Settings, policy_id: str, 
     return versioned(policy_id, row.version, row.rego)
 
 
+def warm(settings: Settings) -> list[str]:
+    """Compile (embedded) or push (OPA) every built-in policy now; the problems found, if any."""
+    engine = engine_for(settings)
+    problems = []
+    for source in builtin_policies(settings).values():
+        decision = engine.decide_source(source, PROBE_INPUT)
+        problems += [f"{source.policy_id} {source.version}: {r}" for r in decision.reasons if "engine error" in r]
+    return problems
+
+
 def policy_exists(session: Session, policy_id: str, settings: Settings | None = None) -> bool:
     from broker.settings import get_settings
 

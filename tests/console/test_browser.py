@@ -1,0 +1,195 @@
+"""Browser journeys in Chromium (Playwright): the broker runs under uvicorn on a free loopback port with the
+demo's data; each role logs in by picking its PEM key (WebCrypto signs the assertion in the page).
+Screenshots go to test-artifacts/screenshots/ (git-ignored)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.serving import serve_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium not found at /usr/bin/chromium "
+                                "(install Debian's chromium package to run the browser journeys)")
+
+
+@pytest.fixture
+def browser():
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def served(demo, app):
+    with serve_app(app) as url:
+        yield url
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def key_file(demo, label: str) -> str:
+    return str(demo.participants[label].org.key_file)
+
+
+def login(browser, url: str, demo, label: str, screenshot: str | None = None):
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.on("dialog", lambda d: d.accept())
+    page.goto(f"{url}/console/login")
+    page.set_input_files("#keyfile", key_file(demo, label))
+    if screenshot:
+        shot(page, screenshot)
+    page.click("#login-button")
+    page.wait_for_url(f"{url}/console/")
+    assert page.text_content("#whoami") == demo.participants[label].org.name
+    return page
+
+
+def test_login_refuses_an_unregistered_key(browser, served, demo, tmp_path):
+    from broker.crypto import generate_key, save_private_key
+
+    stranger = tmp_path / "stranger.pem"
+    save_private_key(stranger, generate_key())
+    page = browser.new_page()
+    page.goto(f"{served}/console/login")
+    page.set_input_files("#keyfile", str(stranger))
+    page.click("#login-button")
+    page.wait_for_selector("#login-status.bad")
+    assert "not registered" in page.text_content("#login-status")
+    assert page.context.cookies() == [] or all(c["name"] != "ts_console" for c in page.context.cookies())
+    page.goto(f"{served}/console/catalog")
+    assert page.text_content("#problem-code") == "missing_session"
+
+
+def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, served, demo):
+    consumer = login(browser, served, demo, "consumer", screenshot="01-login")
+    cookie = next(c for c in consumer.context.cookies() if c["name"] == "ts_console")
+    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+    assert consumer.evaluate("document.cookie") == ""  # the session is invisible to scripts
+
+    # consumer: browse and search the catalog, with the map of extents
+    consumer.click("text=Catalog")
+    assert consumer.locator("#extent-map a.extent").count() >= 1
+    shot(consumer, "02-consumer-catalog")
+    consumer.fill("input[name=q]", "parking")
+    consumer.click("#catalog-search button[type=submit]")
+    assert "Taipei public parking lots" in consumer.text_content(".assets")
+    assert "Building stock" not in consumer.text_content(".assets")
+    consumer.click(".assets a:has-text('Taipei public parking lots')")
+    shot(consumer, "03-consumer-asset")
+    consumer.fill("#purpose", "traffic_planning")
+    consumer.click("#request-contract")
+    assert consumer.text_content("#neg-state") == "REQUESTED"
+    negotiation_url = consumer.url
+
+    # provider: offer
+    provider = login(browser, served, demo, "provider")
+    provider.goto(negotiation_url)
+    provider.fill("#max_rows", "50")
+    provider.click("#send-offer")
+    assert provider.text_content("#neg-state") == "OFFERED"
+
+    # consumer: accept
+    consumer.reload()
+    consumer.click("#accept-offer")
+    assert consumer.text_content("#neg-state") == "ACCEPTED"
+
+    # provider: sign in the browser (WebCrypto, key kept non-extractable since login)
+    provider.reload()
+    shot(provider, "04-provider-sign")
+    provider.click("#sign-agreement")
+    expect(provider.locator("#neg-state")).to_have_text("AGREED")
+
+    # consumer: check the document and sign it
+    consumer.reload()
+    assert "traffic_planning" in consumer.text_content(".signed-doc")
+    shot(consumer, "05-consumer-verify-sign")
+    consumer.click("#sign-agreement")
+    expect(consumer.locator("#neg-state")).to_have_text("VERIFIED")
+
+    # provider: finalise (broker countersigns)
+    provider.reload()
+    provider.click("#finalize")
+    assert provider.text_content("#neg-state") == "FINALIZED"
+
+    # consumer: download under the agreement, with a browser-signed proof of possession
+    consumer.reload()
+    consumer.click("#agreement-link")
+    with consumer.expect_download() as info:
+        consumer.click("#download")
+    download = info.value
+    rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
+    assert 0 < len(rows) <= 50
+    consumer.wait_for_selector("#download-status.ok")
+    shot(consumer, "06-consumer-agreement-download")
+    agreement_url = consumer.url
+
+    # provider: who accessed what, then revoke
+    provider.click("text=Access log")
+    events = provider.text_content("#access-events")
+    assert "transfer.pull" in events and "Smart Mobility Ltd" in events
+    assert provider.locator("svg.chart").count() >= 1
+    shot(provider, "07-provider-access-log")
+    provider.goto(agreement_url)
+    provider.fill("#revoke-reason", "end of pilot")
+    provider.click("#revoke")
+    assert provider.text_content("#agreement-status") == "REVOKED"
+
+    # consumer: the next download is refused
+    consumer.reload()
+    assert consumer.locator("#download").count() == 0
+    status = consumer.evaluate("""async (url) => {
+        const r = await fetch(url + '/transfer', {method: 'POST', headers: {'X-CSRF-Token': document.body.dataset.csrf,
+            'Accept': 'application/json'}});
+        return [r.status, (await r.json()).code];
+    }""", agreement_url)
+    assert status[0] in (403, 409, 410), status
+
+    # the consumer cannot open the auditor's pages
+    consumer.goto(f"{served}/console/audit")
+    assert consumer.text_content("#problem-code") == "wrong_role"
+
+    # logout ends the session on the server and clears the stored key
+    consumer.click("#logout")
+    consumer.wait_for_url(f"{served}/console/login?msg=Logged%20out.")
+    assert consumer.evaluate("""() => new Promise(r => { const q = indexedDB.open('twinspace-console', 1);
+        q.onsuccess = () => { const g = q.result.transaction('keys').objectStore('keys').count(); g.onsuccess = () => r(g.result); }; })""") == 0
+    consumer.goto(f"{served}/console/catalog")
+    assert consumer.text_content("#problem-code") == "missing_session"
+
+
+def test_auditor_explores_proves_and_verifies(browser, served, demo):
+    auditor = login(browser, served, demo, "auditor")
+    auditor.click("text=Audit log")
+    assert auditor.locator("#audit-entries tbody tr").count() > 5
+    auditor.fill("input[name=kind]", "contract.*")
+    auditor.click("#audit-filters button[type=submit]")
+    kinds = auditor.locator("#audit-entries tbody tr td:nth-child(3)").all_text_contents()
+    assert kinds and all(k.startswith("contract.") for k in kinds)
+    auditor.click("#verify-log")
+    auditor.wait_for_selector("#verify-result.ok")
+    assert "VERIFIED" in auditor.text_content("#verify-result")
+    shot(auditor, "08-auditor-log")
+    auditor.locator("#audit-entries tbody tr a").first.click()
+    auditor.click("#check-proof")
+    auditor.wait_for_selector("#proof-result.ok")
+    assert "Included" in auditor.text_content("#proof-result")
+    shot(auditor, "09-auditor-entry-proof")
