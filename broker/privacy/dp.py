@@ -123,7 +123,7 @@ class PrivacyBudget:
         with self._lock:
             self._close(r)
 
-    def run(self, epsilon: float, fn, *args, **kwargs):
+    def run(self, epsilon: float, fn, /, *args, **kwargs):
         """Reserve, run ``fn``, commit on success, release on any exception (then re-raise)."""
         r = self.reserve(epsilon)
         try:
