@@ -25,6 +25,7 @@ ROUTERS = [
     "broker.policy.api",
     "broker.contracts.api",
     "broker.transfer.api",
+    "broker.privacy.api",
     "broker.console.routes",
 ]
 

@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     dataplane_url: str | None = Field(None, description="Public base URL of the data plane put in DSP "
                                       "DataAddress endpoints; default: a path relative to the broker.")
 
+    # privacy-preserving queries (broker/privacy; docs/privacy-queries.md). Policies override these per agreement.
+    privacy_epsilon_per_query: float = Field(0.5, gt=0, le=10, description="Default epsilon per encrypted query "
+                                             "when neither the policy nor the agreement names one.")
+    privacy_budget_default: float = Field(10.0, gt=0, le=1000, description="Total epsilon of an agreement whose "
+                                          "policy parameters name no privacy_budget.")
+    privacy_min_cohort: int = Field(10, ge=1, le=100_000, description="Smallest cohort a plaintext predicate or "
+                                    "group may select, unless the policy names min_cohort.")
+
+
 @lru_cache
 def get_settings() -> Settings:
     return Settings()

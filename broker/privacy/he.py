@@ -106,6 +106,11 @@ def _load_ct(pc: PublicContext, data: bytes, what: str = "ciphertext"):
     return ct
 
 
+def check_ciphertext(pc: PublicContext, data: bytes, what: str = "ciphertext") -> None:
+    """Refuse bytes that are not one well-formed ciphertext of ``pc``'s parameters and slot count."""
+    _load_ct(pc, data, what)
+
+
 def _check_request(pc: PublicContext, chunks: Sequence[bytes], rows: int) -> None:
     if not isinstance(chunks, (list, tuple)):
         raise BadRequest("The mask must be a list of ciphertexts.", code="ciphertext_malformed")
@@ -406,4 +411,5 @@ def secure_aggregate(ciphertexts: Sequence[bytes], min_providers: int, *, ctx: P
 
 
 __all__ = ["PublicContext", "load_public_context", "masked_sum", "masked_count", "histogram",
-           "linear_score", "predicate_aggregate", "encrypt_statistics", "secure_aggregate", "ALLOWED"]
+           "linear_score", "predicate_aggregate", "encrypt_statistics", "secure_aggregate", "check_ciphertext",
+           "ALLOWED"]

@@ -9,12 +9,16 @@ the slots here.
 
 from __future__ import annotations
 
+import base64
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tenseal as ts
 
-from broker.privacy.params import ALLOWED, ParamSet, new_context
+from broker.privacy.params import ALLOWED, ParamSet, identify, new_context
 
 
 def center_mod(x: int, t: int) -> int:
@@ -86,3 +90,149 @@ class ConsumerKeys:
         if self.scheme == "bfv":
             return center_mod(int(sum(int(x) for x in slots)), self.params.plain_modulus)
         return float(np.sum(slots))
+
+    def decrypt_vector(self, ct_bytes: bytes, n: int) -> list[float | int]:
+        """The first ``n`` slots of an unblinded result (secure aggregation), centred for BFV."""
+        slots = self.decrypt_slots(ct_bytes)[:n]
+        if self.scheme == "bfv":
+            return [center_mod(int(x), self.params.plain_modulus) for x in slots]
+        return [float(x) for x in slots]
+
+    # --- keeping the secret key on the consumer's machine ---------------------------------------
+    def save(self, path: Path) -> Path:
+        """Write the full context (with the secret key) to ``path``, mode 0600; it never leaves here."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.context.serialize(save_public_key=True, save_secret_key=True, save_galois_keys=False,
+                                      save_relin_keys=False)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(path, 0o600)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "ConsumerKeys":
+        ctx = ts.context_from(Path(path).read_bytes())
+        if not ctx.is_private():
+            raise ValueError(f"{path} holds no secret key")
+        params = identify(ctx)
+        if params is None:
+            raise ValueError(f"{path} uses parameters that are not on the allow-list")
+        return cls(ctx, params)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+@dataclass
+class QueryClient:
+    """Encrypted queries through the broker with a consumer's ``BrokerClient``; decrypts locally.
+
+    Each method returns the broker's answer with a ``values`` field holding the decrypted (noised)
+    numbers, already divided back from BFV fixed point.
+    """
+
+    broker: Any  # connectors.sdk.BrokerClient
+    keys: ConsumerKeys
+
+    def _send(self, agreement_id: str, query: dict[str, Any], epsilon: float | None) -> dict[str, Any]:
+        body = {"agreement_id": agreement_id, "context": _b64(self.keys.public_context_bytes()), "query": query}
+        if epsilon is not None:
+            body["epsilon"] = epsilon
+        return self.broker.post("/queries", json=body)
+
+    def _decoded(self, answer: dict[str, Any]) -> dict[str, Any]:
+        divisor, scaled = 10 ** int(answer.get("scale") or 0), set(answer.get("scaled") or [])
+        values = {}
+        for name, ct in answer["results"].items():
+            value = self.keys.decrypt_sum(_unb64(ct))
+            values[name] = value / divisor if name in scaled else value
+        return {**answer, "values": values}
+
+    def aggregate(self, agreement_id: str, column: str, mask, *, bound: float, scale: int = 0,
+                  epsilon: float | None = None) -> dict[str, Any]:
+        """Noised sum and count of ``column`` over the rows selected by the 0/1 ``mask`` (and their mean)."""
+        chunks = [_b64(c) for c in self.keys.encrypt_mask(np.asarray(mask))]
+        out = self._decoded(self._send(agreement_id, {"type": "aggregate", "column": column, "mask": chunks,
+                                                      "bound": bound, "scale": scale}, epsilon))
+        v = out["values"]
+        if "sum" in v and "count" in v:
+            v["mean"] = v["sum"] / v["count"] if v["count"] > 0 else None
+        return out
+
+    def histogram(self, agreement_id: str, column: str, categories: list[str], mask, *,
+                  epsilon: float | None = None) -> dict[str, Any]:
+        chunks = [_b64(c) for c in self.keys.encrypt_mask(np.asarray(mask))]
+        answer = self._send(agreement_id, {"type": "histogram", "column": column, "categories": categories,
+                                           "mask": chunks}, epsilon)
+        return {**answer, "values": {k: self.keys.decrypt_sum(_unb64(ct)) for k, ct in answer["results"].items()}}
+
+    def linear_score(self, agreement_id: str, features: list[str], weights, *, bound: float, scale: int = 0,
+                     group_by: str | None = None, epsilon: float | None = None) -> dict[str, Any]:
+        """Σ_rows w·x per group (or in total) for private weights ``w`` (BFV: integers)."""
+        body = {"type": "linear_score", "features": features, "weights": _b64(self.keys.encrypt_weights(
+            np.asarray(weights))), "bound": bound, "scale": scale}
+        if group_by:
+            body["group_by"] = group_by
+        return self._decoded(self._send(agreement_id, body, epsilon))
+
+    def predicate(self, agreement_id: str, where: list[dict[str, Any]], *, kind: str = "count",
+                  column: str | None = None, bound: float = 1.0, scale: int = 0,
+                  epsilon: float | None = None) -> dict[str, Any]:
+        body = {"type": "predicate", "kind": kind, "where": where, "bound": bound, "scale": scale}
+        if column:
+            body["column"] = column
+        return self._decoded(self._send(agreement_id, body, epsilon))
+
+    def budget(self, agreement_id: str) -> dict[str, Any]:
+        return self.broker.get(f"/queries/budgets/{agreement_id}")
+
+    # --- secure aggregation ------------------------------------------------------------------
+    def open_round(self, agreement_ids: list[str], column: str, *, bound: float, scale: int = 0,
+                   epsilon: float | None = None, min_providers: int | None = None) -> dict[str, Any]:
+        body = {"agreement_ids": agreement_ids, "context": _b64(self.keys.public_context_bytes()),
+                "column": column, "bound": bound, "scale": scale}
+        if epsilon is not None:
+            body["epsilon"] = epsilon
+        if min_providers is not None:
+            body["min_providers"] = min_providers
+        return self.broker.post("/queries/aggregations", json=body)
+
+    def round_result(self, round_id: str) -> dict[str, Any]:
+        """The released total across providers: noised sum, count and their mean."""
+        answer = self.broker.post(f"/queries/aggregations/{round_id}/result")
+        total, count = self.keys.decrypt_vector(_unb64(answer["result"]), 2)
+        if self.keys.scheme == "bfv":  # providers sent BFV sums in fixed point 10^scale
+            total = total / 10 ** int(answer["spec"].get("scale") or 0)
+        return {**answer, "values": {"sum": total, "count": count, "mean": total / count if count > 0 else None}}
+
+
+def contribute_pending(provider: Any, tables: dict[str, Any]) -> list[dict[str, Any]]:
+    """Provider side of secure aggregation, on the provider's machine: for each pending round naming one
+    of its agreements, compute [noised sum, noised count] of the round's column from its own table
+    (``tables``: asset id → pyarrow Table), encrypt under the consumer's public context and send it.
+    The broker only ever sees the ciphertext."""
+    from broker.privacy import he
+    from broker.privacy.service import provider_statistics
+
+    sent = []
+    for rnd in provider.get("/queries/aggregations/pending")["items"]:
+        pc = he.load_public_context(_unb64(rnd["context"]))
+        spec = rnd["spec"]
+        for item in rnd["to_contribute"]:
+            table = tables.get(item["asset_id"])
+            if table is None or spec["column"] not in table.column_names:
+                continue
+            values = table.column(spec["column"]).to_numpy(zero_copy_only=False).astype(float)
+            stats = provider_statistics(values, scheme=pc.scheme, bound=spec["bound"], scale=spec["scale"],
+                                        epsilon=spec["epsilon"])
+            ct = he.encrypt_statistics(pc, stats)
+            sent.append(provider.post(f"/queries/aggregations/{rnd['round_id']}/contributions",
+                                      json={"agreement_id": item["agreement_id"], "ciphertext": _b64(ct)}))
+    return sent

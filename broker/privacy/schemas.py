@@ -1,0 +1,137 @@
+"""Request bodies of the encrypted-query API, validated at the boundary.
+
+Ciphertexts and contexts travel as standard base64 strings; their sizes are capped here (before any
+decoding) and again on the decoded bytes in ``broker/privacy/he.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, Field, model_validator
+
+from broker.errors import BadRequest
+from broker.privacy.params import MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES
+from broker.schemas import StrictModel
+
+_B64_CONTEXT = 4 * (MAX_CONTEXT_BYTES // 3 + 1)
+_B64_CIPHERTEXT = 4 * (MAX_CIPHERTEXT_BYTES // 3 + 1)
+MAX_MASK_CHUNKS = 256            # 256 × 8192 slots = 2M rows (BFV), 1M rows (CKKS)
+ColumnName = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def b64decode(text: str, what: str) -> bytes:
+    """Strict standard base64; a clear 400 (never a parser message) otherwise."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"The {what} is not valid base64.", code="ciphertext_malformed") from None
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+ContextB64 = Annotated[str, Field(min_length=4, max_length=_B64_CONTEXT,
+                                  description="Public TenSEAL context, base64 (no secret key)")]
+CiphertextB64 = Annotated[str, Field(min_length=4, max_length=_B64_CIPHERTEXT, description="Ciphertext, base64")]
+
+
+class Condition(StrictModel):
+    """One plaintext predicate term on a declared column."""
+    column: ColumnName
+    op: Literal["eq", "ne", "lt", "le", "gt", "ge", "in"]
+    value: Union[float, int, str, list[Union[float, int, str]]]
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Condition":
+        if (self.op == "in") != isinstance(self.value, list):
+            raise ValueError("'in' takes a list of values; the other operators one value")
+        if isinstance(self.value, list) and not 1 <= len(self.value) <= 256:
+            raise ValueError("'in' takes 1 to 256 values")
+        return self
+
+
+class AggregateQuery(StrictModel):
+    """Encrypted 0/1 mask (or weights) → encrypted sum and count of a numeric column (mean = sum/count)."""
+    type: Literal["aggregate"]
+    column: ColumnName
+    mask: list[CiphertextB64] = Field(min_length=1, max_length=MAX_MASK_CHUNKS)
+    bound: float = Field(gt=0, le=1e9, description="Values are clipped to ±bound (the DP sensitivity of the sum)")
+    scale: int = Field(0, ge=0, le=6, description="BFV fixed point: values × 10^scale, rounded")
+    outputs: list[Literal["sum", "count"]] = Field(default_factory=lambda: ["sum", "count"], min_length=1,
+                                                   max_length=2)
+
+
+class HistogramQuery(StrictModel):
+    """Encrypted mask → encrypted counts per named category (rows of other categories go to "(other)")."""
+    type: Literal["histogram"]
+    column: ColumnName
+    categories: list[Annotated[str, Field(max_length=200)]] = Field(min_length=1, max_length=64)
+    mask: list[CiphertextB64] = Field(min_length=1, max_length=MAX_MASK_CHUNKS)
+
+
+class LinearScoreQuery(StrictModel):
+    """Encrypted weight vector × plaintext feature columns → encrypted total or per-group scores."""
+    type: Literal["linear_score"]
+    features: list[ColumnName] = Field(min_length=1, max_length=64)
+    weights: CiphertextB64
+    bound: float = Field(gt=0, le=1e9, description="Each feature is clipped to ±bound")
+    scale: int = Field(0, ge=0, le=6)
+    group_by: ColumnName | None = None
+
+
+class PredicateQuery(StrictModel):
+    """Plaintext predicate on declared columns (cohort ≥ k) → encrypted noised sum or count."""
+    type: Literal["predicate"]
+    kind: Literal["sum", "count"] = "sum"
+    column: ColumnName | None = None
+    where: list[Condition] = Field(min_length=1, max_length=16)
+    bound: float = Field(1.0, gt=0, le=1e9)
+    scale: int = Field(0, ge=0, le=6)
+
+    @model_validator(mode="after")
+    def _column_for_sum(self) -> "PredicateQuery":
+        if self.kind == "sum" and not self.column:
+            raise ValueError("a sum needs a column")
+        return self
+
+
+Query = Annotated[Union[AggregateQuery, HistogramQuery, LinearScoreQuery, PredicateQuery],
+                  Field(discriminator="type")]
+
+
+class EncryptedQueryRequest(StrictModel):
+    agreement_id: Annotated[str, Field(min_length=1, max_length=64)]
+    context: ContextB64
+    query: Query
+    epsilon: float | None = Field(None, gt=0, le=10, description="Privacy cost of this query; default and "
+                                  "ceiling: the policy's add_dp_noise obligation")
+
+
+class AggregationRoundRequest(StrictModel):
+    """Secure aggregation of one numeric column across several providers' assets."""
+    agreement_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=2, max_length=32)
+    context: ContextB64
+    column: ColumnName
+    bound: float = Field(gt=0, le=1e9)
+    scale: int = Field(0, ge=0, le=6)
+    epsilon: float | None = Field(None, gt=0, le=10)
+    min_providers: int | None = Field(None, ge=2, le=32, description="Default: every named agreement")
+
+
+class ContributionRequest(StrictModel):
+    agreement_id: Annotated[str, Field(min_length=1, max_length=64)]
+    ciphertext: CiphertextB64
+
+
+def jsonable_query(query: Any) -> dict[str, Any]:
+    """What the audit log keeps of a query: its shape, never ciphertexts or predicate values."""
+    data = query.model_dump(exclude={"mask", "weights"})
+    if "where" in data:
+        data["where"] = [{"column": c["column"], "op": c["op"]} for c in data["where"]]
+    if "categories" in data:
+        data["categories"] = len(data["categories"])
+    return data
