@@ -126,3 +126,4 @@ def demo(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Keep 
 app.add_typer(__import__("connectors.cli", fromlist=["connector_app"]).connector_app, name="connector")
 app.add_typer(__import__("broker.audit.cli", fromlist=["audit_app"]).audit_app, name="audit")
 app.add_typer(__import__("broker.contracts.cli", fromlist=["contract_app"]).contract_app, name="contract")
+app.add_typer(__import__("connectors.query.cli", fromlist=["query_app"]).query_app, name="query")
