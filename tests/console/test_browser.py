@@ -193,3 +193,36 @@ def test_auditor_explores_proves_and_verifies(browser, served, demo):
     auditor.wait_for_selector("#proof-result.ok")
     assert "Included" in auditor.text_content("#proof-result")
     shot(auditor, "09-auditor-entry-proof")
+
+
+@pytest.fixture
+def served_bare(app):
+    with serve_app(app) as url:
+        yield url
+
+
+def test_checkpoint_check_accepts_a_log_key_whose_base64_contains_plus(browser, served_bare):
+    """Regression: the C2SP vkey is name+hex+standard base64, and that base64 may contain "+"; the browser
+    check used to split at every "+" (so it failed for some broker keys, i.e. at random)."""
+    import base64
+
+    from broker.audit.note import sign_note, vkey_string
+    from broker.crypto import generate_key
+
+    name = "twinspace.test/log"
+    for _ in range(1000):
+        key = generate_key()
+        vkey = vkey_string(name, key.public_key())
+        if "+" in vkey.split("+", 2)[2]:
+            break
+    root = bytes(range(32))
+    note = sign_note(f"{name}\n7\n{base64.b64encode(root).decode()}\n", name, key)
+    page = browser.new_page()
+    page.goto(f"{served_bare}/console/login")
+    got = page.evaluate("""async ([note, vkey]) => { const [origin, size, root] = await openCheckpoint(note, vkey);
+        return [origin, size, Array.from(root)]; }""", [note, vkey])
+    assert got == [name, 7, list(root)]
+    other = vkey_string(name, generate_key().public_key())
+    refused = page.evaluate("""async ([note, vkey]) => { try { await openCheckpoint(note, vkey); return "accepted"; }
+        catch (e) { return e.message; } }""", [note, other])
+    assert refused.startswith("no valid signature") or "key" in refused

@@ -348,7 +348,10 @@ async function rootFromProof(index, size, leaf, proof) {
 
 // C2SP signed note: verify the checkpoint signature with the log's vkey, return [origin, size, root].
 async function openCheckpoint(note, vkey) {
-  const [name, keyHex, keyB64] = vkey.split("+");
+  // name+hex(key hash)+base64: the standard base64 may itself contain "+", so split at the first two only.
+  const first = vkey.indexOf("+"), second = vkey.indexOf("+", first + 1);
+  if (first < 1 || second < 0) throw new Error("malformed log key");
+  const name = vkey.slice(0, first), keyHex = vkey.slice(first + 1, second), keyB64 = vkey.slice(second + 1);
   const keyBytes = b64Decode(keyB64);
   if (keyBytes[0] !== 1) throw new Error("unsupported log key type");
   const pub = await crypto.subtle.importKey("raw", keyBytes.slice(1), { name: "Ed25519" }, false, ["verify"]);
