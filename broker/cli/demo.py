@@ -85,6 +85,8 @@ STEPS: list[Callable[[DemoContext], None]] = [
     __import__("broker.policy.demo", fromlist=["x"]).step_policies,
     __import__("broker.contracts.demo", fromlist=["x"]).step_contract_negotiate,
     __import__("broker.contracts.demo", fromlist=["x"]).step_contract_download,
+    __import__("broker.privacy.demo", fromlist=["x"]).step_encrypted_query,
+    __import__("broker.privacy.demo", fromlist=["x"]).step_secure_aggregation,
     __import__("broker.audit.demo", fromlist=["x"]).step_audit_verify,  # keep last: verifies everything above
 ]
 

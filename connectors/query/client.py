@@ -208,8 +208,9 @@ class QueryClient:
         """The released total across providers: noised sum, count and their mean."""
         answer = self.broker.post(f"/queries/aggregations/{round_id}/result")
         total, count = self.keys.decrypt_vector(_unb64(answer["result"]), 2)
-        if self.keys.scheme == "bfv":  # providers sent BFV sums in fixed point 10^scale
-            total = total / 10 ** int(answer["spec"].get("scale") or 0)
+        scale = int(answer["spec"].get("scale") or 0)
+        if self.keys.scheme == "bfv" and scale:  # providers sent BFV sums in fixed point 10^scale
+            total = total / 10 ** scale
         return {**answer, "values": {"sum": total, "count": count, "mean": total / count if count > 0 else None}}
 
 
