@@ -8,7 +8,8 @@ reservation releases it, so a refused or failed query costs nothing.
 
 Parameters come from the policy decision first (obligations ``add_dp_noise.epsilon`` and
 ``min_cohort``), then the agreement's policy parameters (``epsilon_per_query``, ``min_cohort``,
-``privacy_budget``, ``query_columns``), then the settings' defaults.
+``privacy_budget``, ``query_columns``, ``encrypted_masks``), then the settings' defaults. Encrypted-mask
+queries need ``encrypted_masks: true`` in the agreement's policy parameters (the provider's opt-in).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from broker.privacy.schemas import (AggregateQuery, AggregationRoundRequest, Con
 from broker.storage.db import session_scope
 
 MAX_GROUPS = 256
+MASK_QUERIES = ("aggregate", "histogram")  # and secure aggregation is not one: providers compute locally
 OTHER = "(other)"
 
 
@@ -75,6 +77,11 @@ def _authorize(session: Session, settings, principal: Any, agreement_id: str, re
         raise Forbidden(f"This agreement allows at most epsilon {ceiling:g} per query.",
                         code="epsilon_above_policy", extra={"max_epsilon": ceiling})
     k = int(obligations.get("min_cohort") or params.get("min_cohort") or settings.privacy_min_cohort)
+    if query_type in MASK_QUERIES and params.get("encrypted_masks") is not True:
+        # The compute side cannot check that an encrypted mask is 0/1, and a weighted mask would defeat
+        # the noise (docs/privacy-queries.md), so the provider must opt in for honest-but-curious consumers.
+        raise Forbidden("This agreement does not allow encrypted-mask queries; use a predicate or linear score.",
+                        code="encrypted_mask_not_allowed")
     declared = params.get("query_columns")
     return Terms(agreement=agreement, epsilon=dp.check_epsilon(epsilon), k=max(1, k),
                  budget_total=float(params.get("privacy_budget") or settings.privacy_budget_default),

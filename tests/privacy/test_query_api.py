@@ -21,7 +21,8 @@ N = 90
 DISTRICTS = ["Daan", "Xinyi", "Zhongshan"]
 EPS = 10.0  # large epsilon (small noise) so results can be checked against plaintext
 OFFERS = [{"id": "agg", "policy_id": "aggregation-only",
-           "params": {"epsilon_per_query": EPS, "privacy_budget": 45.0, "min_cohort": 5}}]
+           "params": {"epsilon_per_query": EPS, "privacy_budget": 45.0, "min_cohort": 5,
+                      "encrypted_masks": True}}]
 
 
 def make_table(n: int = N, seed: int = 0) -> pa.Table:
@@ -153,9 +154,14 @@ def test_refusals_are_clear_and_cost_no_budget(setup, bfv_keys):
                                                               "params": {"epsilon_per_query": 1.0}}])
     a2 = negotiate(setup["consumer"].client, setup["provider"].client,
                    f"urn:twinspace:offer:{strict['id']}:v1:agg", "research")
-    err = _problem(lambda: q.aggregate(a2["id"], "floor_area", mask, bound=1, epsilon=2.0))
+    daan = [{"column": "district", "op": "eq", "value": "Daan"}]
+    err = _problem(lambda: q.predicate(a2["id"], daan, epsilon=2.0))
     assert (err.code, err.problem["max_epsilon"]) == ("epsilon_above_policy", 1.0)
-    assert q.aggregate(a2["id"], "floor_area", mask, bound=1)["epsilon"] == 1.0  # the policy's default
+    assert q.predicate(a2["id"], daan)["epsilon"] == 1.0  # the policy's default
+    # without the provider's opt-in, encrypted masks (which could be weighted, not 0/1) are refused
+    assert _problem(lambda: q.aggregate(a2["id"], "floor_area", mask, bound=1)).code == "encrypted_mask_not_allowed"
+    assert _problem(lambda: q.histogram(a2["id"], "district", ["Daan"], mask)).code == "encrypted_mask_not_allowed"
+    assert q.budget(a2["id"])["queries"] == 1
 
 
 def test_the_budget_is_enforced_and_plain_reads_are_refused(setup, bfv_keys):
