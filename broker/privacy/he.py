@@ -121,7 +121,7 @@ def _check_request(pc: PublicContext, chunks: Sequence[bytes], rows: int) -> Non
         raise BadRequest("The encrypted mask does not cover the dataset's rows.", code="mask_length_mismatch")
 
 
-def _prepare_values(pc: PublicContext, values: np.ndarray, bound: float) -> np.ndarray:
+def _prepare_values(pc: PublicContext, values: np.ndarray, bound: float, noise_margin: float = 0.0) -> np.ndarray:
     """Clip to [-bound, bound] (the DP sensitivity) and check encodability; pad to whole chunks."""
     values = np.asarray(values)
     if values.ndim != 1:
@@ -136,7 +136,8 @@ def _prepare_values(pc: PublicContext, values: np.ndarray, bound: float) -> np.n
         if v.dtype.kind == "f" and not np.all(np.mod(v, 1) == 0):
             raise Unprocessable("BFV values must be integers (scale them to fixed point).",
                                 code="non_integer_values")
-        if bound * max(len(v), 1) + 10**6 >= pc.params.plain_modulus // 2:
+        # the noised total must stay inside (-t/2, t/2) or it would wrap silently
+        if bound * max(len(v), 1) + noise_margin + 10**6 >= pc.params.plain_modulus // 2:
             raise Unprocessable("The sum could overflow the plaintext modulus.", code="sum_may_overflow")
         out = np.zeros(n, dtype=np.int64)
     else:
@@ -255,7 +256,11 @@ def _blind_and_noise(pc: PublicContext, acc, *, epsilon: float | None, sensitivi
         if epsilon is not None:
             r[j] += dp.laplace_noise(sensitivity, epsilon, rng=g)
         # the products were not rescaled: they sit at scale^2 on the top level
-        fresh = ts.ckks_vector(pc.ctx, r.tolist(), scale=pc.params.global_scale ** 2)
+        try:
+            fresh = ts.ckks_vector(pc.ctx, r.tolist(), scale=pc.params.global_scale ** 2)
+        except ValueError:  # "encoded values are too large": bound × rows beyond what CKKS-8192 holds
+            raise Unprocessable("The values are too large for these encryption parameters; lower the bound.",
+                                code="values_too_large") from None
     try:
         return (acc + fresh).serialize()
     except Exception:  # noqa: BLE001
@@ -277,7 +282,8 @@ def masked_sum(pc: PublicContext, mask_chunks: Sequence[bytes], values: np.ndarr
     _check_request(pc, mask_chunks, len(values))
     if epsilon is not None:
         dp.check_epsilon(epsilon)
-    v = _prepare_values(pc, values, bound)
+    margin = 50 * bound / epsilon if epsilon is not None else 0.0  # P(|Lap(b)| > 50b) = e^-50
+    v = _prepare_values(pc, values, bound, margin)
     acc = _slotwise_sum(pc, mask_chunks, v, len(values), parallel)
     return _blind_and_noise(pc, acc, epsilon=epsilon, sensitivity=bound,
                             magnitude=bound * len(mask_chunks), rng=rng)
@@ -352,7 +358,7 @@ def predicate_aggregate(pc: PublicContext, values: np.ndarray, predicate: np.nda
     if kind == "count":
         total, sens = int(predicate.sum()), 1.0
     elif kind == "sum":
-        v = _prepare_values(pc, values, bound)[:len(values)]
+        v = _prepare_values(pc, values, bound, 50 * bound / epsilon)[:len(values)]
         total, sens = (int(v[predicate].sum()) if pc.scheme == "bfv" else float(v[predicate].sum())), bound
     else:
         raise BadRequest("kind must be 'sum' or 'count'.", code="invalid_query")

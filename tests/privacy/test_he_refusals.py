@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tenseal as ts
 
-from broker.errors import BadRequest, Forbidden, PayloadTooLarge, TwinSpaceError
+from broker.errors import BadRequest, Forbidden, PayloadTooLarge, TwinSpaceError, Unprocessable
 from broker.privacy import he
 from broker.privacy.params import MAX_CONTEXT_BYTES
 
@@ -116,3 +116,20 @@ def test_predicate_mode_refuses_small_cohorts(pcs):
     pred[:4] = True
     assert _code(Forbidden, he.predicate_aggregate, pcs["bfv"], values, pred, k=5, epsilon=1.0,
                  bound=100) == "cohort_too_small"
+
+
+def test_a_bfv_sum_whose_noise_could_wrap_is_refused(keys, pcs):
+    """bound × rows fits the plaintext modulus, but the DP noise tail (bound/epsilon) would not."""
+    k, pc = keys["bfv"], pcs["bfv"]
+    chunks = k.encrypt_mask(np.ones(10))
+    with pytest.raises(Unprocessable) as err:
+        he.masked_sum(pc, chunks, np.ones(10, dtype=np.int64), bound=1e9, epsilon=0.001)
+    assert err.value.code == "sum_may_overflow"
+    he.masked_sum(pc, chunks, np.ones(10, dtype=np.int64), bound=1e9, epsilon=1.0)  # within range
+
+
+def test_ckks_values_too_large_for_the_parameters_are_a_clear_refusal(keys, pcs):
+    k, pc = keys["ckks"], pcs["ckks"]
+    with pytest.raises(Unprocessable) as err:
+        he.masked_sum(pc, k.encrypt_mask(np.ones(10)), np.ones(10), bound=1e16, epsilon=None)
+    assert err.value.code == "values_too_large"

@@ -254,3 +254,19 @@ def test_a_round_needs_distinct_providers_and_valid_contributions(setup, bfv_key
                                                             "ciphertext": garbage})).code == "wrong_party"
     # the consumer cannot read the pending list of providers
     assert _problem(lambda: consumer.client.get("/queries/aggregations/pending")).code == "wrong_role"
+
+
+def test_query_bodies_have_their_own_size_limit(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from broker.app import create_app
+    from broker.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "b", database_url=None, redis_url=None, max_query_body_bytes=8192,
+                        max_body_bytes=4096)
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/queries", content=b'{"x": "' + b"a" * 9000 + b'"}', headers={"content-type": "application/json"})
+        assert (r.status_code, r.json()["code"]) == (413, "payload_too_large")
+        # between the two limits: the query route admits it (and refuses it for another reason)
+        r = c.post("/queries", content=b'{"x": "' + b"a" * 6000 + b'"}', headers={"content-type": "application/json"})
+        assert r.status_code == 401
