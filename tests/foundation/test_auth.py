@@ -149,3 +149,57 @@ def test_redis_replay_store_is_shared_between_replicas(tmp_path, redis_url):
         replay = _token_request(b, assertion)
         assert replay.status_code == 401 and replay.json()["code"] == "replayed_assertion"
         assert b.get("/readyz").json()["checks"]["redis"] == "ok"
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("case", ["alg_none", "hs256_with_public_key", "iat_in_future", "signed_by_other_key",
+                                  "tampered_claims"])
+def test_forged_assertions_are_refused_and_issue_nothing(broker, case):
+    """Algorithm confusion (alg=none, HS256 keyed with the public key), a future iat, a signature by
+    another org's key, edited claims: 401 invalid_assertion and no token issued."""
+    import json
+
+    from sqlmodel import Session, select
+
+    from broker.audit.models import AuditEntry
+    from broker.crypto import public_raw
+
+    settings, runtime, http = broker
+    org = _provider(settings, runtime)
+    other = _provider(settings, runtime, "Other Agency")
+    claims = _claims(org.org_id, settings.issuer)
+    if case == "alg_none":
+        header = _b64(json.dumps({"alg": "none", "kid": org.kid}).encode())
+        assertion = f"{header}.{_b64(json.dumps(claims).encode())}."
+    elif case == "hs256_with_public_key":
+        header = _b64(json.dumps({"alg": "HS256", "kid": org.kid, "typ": "JWT"}).encode())
+        import hashlib
+        import hmac
+
+        body = f"{header}.{_b64(json.dumps(claims).encode())}"
+        mac = hmac.new(public_raw(org.private_key.public_key()), body.encode(), hashlib.sha256).digest()
+        assertion = f"{body}.{_b64(mac)}"
+    elif case == "iat_in_future":
+        now = int(time.time())
+        assertion = jwt.encode(_claims(org.org_id, settings.issuer, iat=now + 600, exp=now + 650),
+                               org.private_key, algorithm="EdDSA", headers={"kid": org.kid})
+    elif case == "signed_by_other_key":
+        assertion = jwt.encode(claims, other.private_key, algorithm="EdDSA", headers={"kid": org.kid})
+    else:
+        genuine = jwt.encode(claims, org.private_key, algorithm="EdDSA", headers={"kid": org.kid})
+        head, _, sig = genuine.split(".")
+        forged_claims = {**claims, "sub": other.org_id, "iss": other.org_id}
+        assertion = f"{head}.{_b64(json.dumps(forged_claims).encode())}.{sig}"
+    with Session(runtime.engine) as s:
+        issued_before = len(s.exec(select(AuditEntry).where(AuditEntry.kind == "auth.token_issued")).all())
+    response = _token_request(http, assertion)
+    assert response.status_code == 401, response.text
+    assert response.json()["code"] in ("invalid_assertion",)
+    assert "access_token" not in response.json()
+    with Session(runtime.engine) as s:
+        assert len(s.exec(select(AuditEntry).where(AuditEntry.kind == "auth.token_issued")).all()) == issued_before
