@@ -245,6 +245,56 @@ def withdraw(asset_id: str, request: Request, reason: str = Form("", max_length=
     return _redirect(request, "/assets", f"Asset {asset_id} withdrawn.")
 
 
+@router.post("/assets/{asset_id}/offers")
+def edit_offers(asset_id: str, request: Request, offers: str = Form(..., max_length=65_536),
+                principal: Principal = console_roles(*PROVIDER), session: Session = Depends(get_session)) -> Response:
+    """Change an asset's offers the only way the catalog allows: publish a new version (same data, same
+    metadata, the new offers) through ``catalog.service.new_version``, as POST /catalog/assets/{id}/versions
+    does. The stored bytes are re-read from the vault (their hash and de-identification report are checked
+    again); agreements on earlier versions keep their terms."""
+    import json
+
+    from pydantic import ValidationError
+
+    from broker.catalog import service, vault
+    from broker.catalog.schemas import AssetMetadata
+
+    runtime = get_runtime(request)
+    latest = service._owned_latest(session, principal.org_id, asset_id)  # 404 / not_asset_owner / withdrawn
+    try:
+        parsed = json.loads(offers)
+    except ValueError:
+        raise BadRequest("Offers must be a JSON list of {id, policy_id, params}.", code="bad_offers") from None
+    if not isinstance(parsed, list):
+        raise BadRequest("Offers must be a JSON list of {id, policy_id, params}.", code="bad_offers")
+    bbox = latest.bbox
+    fields = {"title": latest.title, "description": latest.description or "", "keywords": list(latest.keywords),
+              "twin_category": latest.twin_category, "entity_type": latest.entity_type, "region": latest.region,
+              "classification": latest.classification, "domain": latest.domain,
+              "bbox": list(bbox) if bbox and None not in bbox else None,
+              "time_start": latest.time_start, "time_end": latest.time_end, "columns": list(latest.columns),
+              "row_count": latest.row_count, "content_hash": latest.content_hash, "deid_report": latest.deid_report,
+              "deid_report_hash": latest.deid_report_hash, "offers": parsed, "upload_id": "pending"}
+    try:
+        AssetMetadata.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        raise BadRequest(f"The offers are not valid: {problems}", code="bad_offers") from None
+    from broker.catalog.schemas import Offer
+
+    if [Offer.model_validate(o).model_dump() for o in parsed] == \
+            [Offer.model_validate(o).model_dump() for o in latest.offers]:
+        return _redirect(request, "/assets", "The offers are unchanged; no new version published.")
+    data = vault.load_bytes(session, asset_id, latest.version, settings=runtime.settings)
+    upload = service.create_upload(session, principal.org_id)
+    for part, start in enumerate(range(0, len(data), service.MAX_PART_BYTES)):
+        service.add_upload_part(session, principal.org_id, upload.id, part,
+                                data[start:start + service.MAX_PART_BYTES], settings=runtime.settings)
+    meta = AssetMetadata.model_validate({**fields, "upload_id": upload.id})
+    asset = service.new_version(session, principal.org_id, asset_id, meta, settings=runtime.settings)
+    return _redirect(request, "/assets", f"Offers updated: {asset.title} is now version {asset.version}.")
+
+
 # --------------------------------------------------------------------------- negotiations
 @router.post("/negotiations")
 def request_contract(request: Request, offer: str = Form(..., max_length=300), purpose: str = Form(..., max_length=100),
@@ -603,12 +653,17 @@ def audit_entry(seq: int, request: Request, principal: Principal = console_roles
 
 
 @router.get("/audit/entries/{seq}/receipt")
-def audit_receipt(seq: int, request: Request, principal: Principal = console_roles(*AUDITOR),
+def audit_receipt(seq: int, request: Request, principal: Principal = console_roles(*ALL_ROLES),
                   session: Session = Depends(get_session)) -> JSONResponse:
+    """The same rule as GET /audit/entries/{seq}/receipt: auditors, operators and the entry's own actor."""
     from broker.audit import service
+    from broker.audit.api import OVERSIGHT
 
     runtime = get_runtime(request)
-    service.get_entry(session, seq)
+    entry = service.get_entry(session, seq)
+    if principal.role not in OVERSIGHT and entry.actor != principal.org_id:
+        raise Forbidden("Receipts are for auditors, operators and the entry's own organisation.",
+                        code="not_your_entry")
     service.current_checkpoint(runtime)
     return JSONResponse(service.make_receipt(runtime, session, seq),
                         headers={"Content-Disposition": f'attachment; filename="receipt-{seq}.json"'})
