@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
@@ -40,6 +42,19 @@ def served(demo, app):
         yield url
 
 
+REQUESTS: list[str] = []  # every URL the journeys' pages asked for
+
+
+@pytest.fixture(autouse=True)
+def only_local_requests():
+    """Nothing is fetched from a CDN or any other origin: every request goes to the loopback broker."""
+    REQUESTS.clear()
+    yield
+    foreign = [u for u in REQUESTS if not u.startswith(("blob:", "data:")) and urlsplit(u).hostname != "127.0.0.1"]
+    assert not foreign, f"requests to other origins: {foreign}"
+    assert len({urlsplit(u).port for u in REQUESTS if u.startswith("http")}) <= 1
+
+
 def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -51,6 +66,7 @@ def key_file(demo, label: str) -> str:
 
 def login(browser, url: str, demo, label: str, screenshot: str | None = None):
     context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 860})
+    context.on("request", lambda request: REQUESTS.append(request.url))
     page = context.new_page()
     page.on("dialog", lambda d: d.accept())
     page.goto(f"{url}/console/login")
@@ -193,6 +209,43 @@ def test_auditor_explores_proves_and_verifies(browser, served, demo):
     auditor.wait_for_selector("#proof-result.ok")
     assert "Included" in auditor.text_content("#proof-result")
     shot(auditor, "09-auditor-entry-proof")
+    assert any(u.endswith("/console/static/console.js") for u in REQUESTS)
+
+
+def test_provider_changes_offers_and_withdraws_an_asset(browser, served, demo):
+    """Providers manage their assets: new offers (published as a new version), then withdrawal."""
+    provider = login(browser, served, demo, "provider")
+    provider.click("text=My assets")
+    row = provider.locator("#my-assets tr", has_text="Taipei public parking lots").first
+    assert "v1" in row.text_content()
+    provider.click("summary:has-text('Edit offers of Taipei public parking lots')")
+    editor = provider.locator("form[action$='/offers']").first
+    current = json.loads(editor.locator("textarea").input_value())
+    assert [o["id"] for o in current] == ["open"]
+    offers = current + [{"id": "research", "policy_id": "purpose-restricted",
+                         "params": {"purposes": ["research", "traffic_planning"],
+                                    "audience": {"org_types": ["enterprise"]}}}]
+    editor.locator("textarea").fill(json.dumps(offers, indent=2))
+    shot(provider, "10-provider-edit-offers")
+    editor.locator("button.save-offers").click()
+    expect(provider.locator(".flash")).to_contain_text("version 2")
+    row = provider.locator("#my-assets tr", has_text="Taipei public parking lots").first
+    assert "v2" in row.text_content() and "purpose-restricted" in row.text_content()
+
+    consumer = login(browser, served, demo, "consumer")
+    consumer.click("text=Catalog")
+    consumer.click(".assets a:has-text('Taipei public parking lots')")
+    assert "v2" in consumer.text_content("main")
+    assert "research" in consumer.locator("select#offer").inner_text()
+
+    provider.locator("#my-assets tr", has_text="Taipei public parking lots").first.locator("input[name=reason]").fill(
+        "replaced by the live feed")
+    provider.locator("#my-assets tr", has_text="Taipei public parking lots").first.locator("button.danger").click()
+    expect(provider.locator(".flash")).to_contain_text("withdrawn")
+    assert "withdrawn" in provider.locator("#my-assets tr", has_text="Taipei public parking lots").first.text_content()
+    consumer.click("text=Catalog")
+    assert "Taipei public parking lots" not in consumer.text_content(".assets")
+    assert any(u.endswith("/console/static/console.css") for u in REQUESTS)
 
 
 @pytest.fixture
