@@ -56,6 +56,17 @@ def test_demo_runs_every_step_offline_and_exits_0(tmp_path, no_network):
     assert "Audit log verified" in out and "tree root" in out and "in block" in out
     assert "Demo completed" in out.rstrip().splitlines()[-1]
     assert "Demo failed" not in out
+    # Every step left its trace in the audit log the last step verified.
+    from sqlalchemy import create_engine, text
+
+    db = create_engine(f"sqlite:///{tmp_path / 'demo' / 'twinspace.db'}")
+    with db.connect() as conn:
+        kinds = {row[0] for row in conn.execute(text("SELECT DISTINCT kind FROM audit_entry"))}
+    db.dispose()
+    assert {"org.registered", "auth.token_issued", "catalog.publish", "catalog.search", "policy.decision",
+            "contract.requested", "contract.signed", "contract.countersigned", "contract.finalized",
+            "transfer.pull", "transfer.served", "contract.revoked", "privacy.query",
+            "privacy.budget_debited"} <= kinds, kinds
 
 
 def test_a_failing_step_exits_1_with_a_clear_message(tmp_path, monkeypatch):
