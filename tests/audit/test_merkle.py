@@ -174,3 +174,20 @@ def test_out_of_range_requests_are_rejected():
         tree.consistency_proof(5, 4)
     with pytest.raises(ProofError):
         tree.root(9)
+
+
+def test_the_merkle_module_does_no_io():
+    """The pure Merkle code imports nothing but hashing and typing helpers, and calls no I/O builtins."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(merkle.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert imported <= {"__future__", "hashlib", "collections", "typing", "dataclasses", "itertools", "functools"}
+    calls = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    assert not calls & {"open", "print", "input", "exec", "eval", "__import__"}
