@@ -94,3 +94,23 @@ def test_refused_requests_are_audited_even_though_their_transaction_rolls_back(c
         refused = s.exec(select(AuditEntry).where(AuditEntry.kind == "request.refused")).all()
     assert refused and refused[-1].actor == consumer.org_id and refused[-1].outcome == "deny"
     assert '"code":"wrong_role"' in refused[-1].body and '"path":"/orgs"' in refused[-1].body
+
+
+def test_openapi_document_and_docs_are_served(client):
+    spec = client.get("/openapi.json")
+    assert spec.status_code == 200
+    paths = spec.json()["paths"]
+    assert {"/auth/token", "/orgs", "/healthz", "/readyz"} <= set(paths)
+    assert client.get("/docs").status_code == 200 and "swagger" in client.get("/docs").text.lower()
+
+
+def test_readyz_is_a_503_problem_when_the_database_is_unreachable(client, runtime, monkeypatch):
+    from broker.storage.db import make_engine
+
+    dead = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+    monkeypatch.setattr(runtime, "engine", dead)
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["code"] == "database_unavailable"
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert client.get("/healthz").status_code == 200  # alive, just not ready
+    dead.dispose()
