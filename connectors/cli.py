@@ -125,8 +125,12 @@ def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
             report: Optional[Path] = typer.Option(None, help="De-identification report (JSON)."),
             description: str = typer.Option(""), keyword: list[str] = typer.Option([]),
             asset_id: Optional[str] = typer.Option(None, help="Publish as a new version of this asset."),
+            data_endpoint: Optional[str] = typer.Option(None, help="Keep the table here: the base URL of this "
+                                                        "machine's `twinspace connector serve`, from which the "
+                                                        "broker fetches it on each access."),
             audience: str = typer.Option("twinspace-broker", help="The broker's issuer name.")) -> None:
-    """Check the table against its report locally, then publish it (metadata + encrypted-at-rest table)."""
+    """Check the table against its report locally, then publish it (metadata + encrypted-at-rest table,
+    or metadata only with --data-endpoint)."""
     from connectors.publish import load_report, parse_offer, publish_file
     from connectors.sdk import BrokerClient, BrokerError
 
@@ -137,7 +141,8 @@ def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
         rep = load_report(report) if report else None
         client = BrokerClient.connect(broker, org_id, key, audience=audience)
         asset = publish_file(client, table, report=rep, asset_id=asset_id, title=title, description=description,
-                             keywords=list(keyword), classification=classification, domain=domain, offers=offers)
+                             keywords=list(keyword), classification=classification, domain=domain, offers=offers,
+                             data_endpoint=data_endpoint)
     except ConnectorError as exc:
         _fail(exc)
     except BrokerError as exc:
@@ -161,3 +166,23 @@ def withdraw(asset_id: str, broker: str = typer.Option(..., envvar="TWINSPACE_BR
         console.print(f"[bold red]broker refused[/] ({exc.code}): {exc.problem.get('detail', '')}")
         raise typer.Exit(1)
     typer.echo(f"withdrew {asset_id}")
+
+
+@connector_app.command()
+def serve(directory: Path = typer.Argument(..., exists=True, file_okay=False, help="Directory of .arrow files."),
+          broker_key: str = typer.Option(..., envvar="TWINSPACE_BROKER_PUBLIC_KEY",
+                                         help="The broker's Ed25519 public key (base64url, from /.well-known/jwks.json)."),
+          issuer: str = typer.Option("twinspace-broker", help="The broker's issuer name."),
+          host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8600)) -> None:
+    """Serve connector-hosted assets: the broker fetches de-identified tables from here (by SHA-256,
+    with a broker-signed token); publish them with `publish --data-endpoint http(s)://this-host:PORT`."""
+    import uvicorn
+
+    from broker.crypto import public_key_from_b64
+    from connectors.serve import create_connector_app
+
+    try:
+        key = public_key_from_b64(broker_key)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--broker-key: {exc}") from None
+    uvicorn.run(create_connector_app(directory, key, broker_issuer=issuer), host=host, port=port)

@@ -82,10 +82,14 @@ def prepare(data: bytes, *, title: str, classification: str, domain: str, offers
 
 
 def publish_file(client, path: Path, *, report: dict[str, Any] | None = None, asset_id: str | None = None,
-                 **kwargs: Any) -> dict[str, Any]:
-    """Check locally, then upload and publish ``path`` (or a new version of ``asset_id``)."""
+                 data_endpoint: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Check locally, then upload and publish ``path`` (or a new version of ``asset_id``). With
+    ``data_endpoint`` (the base URL of this provider's ``twinspace connector serve``) nothing is
+    uploaded: the file stays here and the broker fetches it from that endpoint on each access."""
     data = Path(path).read_bytes()
     metadata = prepare(data, report=report, **kwargs)
+    if data_endpoint:
+        metadata["data_endpoint"] = data_endpoint
     return client.catalog_publish(metadata, data, asset_id=asset_id)
 
 

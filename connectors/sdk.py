@@ -108,7 +108,9 @@ class BrokerClient:
 
     def catalog_publish(self, metadata: dict[str, Any], data: bytes, asset_id: str | None = None) -> dict[str, Any]:
         """Publish a new asset (or, with ``asset_id``, a new version of one of ours) with its table."""
-        body = {**metadata, "upload_id": self.catalog_upload(data)}
+        # Connector-hosted (metadata names a data_endpoint): the table stays on the provider's machine;
+        # the broker fetches and checks it from there. Otherwise it is uploaded to the vault.
+        body = dict(metadata) if metadata.get("data_endpoint") else {**metadata, "upload_id": self.catalog_upload(data)}
         path = f"/catalog/assets/{asset_id}/versions" if asset_id else "/catalog/assets"
         return self.post(path, json=body)
 

@@ -84,7 +84,8 @@ def test_api_md_endpoint_table_is_current():
 
 
 # Variables read by the participant-side CLIs and the tests, not by the broker's Settings.
-CLIENT_SIDE = {"BROKER_URL", "ORG_ID", "ORG_KEY", "PSEUDONYM_SECRET", "TEST_PG", "TEST_REDIS"}
+CLIENT_SIDE = {"BROKER_URL", "ORG_ID", "ORG_KEY", "BROKER_PUBLIC_KEY", "PSEUDONYM_SECRET", "TEST_PG",
+               "TEST_REDIS"}
 
 
 def test_every_setting_is_documented_and_every_documented_variable_exists():

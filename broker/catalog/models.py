@@ -46,6 +46,9 @@ class Asset(SQLModel, table=True):
     offers: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     withdrawn_at: datetime | None = None
+    # None: broker-hosted (the encrypted vault holds the table). Otherwise the base URL of the
+    # provider's connector, from which the broker fetches the table on each access (docs/connectors.md).
+    data_endpoint: str | None = Field(default=None, max_length=500)
 
     @property
     def bbox(self) -> list[float] | None:

@@ -87,6 +87,21 @@ def add_upload_part(session: Session, provider_id: str, upload_id: str, part: in
     return upload.byte_size
 
 
+def _table_bytes(session: Session, provider_id: str, meta: AssetMetadata, settings: Settings) -> bytes:
+    """The table to check: the staged upload (broker-hosted) or, for a connector-hosted asset, the
+    bytes fetched now from the provider's connector (checked exactly like an upload, then not kept)."""
+    if meta.data_endpoint is not None:
+        from broker.catalog.connector_source import fetch
+
+        return fetch(meta.data_endpoint, meta.content_hash, settings)
+    return _consume_upload(session, provider_id, meta.upload_id)
+
+
+def _store(session: Session, asset: Asset, data: bytes, meta: AssetMetadata, settings: Settings) -> None:
+    if meta.data_endpoint is None:
+        vault.store_bytes(session, asset.id, asset.version, data, meta.content_hash, settings=settings)
+
+
 def _consume_upload(session: Session, provider_id: str, upload_id: str) -> bytes:
     _own_upload(session, provider_id, upload_id)
     parts = session.exec(select(CatalogUploadPart).where(CatalogUploadPart.upload_id == upload_id)
@@ -193,23 +208,25 @@ def _new_row(asset_id: str, version: int, provider_id: str, meta: AssetMetadata,
                  time_start=_utc(meta.time_start), time_end=_utc(meta.time_end),
                  columns=[c.model_dump(exclude_none=True) for c in meta.columns], row_count=meta.row_count,
                  content_hash=meta.content_hash, byte_size=size, deid_report=meta.deid_report,
-                 deid_report_hash=meta.deid_report_hash, offers=[o.model_dump() for o in meta.offers])
+                 deid_report_hash=meta.deid_report_hash, offers=[o.model_dump() for o in meta.offers],
+                 data_endpoint=meta.data_endpoint)
 
 
 # --------------------------------------------------------------------------- commands
 def publish(session: Session, provider_id: str, meta: AssetMetadata, *, settings: Settings) -> Asset:
     """Create a new asset (version 1). Atomic: asset row, encrypted blob, audit event and upload cleanup
     commit together or not at all."""
-    data = _consume_upload(session, provider_id, meta.upload_id)
+    data = _table_bytes(session, provider_id, meta, settings)
     _check_table(meta, data, settings)
     _check_offers(session, meta)
     asset = _new_row("ast_" + secrets.token_hex(10), 1, provider_id, meta, len(data))
     session.add(asset)
     session.flush()
-    vault.store_bytes(session, asset.id, 1, data, meta.content_hash, settings=settings)
+    _store(session, asset, data, meta, settings)
     record_event(session, "catalog.publish", actor=provider_id, asset_id=asset.id,
                  details={"version": 1, "content_hash": meta.content_hash, "classification": meta.classification,
-                          "deid_report_hash": meta.deid_report_hash, "rows": meta.row_count})
+                          "deid_report_hash": meta.deid_report_hash, "rows": meta.row_count,
+                          "storage": "connector" if meta.data_endpoint else "broker"})
     session.flush()
     return asset
 
@@ -228,7 +245,7 @@ def _owned_latest(session: Session, provider_id: str, asset_id: str) -> Asset:
 def new_version(session: Session, provider_id: str, asset_id: str, meta: AssetMetadata, *,
                 settings: Settings) -> Asset:
     latest = _owned_latest(session, provider_id, asset_id)
-    data = _consume_upload(session, provider_id, meta.upload_id)
+    data = _table_bytes(session, provider_id, meta, settings)
     _check_table(meta, data, settings)
     _check_offers(session, meta)
     latest.is_latest = False
@@ -239,10 +256,11 @@ def new_version(session: Session, provider_id: str, asset_id: str, meta: AssetMe
     asset = _new_row(asset_id, version, provider_id, meta, len(data))
     session.add(asset)
     session.flush()
-    vault.store_bytes(session, asset_id, version, data, meta.content_hash, settings=settings)
+    _store(session, asset, data, meta, settings)
     record_event(session, "catalog.new_version", actor=provider_id, asset_id=asset_id,
                  details={"version": version, "previous_version": latest.version, "content_hash": meta.content_hash,
-                          "deid_report_hash": meta.deid_report_hash, "rows": meta.row_count})
+                          "deid_report_hash": meta.deid_report_hash, "rows": meta.row_count,
+                          "storage": "connector" if meta.data_endpoint else "broker"})
     session.flush()
     return asset
 
@@ -366,7 +384,7 @@ def asset_view(asset: Asset) -> dict[str, Any]:
             "row_count": asset.row_count, "content_hash": asset.content_hash, "byte_size": asset.byte_size,
             "deid_report": asset.deid_report, "deid_report_hash": asset.deid_report_hash,
             "offers": list(asset.offers), "created_at": _iso(asset.created_at),
-            "withdrawn_at": _iso(asset.withdrawn_at)}
+            "withdrawn_at": _iso(asset.withdrawn_at), "storage": "connector" if asset.data_endpoint else "broker"}
 
 
 def versions(session: Session, asset_id: str) -> list[Asset]:

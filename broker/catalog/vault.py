@@ -109,6 +109,12 @@ def load_bytes(session: Session, asset_id: str, version: int, *, settings: Setti
 
     blob = session.get(AssetBlob, (asset_id, version))
     asset = session.get(Asset, (asset_id, version))
+    if asset is not None and blob is None and asset.data_endpoint:
+        # Connector-hosted: fetched from the provider's connector for this access only, and
+        # checked against the published content hash before anything is used.
+        from broker.catalog.connector_source import fetch
+
+        return fetch(asset.data_endpoint, asset.content_hash, _settings_for(session, settings))
     if blob is None or asset is None:
         raise NotFound(f"No stored data for asset {asset_id} version {version}.", code="asset_data_not_found")
     mk = master_key(_settings_for(session, settings))
