@@ -123,7 +123,16 @@ def run_demo(*, data_dir: Path | None = None, serve: bool = False, port: int = 8
 
         import uvicorn
 
+        from broker.settings import get_settings
+
+        # Serve the demo's own settings and runtime (not a factory reading the environment: get_settings() is
+        # cached and was already filled with the defaults, so the served broker opened an empty ./.twinspace).
         os.environ["TWINSPACE_DATA_DIR"] = str(settings.data_dir)
-        console.print(f"Serving the demo broker on http://127.0.0.1:{port} (console at /console). Ctrl-C stops it.")
-        uvicorn.run("broker.app:create_app", factory=True, host="127.0.0.1", port=port)
+        for name in ("TWINSPACE_DATABASE_URL", "TWINSPACE_REDIS_URL"):  # the demo ran on embedded defaults
+            os.environ.pop(name, None)
+        get_settings.cache_clear()
+        console.print(f"Serving the demo broker on http://127.0.0.1:{port} (console at "
+                      f"http://127.0.0.1:{port}/console; log in with a key from {settings.data_dir / 'keys'}). "
+                      "Ctrl-C stops it.")
+        uvicorn.run(create_app(settings, runtime=runtime), host="127.0.0.1", port=port)
     return 0
