@@ -192,6 +192,24 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
     assert consumer.text_content("#problem-code") == "missing_session"
 
 
+def _stored_keys(page) -> int:
+    return page.evaluate("""() => new Promise(r => { const q = indexedDB.open('twinspace-console', 1);
+        q.onupgradeneeded = () => q.result.createObjectStore('keys');
+        q.onsuccess = () => { const g = q.result.transaction('keys').objectStore('keys').count(); g.onsuccess = () => r(g.result); }; })""")
+
+
+def test_an_expired_session_does_not_leave_the_signing_key_in_the_browser(browser, served, demo):
+    consumer = login(browser, served, demo, "consumer")
+    assert _stored_keys(consumer) == 1  # kept (non-extractable) for signing during the session
+    consumer.context.clear_cookies()  # what the browser does when the session cookie's Max-Age runs out
+    consumer.goto(f"{served}/console/agreements")
+    expect(consumer.locator("#problem-code")).to_have_text("missing_session")
+    consumer.wait_for_function("""() => new Promise(r => { const q = indexedDB.open('twinspace-console', 1);
+        q.onsuccess = () => { const g = q.result.transaction('keys').objectStore('keys').count();
+        g.onsuccess = () => r(g.result === 0); }; })""")
+    assert _stored_keys(consumer) == 0
+
+
 def test_auditor_explores_proves_and_verifies(browser, served, demo):
     auditor = login(browser, served, demo, "auditor")
     auditor.click("text=Audit log")

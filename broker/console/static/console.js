@@ -399,5 +399,8 @@ function setupConfirms() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // A page rendered without a session (login form, "please log in" after expiry or logout elsewhere): drop any
+  // key kept from an earlier session, so an expired session does not leave a usable signing key behind.
+  if (!ORG) clearKeys().catch(() => undefined);
   setupLogin(); setupLogout(); setupSigners(); setupDownloads(); setupMap(); setupVerify(); setupProof(); setupConfirms();
 });
