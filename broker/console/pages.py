@@ -250,8 +250,9 @@ def edit_offers(asset_id: str, request: Request, offers: str = Form(..., max_len
                 principal: Principal = console_roles(*PROVIDER), session: Session = Depends(get_session)) -> Response:
     """Change an asset's offers the only way the catalog allows: publish a new version (same data, same
     metadata, the new offers) through ``catalog.service.new_version``, as POST /catalog/assets/{id}/versions
-    does. The stored bytes are re-read from the vault (their hash and de-identification report are checked
-    again); agreements on earlier versions keep their terms."""
+    does. The table is re-read from the vault (or, for a connector-hosted asset, fetched from the provider's
+    connector) and checked again (content hash, de-identification report); agreements on earlier versions
+    keep their terms."""
     import json
 
     from pydantic import ValidationError
@@ -274,7 +275,9 @@ def edit_offers(asset_id: str, request: Request, offers: str = Form(..., max_len
               "bbox": list(bbox) if bbox and None not in bbox else None,
               "time_start": latest.time_start, "time_end": latest.time_end, "columns": list(latest.columns),
               "row_count": latest.row_count, "content_hash": latest.content_hash, "deid_report": latest.deid_report,
-              "deid_report_hash": latest.deid_report_hash, "offers": parsed, "upload_id": "pending"}
+              "deid_report_hash": latest.deid_report_hash, "offers": parsed}
+    hosted = getattr(latest, "data_endpoint", None)  # connector-hosted: the broker fetches and checks it again
+    fields.update({"data_endpoint": hosted} if hosted else {"upload_id": "pending"})
     try:
         AssetMetadata.model_validate(fields)
     except ValidationError as exc:
@@ -285,12 +288,14 @@ def edit_offers(asset_id: str, request: Request, offers: str = Form(..., max_len
     if [Offer.model_validate(o).model_dump() for o in parsed] == \
             [Offer.model_validate(o).model_dump() for o in latest.offers]:
         return _redirect(request, "/assets", "The offers are unchanged; no new version published.")
-    data = vault.load_bytes(session, asset_id, latest.version, settings=runtime.settings)
-    upload = service.create_upload(session, principal.org_id)
-    for part, start in enumerate(range(0, len(data), service.MAX_PART_BYTES)):
-        service.add_upload_part(session, principal.org_id, upload.id, part,
-                                data[start:start + service.MAX_PART_BYTES], settings=runtime.settings)
-    meta = AssetMetadata.model_validate({**fields, "upload_id": upload.id})
+    if not hosted:  # broker-hosted: stage the stored bytes as the new version's upload
+        data = vault.load_bytes(session, asset_id, latest.version, settings=runtime.settings)
+        upload = service.create_upload(session, principal.org_id)
+        for part, start in enumerate(range(0, len(data), service.MAX_PART_BYTES)):
+            service.add_upload_part(session, principal.org_id, upload.id, part,
+                                    data[start:start + service.MAX_PART_BYTES], settings=runtime.settings)
+        fields["upload_id"] = upload.id
+    meta = AssetMetadata.model_validate(fields)
     asset = service.new_version(session, principal.org_id, asset_id, meta, settings=runtime.settings)
     return _redirect(request, "/assets", f"Offers updated: {asset.title} is now version {asset.version}.")
 

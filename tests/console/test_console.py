@@ -667,3 +667,41 @@ def test_provider_edits_offers_by_publishing_a_new_version(sessions, demo, clien
     assert asset_id not in catalog.text
     r = post(new_offers)
     assert r.status_code == 410 and _code(r) == "asset_withdrawn"
+
+
+def test_offers_of_a_connector_hosted_asset_are_changed_without_copying_its_data(sessions, demo, tmp_path):
+    """A connector-hosted table stays on the provider's machine: the new version is checked against a fresh
+    fetch from the connector and stores nothing in the broker's vault either."""
+    import json
+
+    from sqlmodel import Session
+
+    from broker.catalog.models import Asset, AssetBlob
+    from connectors.publish import prepare
+    from connectors.serve import create_connector_app
+    from tests.contracts.helpers import OFFERS, table_bytes
+    from tests.serving import serve_app
+
+    files = tmp_path / "provider-files"
+    files.mkdir()
+    data = table_bytes()
+    (files / "buildings.arrow").write_bytes(data)
+    app = create_connector_app(files, demo.runtime.broker_key.public_key(), broker_issuer=demo.settings.issuer)
+    with serve_app(app) as url:
+        meta = prepare(data, title="Buildings (connector-hosted)", classification="public", domain="planning",
+                       offers=OFFERS, twin_category="building_structure", entity_type="Building")
+        asset = demo.participants["provider"].client.catalog_publish({**meta, "data_endpoint": url}, data)
+        c, csrf = sessions["provider"]
+        offers = [{"id": "open", "policy_id": "open-data", "params": {}}]
+        r = _call(c, "POST", f"/console/assets/{asset['id']}/offers", headers={"X-CSRF-Token": csrf},
+                  data={"offers": json.dumps(offers)})
+        assert r.status_code == 303 and "version%202" in r.headers["location"], r.text
+        (files / "buildings.arrow").write_bytes(table_bytes(offset=1))  # the connector now serves other bytes
+        r = _call(c, "POST", f"/console/assets/{asset['id']}/offers", headers={"X-CSRF-Token": csrf},
+                  data={"offers": json.dumps(OFFERS)})
+        assert r.status_code >= 400 and _code(r) not in GUARD_CODES, r.text  # refused: not the published table
+    with Session(demo.runtime.engine) as s:
+        v2 = s.get(Asset, (asset["id"], 2))
+        assert v2 is not None and v2.data_endpoint == url and v2.offers == offers and v2.is_latest
+        assert s.get(AssetBlob, (asset["id"], 2)) is None
+        assert s.get(Asset, (asset["id"], 3)) is None
