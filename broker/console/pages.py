@@ -704,5 +704,10 @@ def queries(request: Request, principal: Principal = console_roles(*CONSUMER),
     """Encrypted queries run through the CLI (keys stay on the consumer's machine); this page explains how."""
     from broker.contracts import service
 
-    active = [service.agreement_view(a) for a in service.list_agreements(session, principal, status="FINALIZED")]
-    return render(request, "queries.html", principal, session, agreements=active)
+    from broker.privacy.service import get_budget
+
+    runtime = get_runtime(request)
+    active = [service.agreement_view(a) | {"budget": get_budget(session, runtime.settings, principal, a.id)}
+              for a in service.list_agreements(session, principal, status="FINALIZED")]
+    return render(request, "queries.html", principal, session, agreements=active, broker_url=str(request.base_url)
+                  .removesuffix("/").removesuffix(_root(request)))
