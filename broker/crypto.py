@@ -68,10 +68,21 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_or_create_private_key(path: Path) -> Ed25519PrivateKey:
-    if Path(path).exists():
+    """The key at ``path``, made on first use. Several processes starting together (``serve --workers N``)
+    agree on one key: each writes a complete temporary file and hard-links it into place, which only the
+    first succeeds at; the others read the winner's key."""
+    path = Path(path)
+    if path.exists():
         return load_private_key(path)
     key = generate_key()
-    save_private_key(Path(path), key)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+    save_private_key(tmp, key)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return load_private_key(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return key
 
 
