@@ -44,8 +44,11 @@ def _audit_refusal(request: Request, exc: TwinSpaceError) -> None:
     from broker.audit import log_event
 
     principal = getattr(request.state, "principal", None)
+    engine = request.app.state.runtime.engine
     try:
-        log_event(request.app.state.runtime.engine, "request.refused", actor=getattr(principal, "org_id", None),
+        for event in getattr(exc, "audit_events", ()):  # e.g. the deny decision behind a policy refusal
+            log_event(engine, event["kind"], **{k: v for k, v in event.items() if k != "kind"})
+        log_event(engine, "request.refused", actor=getattr(principal, "org_id", None),
                   outcome="deny", details={"method": request.method, "path": request.url.path,
                                            "status": exc.status, "code": exc.code})
     except Exception:  # noqa: BLE001 - never mask the refusal itself

@@ -29,6 +29,9 @@ class Decision:
     policy_id: str = ""
     policy_version: str = ""
     input_hash: str = ""
+    # the audit entry ``policy.service.decide`` appended, kept so a refusal can re-append it durably
+    # after the request's transaction (and that entry with it) is rolled back
+    audit: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"allow": self.allow, "reasons": self.reasons, "obligations": self.obligations,

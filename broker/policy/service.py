@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -89,20 +91,27 @@ def decide(session: Session, settings: Settings, policy_id: str, input_doc: dict
            agreement_id: str | None = None) -> Decision:
     """Decide and append the decision (allow or deny, reasons, version, input hash) to the audit log."""
     decision = get_pdp(settings, session).decide(policy_id, input_doc, version)
-    record_event(session, "policy.decision", actor=actor, outcome="allow" if decision.allow else "deny",
-                 asset_id=asset_id, agreement_id=agreement_id,
-                 details={"policy_id": policy_id, "policy_version": decision.policy_version,
-                          "action": input_doc.get("action"), "reasons": decision.reasons,
-                          "obligations": decision.obligations, "input_hash": decision.input_hash,
-                          "engine": engine_for(settings).name})
+    decision = dataclasses.replace(decision, audit={
+        "kind": "policy.decision", "actor": actor, "outcome": "allow" if decision.allow else "deny",
+        "asset_id": asset_id, "agreement_id": agreement_id,
+        "details": {"policy_id": policy_id, "policy_version": decision.policy_version,
+                    "action": input_doc.get("action"), "reasons": decision.reasons,
+                    "obligations": decision.obligations, "input_hash": decision.input_hash,
+                    "engine": engine_for(settings).name}})
+    record_event(session, **decision.audit)
     return decision
 
 
 def require_allow(decision: Decision) -> Decision:
+    """Raise ``policy_denied`` on a deny. The refusal carries the decision's audit entry: the request's
+    transaction rolls back, and the problem handler appends the entry again on its own, so every
+    deny (reasons, version, input hash) stays in the log."""
     if not decision.allow:
-        raise Forbidden("Denied by policy: " + "; ".join(decision.reasons), code="policy_denied",
+        exc = Forbidden("Denied by policy: " + "; ".join(decision.reasons), code="policy_denied",
                         extra={"reasons": decision.reasons, "policy_id": decision.policy_id,
                                "policy_version": decision.policy_version})
+        exc.audit_events = [decision.audit] if decision.audit else []
+        raise exc
     return decision
 
 

@@ -164,7 +164,7 @@ def test_refusals_are_clear_and_cost_no_budget(setup, bfv_keys):
     assert q.budget(a2["id"])["queries"] == 1
 
 
-def test_the_budget_is_enforced_and_plain_reads_are_refused(setup, bfv_keys):
+def test_the_budget_is_enforced_and_plain_reads_are_refused(setup, bfv_keys, engine):
     q = QueryClient(setup["consumer"].client, bfv_keys)
     agreement_id = setup["agreement"]["id"]
     mask = np.ones(N, dtype=int)
@@ -178,6 +178,11 @@ def test_the_budget_is_enforced_and_plain_reads_are_refused(setup, bfv_keys):
     # aggregation-only: no rows ever leave
     err = _problem(lambda: setup["consumer"].client.transfer_request(agreement_id))
     assert err.code == "policy_denied"
+    # the deny decision survives the refused request's rollback, with its reasons and input hash
+    denies = [e for e in audit_events(engine, "policy.decision")
+              if e["outcome"] == "deny" and e["details"]["action"] == "read"]
+    assert len(denies) == 1
+    assert any("aggregate" in r for r in denies[0]["details"]["reasons"]) and denies[0]["details"]["input_hash"]
 
 
 def test_another_consumer_cannot_use_the_agreement_and_revocation_stops_queries(setup, bfv_keys):
