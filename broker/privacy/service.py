@@ -342,12 +342,13 @@ def _contributions(session: Session, round_id: str) -> list[AggregationContribut
 
 
 def round_view(session: Session, r: AggregationRound, principal: Any) -> dict[str, Any]:
+    parts = _contributions(session, r.id)
     view = {"round_id": r.id, "consumer_id": r.consumer_id, "scheme": r.scheme, "spec": r.spec,
             "agreements": r.agreement_ids, "min_providers": r.min_providers, "status": r.status,
-            "contributions": len(_contributions(session, r.id))}
+            "contributions": len(parts)}
     if principal.role == "provider" and principal.org_id != r.consumer_id:
         mine = _my_agreements(session, r, principal)
-        done = {c.agreement_id for c in _contributions(session, r.id)}
+        done = {c.agreement_id for c in parts}
         view["to_contribute"] = [{"agreement_id": a.id, "asset_id": a.asset_id, "asset_version": a.asset_version}
                                  for a in mine if a.id not in done]
         view["context"] = b64encode(r.context)

@@ -230,6 +230,11 @@ def contribute_pending(provider: Any, tables: dict[str, Any]) -> list[dict[str, 
             table = tables.get(item["asset_id"])
             if table is None or spec["column"] not in table.column_names:
                 continue
+            # trust the signed agreement, not the round: never noise less than the agreement allows
+            terms = provider.contract_agreement(item["agreement_id"]).get("policy_params") or {}
+            if "epsilon_per_query" in terms and spec["epsilon"] > float(terms["epsilon_per_query"]) + 1e-12:
+                raise ValueError(f"round {rnd['round_id']} asks epsilon {spec['epsilon']}, above the "
+                                 f"{terms['epsilon_per_query']} of agreement {item['agreement_id']}")
             values = table.column(spec["column"]).to_numpy(zero_copy_only=False).astype(float)
             stats = provider_statistics(values, scheme=pc.scheme, bound=spec["bound"], scale=spec["scale"],
                                         epsilon=spec["epsilon"])
