@@ -48,6 +48,12 @@ def get_session(request: Request) -> Iterator[Session]:
             raise
 
 
+# The one way routes get the session. Scope "function": the transaction commits (or fails) before the
+# response is sent, so a client never sees a success whose writes are not durable, and its next request
+# reads its own writes (FastAPI's default for yield dependencies ends them after the response).
+db_session = Depends(get_session, scope="function")
+
+
 def authenticate_token(token: str, runtime: Runtime, session: Session) -> Principal:
     """Verify a broker token and re-check, on every request, that the org and its key are still valid."""
     claims = decode_access_token(token, runtime.broker_key.public_key(), issuer=runtime.settings.issuer,
@@ -63,7 +69,7 @@ def authenticate_token(token: str, runtime: Runtime, session: Session) -> Princi
 
 
 def current_principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-                      session: Session = Depends(get_session)) -> Principal:
+                      session: Session = db_session) -> Principal:
     cached = getattr(request.state, "principal", None)
     if cached is not None:
         return cached

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
-from broker.api.deps import ALL_ROLES, Principal, get_runtime, get_session, require_roles
+from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from broker.audit import log_event, service
 from broker.audit.anchor import AuditDaemon, ChainUnavailable, effective_mode, get_anchorer, read_anchor_events
 from broker.errors import Forbidden
@@ -53,7 +53,7 @@ def _filter(org: str | None = Query(None, description="Actor org id (or org_id i
 
 
 @router.get("/entries")
-def list_entries(f: service.EntryFilter = Depends(_filter), session: Session = Depends(get_session),
+def list_entries(f: service.EntryFilter = Depends(_filter), session: Session = db_session,
                  _: Principal = require_roles(*AUDITOR)) -> dict[str, Any]:
     entries = service.query_entries(session, f)
     return {"entries": [service.entry_json(e) for e in entries],
@@ -61,7 +61,7 @@ def list_entries(f: service.EntryFilter = Depends(_filter), session: Session = D
 
 
 @router.get("/entries/{seq}")
-def get_entry(seq: int, session: Session = Depends(get_session),
+def get_entry(seq: int, session: Session = db_session,
               _: Principal = require_roles(*AUDITOR)) -> dict[str, Any]:
     return service.entry_json(service.get_entry(session, seq))
 
@@ -77,7 +77,7 @@ def export(f: service.EntryFilter = Depends(_filter), runtime: Runtime = Depends
 
 
 @router.get("/entries/{seq}/receipt")
-def receipt(seq: int, session: Session = Depends(get_session), runtime: Runtime = Depends(get_runtime),
+def receipt(seq: int, session: Session = db_session, runtime: Runtime = Depends(get_runtime),
             principal: Principal = require_roles(*ALL_ROLES)) -> dict[str, Any]:
     """Offline receipt: the entry, its inclusion proof and the signed checkpoint it verifies against."""
     entry = service.get_entry(session, seq)
@@ -96,7 +96,7 @@ def log_key(runtime: Runtime = Depends(get_runtime), _: Principal = require_role
 
 @router.get("/checkpoints")
 def checkpoints(after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000),
-                session: Session = Depends(get_session), _: Principal = require_roles(*OVERSIGHT)) -> dict[str, Any]:
+                session: Session = db_session, _: Principal = require_roles(*OVERSIGHT)) -> dict[str, Any]:
     return {"checkpoints": [service.checkpoint_json(c) for c in service.list_checkpoints(session, after=after,
                                                                                           limit=limit)]}
 
@@ -113,26 +113,26 @@ def sign_now(runtime: Runtime = Depends(get_runtime), _: Principal = require_rol
 
 
 @router.get("/checkpoints/{tree_size}")
-def checkpoint(tree_size: int, session: Session = Depends(get_session),
+def checkpoint(tree_size: int, session: Session = db_session,
                _: Principal = require_roles(*OVERSIGHT)) -> dict[str, Any]:
     return service.checkpoint_json(service.get_checkpoint(session, tree_size))
 
 
 @router.get("/proofs/inclusion")
-def inclusion(seq: int, tree_size: int | None = None, session: Session = Depends(get_session),
+def inclusion(seq: int, tree_size: int | None = None, session: Session = db_session,
               runtime: Runtime = Depends(get_runtime), _: Principal = require_roles(*OVERSIGHT)) -> dict[str, Any]:
     """Inclusion proof of entry ``seq`` (leaf seq-1) in the tree of ``tree_size`` (default: newest checkpoint)."""
     return service.inclusion_proof(runtime, session, seq, tree_size)
 
 
 @router.get("/proofs/consistency")
-def consistency(first: int, second: int | None = None, session: Session = Depends(get_session),
+def consistency(first: int, second: int | None = None, session: Session = db_session,
                 runtime: Runtime = Depends(get_runtime), _: Principal = require_roles(*OVERSIGHT)) -> dict[str, Any]:
     return service.consistency_proof(runtime, session, first, second)
 
 
 @router.get("/status")
-def status(runtime: Runtime = Depends(get_runtime), session: Session = Depends(get_session),
+def status(runtime: Runtime = Depends(get_runtime), session: Session = db_session,
            _: Principal = require_roles(*OVERSIGHT)) -> dict[str, Any]:
     """Log size, newest checkpoint and the anchoring status with its lag."""
     cp = service.latest_checkpoint(session)

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
 
-from broker.api.deps import ALL_ROLES, Principal, get_runtime, get_session, require_roles
+from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from broker.catalog import dcat, service, vault
 from broker.catalog.schemas import AssetMetadata, Classification, TwinCategory, UploadOut
 from broker.errors import BadRequest, NotFound
@@ -43,14 +43,14 @@ def _bbox(value: str | None) -> list[float] | None:
 
 
 @router.post("/uploads", status_code=201, response_model=UploadOut)
-def create_upload(principal: Principal = require_roles("provider"), session: Session = Depends(get_session)) -> Any:
+def create_upload(principal: Principal = require_roles("provider"), session: Session = db_session) -> Any:
     upload = service.create_upload(session, principal.org_id)
     return {"upload_id": upload.id, "max_part_bytes": service.MAX_PART_BYTES}
 
 
 @router.put("/uploads/{upload_id}/parts/{part}")
 async def put_part(upload_id: str, part: int, request: Request, principal: Principal = require_roles("provider"),
-                   session: Session = Depends(get_session)) -> dict[str, Any]:
+                   session: Session = db_session) -> dict[str, Any]:
     data = await request.body()
     runtime = _runtime(request)
     size = await run_in_threadpool(service.add_upload_part, session, principal.org_id, upload_id, part, data,
@@ -60,7 +60,7 @@ async def put_part(upload_id: str, part: int, request: Request, principal: Princ
 
 @router.post("/assets", status_code=201)
 def publish(body: AssetMetadata, request: Request, principal: Principal = require_roles("provider"),
-            session: Session = Depends(get_session)) -> dict[str, Any]:
+            session: Session = db_session) -> dict[str, Any]:
     asset = service.publish(session, principal.org_id, body, settings=_runtime(request).settings)
     return service.asset_view(asset)
 
@@ -68,14 +68,14 @@ def publish(body: AssetMetadata, request: Request, principal: Principal = requir
 @router.post("/assets/{asset_id}/versions", status_code=201)
 def new_version(asset_id: str, body: AssetMetadata, request: Request,
                 principal: Principal = require_roles("provider"),
-                session: Session = Depends(get_session)) -> dict[str, Any]:
+                session: Session = db_session) -> dict[str, Any]:
     asset = service.new_version(session, principal.org_id, asset_id, body, settings=_runtime(request).settings)
     return service.asset_view(asset)
 
 
 @router.post("/assets/{asset_id}/withdraw")
 def withdraw(asset_id: str, body: WithdrawIn | None = None, principal: Principal = require_roles("provider"),
-             session: Session = Depends(get_session)) -> dict[str, Any]:
+             session: Session = db_session) -> dict[str, Any]:
     asset = service.withdraw(session, principal.org_id, asset_id, body.reason if body else None)
     return service.asset_view(asset)
 
@@ -92,7 +92,7 @@ def search(q: str | None = Query(None, max_length=200), twin_category: TwinCateg
            bbox: str | None = Query(None, description="min_lon,min_lat,max_lon,max_lat (intersects)"),
            time_from: datetime | None = None, time_to: datetime | None = None,
            include_history: bool = False, limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0),
-           principal: Principal = require_roles(*ALL_ROLES), session: Session = Depends(get_session)) -> dict[str, Any]:
+           principal: Principal = require_roles(*ALL_ROLES), session: Session = db_session) -> dict[str, Any]:
     page, total = _search(session, principal, q=q, twin_category=twin_category, entity_type=entity_type,
                           domain=domain, classification=classification, provider=provider, bbox=_bbox(bbox),
                           time_from=time_from, time_to=time_to, include_history=include_history,
@@ -102,7 +102,7 @@ def search(q: str | None = Query(None, max_length=200), twin_category: TwinCateg
 
 @router.get("/assets/{asset_id}")
 def get_asset(asset_id: str, version: int | None = Query(None, ge=1), principal: Principal = require_roles(*ALL_ROLES),
-              session: Session = Depends(get_session)) -> dict[str, Any]:
+              session: Session = db_session) -> dict[str, Any]:
     try:
         asset = service.get_asset(session, asset_id, version)
     except NotFound:
@@ -115,6 +115,6 @@ def get_asset(asset_id: str, version: int | None = Query(None, ge=1), principal:
 
 @router.get("/dcat")
 def dcat_catalog(principal: Principal = require_roles(*ALL_ROLES),
-                 session: Session = Depends(get_session)) -> JSONResponse:
+                 session: Session = db_session) -> JSONResponse:
     page, _ = _search(session, principal, limit=10_000, offset=0)
     return JSONResponse(dcat.catalog(page), media_type="application/ld+json")

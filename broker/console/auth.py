@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from fastapi import Depends, Request
 from sqlmodel import Session
 
-from broker.api.deps import Principal, RoleGuard, authenticate_token, get_runtime, get_session
+from broker.api.deps import Principal, RoleGuard, authenticate_token, db_session, get_runtime
 from broker.crypto import b64url, sign
 from broker.errors import Forbidden, Unauthorized
 from broker.runtime import Runtime
@@ -90,7 +90,7 @@ class ConsoleGuard(RoleGuard):
     """``RoleGuard`` for console routes: the principal comes from the session cookie (same verification
     as a bearer token), the same roles are enforced, and state-changing requests need the CSRF token."""
 
-    async def __call__(self, request: Request, session: Session = Depends(get_session)) -> Principal:  # type: ignore[override]
+    async def __call__(self, request: Request, session: Session = db_session) -> Principal:  # type: ignore[override]
         principal = session_principal(request, session)
         if principal.role not in self.roles:
             raise Forbidden(f"This page is for {', '.join(self.roles)}; you are {principal.role}.", code="wrong_role")

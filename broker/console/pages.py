@@ -18,7 +18,7 @@ from pydantic import Field
 from sqlmodel import Session
 
 from broker.catalog.schemas import CLASSIFICATION_ORDER
-from broker.api.deps import ALL_ROLES, Principal, get_runtime, get_session, public_route
+from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, public_route
 from broker.console import charts
 from broker.console.app import templates
 from broker.console.auth import (COOKIE_PATH, LOGIN_COOKIE, SESSION_COOKIE, console_roles, csrf_token,
@@ -97,7 +97,7 @@ class LookupIn(StrictModel):
 
 
 @router.post("/login/lookup", dependencies=[public_route])
-def login_lookup(body: LookupIn, request: Request, session: Session = Depends(get_session)) -> dict[str, str]:
+def login_lookup(body: LookupIn, request: Request, session: Session = db_session) -> dict[str, str]:
     """Which organisation a key (RFC 7638 thumbprint) belongs to, so the browser can name it in the
     assertion's ``iss``/``sub``. Reveals nothing a holder of the public key could not learn from the
     participant directory; revoked keys and suspended orgs are refused like at /auth/token."""
@@ -152,7 +152,7 @@ def logout(request: Request, principal: Principal = console_roles(*ALL_ROLES)) -
 # --------------------------------------------------------------------------- home
 @router.get("/")
 def home(request: Request, principal: Principal = console_roles(*ALL_ROLES),
-         session: Session = Depends(get_session)) -> Response:
+         session: Session = db_session) -> Response:
     from broker.contracts import service as contracts
 
     agreements = contracts.list_agreements(session, principal, limit=1000)
@@ -179,7 +179,7 @@ def _bbox(value: str | None) -> list[float] | None:
 def catalog(request: Request, q: str | None = Query(None, max_length=200), domain: str | None = Query(None, max_length=64),
             classification: str | None = Query(None, max_length=32), bbox: str | None = Query(None, max_length=200),
             offset: int = Query(0, ge=0), principal: Principal = console_roles(*ALL_ROLES),
-            session: Session = Depends(get_session)) -> Response:
+            session: Session = db_session) -> Response:
     from broker.catalog import service
 
     if classification and classification not in CLASSIFICATION_ORDER:
@@ -197,7 +197,7 @@ def catalog(request: Request, q: str | None = Query(None, max_length=200), domai
 
 @router.get("/catalog/{asset_id}")
 def asset_page(asset_id: str, request: Request, principal: Principal = console_roles(*ALL_ROLES),
-               session: Session = Depends(get_session)) -> Response:
+               session: Session = db_session) -> Response:
     from broker.catalog import service
 
     try:
@@ -218,7 +218,7 @@ def asset_page(asset_id: str, request: Request, principal: Principal = console_r
 # --------------------------------------------------------------------------- provider: own assets
 @router.get("/assets")
 def my_assets(request: Request, principal: Principal = console_roles(*PROVIDER),
-              session: Session = Depends(get_session)) -> Response:
+              session: Session = db_session) -> Response:
     from sqlmodel import col, select
 
     from broker.catalog import service
@@ -238,7 +238,7 @@ def my_assets(request: Request, principal: Principal = console_roles(*PROVIDER),
 
 @router.post("/assets/{asset_id}/withdraw")
 def withdraw(asset_id: str, request: Request, reason: str = Form("", max_length=500),
-             principal: Principal = console_roles(*PROVIDER), session: Session = Depends(get_session)) -> Response:
+             principal: Principal = console_roles(*PROVIDER), session: Session = db_session) -> Response:
     from broker.catalog import service
 
     service.withdraw(session, principal.org_id, asset_id, reason or None)
@@ -247,7 +247,7 @@ def withdraw(asset_id: str, request: Request, reason: str = Form("", max_length=
 
 @router.post("/assets/{asset_id}/offers")
 def edit_offers(asset_id: str, request: Request, offers: str = Form(..., max_length=65_536),
-                principal: Principal = console_roles(*PROVIDER), session: Session = Depends(get_session)) -> Response:
+                principal: Principal = console_roles(*PROVIDER), session: Session = db_session) -> Response:
     """Change an asset's offers the only way the catalog allows: publish a new version (same data, same
     metadata, the new offers) through ``catalog.service.new_version``, as POST /catalog/assets/{id}/versions
     does. The table is re-read from the vault (or, for a connector-hosted asset, fetched from the provider's
@@ -304,7 +304,7 @@ def edit_offers(asset_id: str, request: Request, offers: str = Form(..., max_len
 @router.post("/negotiations")
 def request_contract(request: Request, offer: str = Form(..., max_length=300), purpose: str = Form(..., max_length=100),
                      scenario: str = Form("", max_length=100), principal: Principal = console_roles(*CONSUMER),
-                     session: Session = Depends(get_session)) -> Response:
+                     session: Session = db_session) -> Response:
     from broker.contracts import service
     from broker.contracts.messages import ContractRequestMessage
 
@@ -317,7 +317,7 @@ def request_contract(request: Request, offer: str = Form(..., max_length=300), p
 
 @router.get("/negotiations")
 def negotiations(request: Request, principal: Principal = console_roles(*ALL_ROLES),
-                 session: Session = Depends(get_session)) -> Response:
+                 session: Session = db_session) -> Response:
     from broker.contracts import service
 
     items = [service.negotiation_view(n) for n in service.list_negotiations(session, principal, limit=200)]
@@ -326,7 +326,7 @@ def negotiations(request: Request, principal: Principal = console_roles(*ALL_ROL
 
 @router.get("/negotiations/{pid}")
 def negotiation(pid: str, request: Request, principal: Principal = console_roles(*ALL_ROLES),
-                session: Session = Depends(get_session)) -> Response:
+                session: Session = db_session) -> Response:
     from broker.contracts import service
 
     neg = service.get_negotiation(session, pid, principal)
@@ -358,7 +358,7 @@ def _pids(session: Session, principal: Principal, pid: str) -> dict[str, str]:
 
 @router.post("/negotiations/{pid}/offer")
 def offer(pid: str, request: Request, max_rows: str = Form("", max_length=12),
-          principal: Principal = console_roles(*PROVIDER), session: Session = Depends(get_session)) -> Response:
+          principal: Principal = console_roles(*PROVIDER), session: Session = db_session) -> Response:
     from broker.contracts import service
     from broker.contracts.messages import ContractOfferMessage
 
@@ -388,14 +388,14 @@ def _event(request: Request, session: Session, principal: Principal, pid: str, e
 
 @router.post("/negotiations/{pid}/accept")
 def accept(pid: str, request: Request, principal: Principal = console_roles(*CONSUMER),
-           session: Session = Depends(get_session)) -> Response:
+           session: Session = db_session) -> Response:
     _event(request, session, principal, pid, "ACCEPTED")
     return _redirect(request, f"/negotiations/{pid}", "Offer accepted; the provider signs next.")
 
 
 @router.post("/negotiations/{pid}/finalize")
 def finalize(pid: str, request: Request, principal: Principal = console_roles(*PROVIDER),
-             session: Session = Depends(get_session)) -> Response:
+             session: Session = db_session) -> Response:
     _event(request, session, principal, pid, "FINALIZED")
     return _redirect(request, f"/negotiations/{pid}", "Agreement finalised and countersigned by the broker.")
 
@@ -403,7 +403,7 @@ def finalize(pid: str, request: Request, principal: Principal = console_roles(*P
 @router.post("/negotiations/{pid}/terminate")
 def terminate(pid: str, request: Request, reason: str = Form("", max_length=300),
               principal: Principal = console_roles("consumer", "provider", "operator"),
-              session: Session = Depends(get_session)) -> Response:
+              session: Session = db_session) -> Response:
     from broker.contracts import service
     from broker.contracts.messages import ContractNegotiationTerminationMessage
 
@@ -415,7 +415,7 @@ def terminate(pid: str, request: Request, reason: str = Form("", max_length=300)
 
 @router.post("/negotiations/{pid}/draft")
 def draft(pid: str, request: Request, principal: Principal = console_roles(*PROVIDER),
-          session: Session = Depends(get_session)) -> dict[str, Any]:
+          session: Session = db_session) -> dict[str, Any]:
     """The exact agreement bytes (RFC 8785) the provider's browser signs."""
     from broker.contracts import service, signing
     from broker.crypto import b64url
@@ -450,7 +450,7 @@ def _signed_document(body: SignatureIn) -> dict[str, Any]:
 
 @router.post("/negotiations/{pid}/agree")
 def agree(pid: str, body: SignatureIn, principal: Principal = console_roles(*PROVIDER),
-          session: Session = Depends(get_session)) -> dict[str, Any]:
+          session: Session = db_session) -> dict[str, Any]:
     from broker.contracts import service
     from broker.contracts.messages import ContractAgreementMessage
 
@@ -464,7 +464,7 @@ def agree(pid: str, body: SignatureIn, principal: Principal = console_roles(*PRO
 
 @router.post("/negotiations/{pid}/verify")
 def verify(pid: str, body: SignatureIn, principal: Principal = console_roles(*CONSUMER),
-           session: Session = Depends(get_session)) -> dict[str, Any]:
+           session: Session = db_session) -> dict[str, Any]:
     from broker.contracts import service, signing
     from broker.contracts.messages import ContractAgreementVerificationMessage
 
@@ -483,7 +483,7 @@ def verify(pid: str, body: SignatureIn, principal: Principal = console_roles(*CO
 # --------------------------------------------------------------------------- agreements, transfers, data
 @router.get("/agreements")
 def agreements(request: Request, status: str | None = Query(None, max_length=16),
-               principal: Principal = console_roles(*ALL_ROLES), session: Session = Depends(get_session)) -> Response:
+               principal: Principal = console_roles(*ALL_ROLES), session: Session = db_session) -> Response:
     from broker.contracts import service
 
     items = [service.agreement_view(a) for a in service.list_agreements(session, principal, status=status or None,
@@ -494,7 +494,7 @@ def agreements(request: Request, status: str | None = Query(None, max_length=16)
 
 @router.get("/agreements/{agreement_id}")
 def agreement(agreement_id: str, request: Request, principal: Principal = console_roles(*ALL_ROLES),
-              session: Session = Depends(get_session)) -> Response:
+              session: Session = db_session) -> Response:
     from broker.contracts import service
     from broker.transfer import service as transfers
 
@@ -514,7 +514,7 @@ def agreement(agreement_id: str, request: Request, principal: Principal = consol
 
 @router.get("/agreements/{agreement_id}/export")
 def export_agreement(agreement_id: str, request: Request, principal: Principal = console_roles(*ALL_ROLES),
-                     session: Session = Depends(get_session)) -> JSONResponse:
+                     session: Session = db_session) -> JSONResponse:
     from broker.contracts import service
 
     runtime = get_runtime(request)
@@ -525,7 +525,7 @@ def export_agreement(agreement_id: str, request: Request, principal: Principal =
 @router.post("/agreements/{agreement_id}/revoke")
 def revoke(agreement_id: str, request: Request, reason: str = Form("", max_length=500),
            principal: Principal = console_roles("provider", "operator"),
-           session: Session = Depends(get_session)) -> Response:
+           session: Session = db_session) -> Response:
     from broker.contracts import service
 
     service.revoke(session, principal, agreement_id, reason or None)
@@ -534,7 +534,7 @@ def revoke(agreement_id: str, request: Request, reason: str = Form("", max_lengt
 
 @router.post("/agreements/{agreement_id}/transfer")
 def start_transfer(agreement_id: str, request: Request, principal: Principal = console_roles(*CONSUMER),
-                   session: Session = Depends(get_session)) -> dict[str, Any]:
+                   session: Session = db_session) -> dict[str, Any]:
     """Start a transfer (DSP TransferRequestMessage); the browser then pulls with a proof of possession."""
     from broker.transfer import service
     from broker.transfer.messages import TransferRequestMessage
@@ -551,7 +551,7 @@ def start_transfer(agreement_id: str, request: Request, principal: Principal = c
 async def pull(pid: str, request: Request, format: str = Query("csv", max_length=16),
                transfer_token: str | None = Header(None, alias="TwinSpace-Transfer-Token"),
                pop: str | None = Header(None, alias="TwinSpace-PoP"),
-               principal: Principal = console_roles(*CONSUMER), session: Session = Depends(get_session)):
+               principal: Principal = console_roles(*CONSUMER), session: Session = db_session):
     """The data plane for the console: same transfer token + browser-signed proof of possession
     (bound to this path) + session principal, the same service call and audit as /dataplane."""
     from broker.catalog import vault
@@ -576,7 +576,7 @@ ACCESS_KINDS = ("transfer.", "contract.", "policy.", "request.refused")
 
 @router.get("/access")
 def access_log(request: Request, principal: Principal = console_roles(*PROVIDER),
-               session: Session = Depends(get_session)) -> Response:
+               session: Session = db_session) -> Response:
     """Events about this provider's own assets (pulls, transfers, agreements, denials): who accessed what."""
     from sqlmodel import col, select
 
@@ -612,7 +612,7 @@ def audit(request: Request, org: str | None = Query(None, max_length=64), kind: 
           outcome: str | None = Query(None, max_length=16), asset_id: str | None = Query(None, max_length=64),
           agreement_id: str | None = Query(None, max_length=64), since: str | None = Query(None, max_length=40),
           until: str | None = Query(None, max_length=40), after_seq: int = Query(0, ge=0),
-          principal: Principal = console_roles(*AUDITOR), session: Session = Depends(get_session)) -> Response:
+          principal: Principal = console_roles(*AUDITOR), session: Session = db_session) -> Response:
     from broker.audit import service
     from broker.audit.anchor import get_anchorer
 
@@ -640,7 +640,7 @@ def audit(request: Request, org: str | None = Query(None, max_length=64), kind: 
 
 @router.get("/audit/entries/{seq}")
 def audit_entry(seq: int, request: Request, principal: Principal = console_roles(*AUDITOR),
-                session: Session = Depends(get_session)) -> Response:
+                session: Session = db_session) -> Response:
     import json
 
     from broker.audit import service
@@ -659,7 +659,7 @@ def audit_entry(seq: int, request: Request, principal: Principal = console_roles
 
 @router.get("/audit/entries/{seq}/receipt")
 def audit_receipt(seq: int, request: Request, principal: Principal = console_roles(*ALL_ROLES),
-                  session: Session = Depends(get_session)) -> JSONResponse:
+                  session: Session = db_session) -> JSONResponse:
     """The same rule as GET /audit/entries/{seq}/receipt: auditors, operators and the entry's own actor."""
     from broker.audit import service
     from broker.audit.api import OVERSIGHT
@@ -700,7 +700,7 @@ def audit_verify(request: Request, principal: Principal = console_roles(*AUDITOR
 # --------------------------------------------------------------------------- consumer: encrypted queries
 @router.get("/queries")
 def queries(request: Request, principal: Principal = console_roles(*CONSUMER),
-            session: Session = Depends(get_session)) -> Response:
+            session: Session = db_session) -> Response:
     """Encrypted queries run through the CLI (keys stay on the consumer's machine); this page explains how."""
     from broker.contracts import service
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 from sqlmodel import Session
 
-from broker.api.deps import ALL_ROLES, Principal, get_runtime, get_session, require_roles
+from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from broker.contracts import service, signing
 from broker.contracts.messages import (CatalogRequestMessage, ContractAgreementMessage,
                                        ContractAgreementVerificationMessage, ContractNegotiationEventMessage,
@@ -36,7 +36,7 @@ def _neg(neg) -> JSONResponse:
 # --------------------------------------------------------------------------- DSP: catalog
 @router.post("/dsp/catalog/request")
 def dsp_catalog(msg: CatalogRequestMessage, principal: Principal = require_roles(*ALL_ROLES),
-                session: Session = Depends(get_session)) -> JSONResponse:
+                session: Session = db_session) -> JSONResponse:
     """CatalogRequestMessage → the DCAT catalog the caller may see (offers as ``odrl:hasPolicy``)."""
     from broker.catalog import dcat
     from broker.catalog.service import search
@@ -49,7 +49,7 @@ def dsp_catalog(msg: CatalogRequestMessage, principal: Principal = require_roles
 # --------------------------------------------------------------------------- DSP: negotiation
 @router.post("/dsp/negotiations/request", status_code=201)
 def dsp_request(msg: ContractRequestMessage, request: Request, principal: Principal = require_roles("consumer"),
-                session: Session = Depends(get_session)) -> JSONResponse:
+                session: Session = db_session) -> JSONResponse:
     neg = service.request_contract(session, get_runtime(request).settings, principal, msg)
     return _ld(service.negotiation_view(neg), 201 if not msg.providerPid else 200)
 
@@ -57,7 +57,7 @@ def dsp_request(msg: ContractRequestMessage, request: Request, principal: Princi
 @router.post("/dsp/negotiations/{pid}/request")
 def dsp_counter_request(pid: str, msg: ContractRequestMessage, request: Request,
                         principal: Principal = require_roles("consumer"),
-                        session: Session = Depends(get_session)) -> JSONResponse:
+                        session: Session = db_session) -> JSONResponse:
     if msg.providerPid not in (None, pid):
         raise BadRequest("providerPid differs from the negotiation in the path.", code="pid_mismatch")
     msg = msg.model_copy(update={"providerPid": pid})
@@ -66,40 +66,40 @@ def dsp_counter_request(pid: str, msg: ContractRequestMessage, request: Request,
 
 @router.post("/dsp/negotiations/{pid}/offers")
 def dsp_offer(pid: str, msg: ContractOfferMessage, principal: Principal = require_roles("provider"),
-              session: Session = Depends(get_session)) -> JSONResponse:
+              session: Session = db_session) -> JSONResponse:
     return _neg(service.offer_contract(session, principal, pid, msg))
 
 
 @router.post("/dsp/negotiations/{pid}/events")
 def dsp_event(pid: str, msg: ContractNegotiationEventMessage, request: Request,
-              principal: Principal = require_roles(*PARTIES), session: Session = Depends(get_session)) -> JSONResponse:
+              principal: Principal = require_roles(*PARTIES), session: Session = db_session) -> JSONResponse:
     runtime = get_runtime(request)
     return _neg(service.negotiation_event(session, runtime.settings, runtime.broker_key, principal, pid, msg))
 
 
 @router.post("/dsp/negotiations/{pid}/agreement")
 def dsp_agreement(pid: str, msg: ContractAgreementMessage, principal: Principal = require_roles("provider"),
-                  session: Session = Depends(get_session)) -> JSONResponse:
+                  session: Session = db_session) -> JSONResponse:
     return _neg(service.agree(session, principal, pid, msg))
 
 
 @router.post("/dsp/negotiations/{pid}/agreement/verification")
 def dsp_verification(pid: str, msg: ContractAgreementVerificationMessage,
                      principal: Principal = require_roles("consumer"),
-                     session: Session = Depends(get_session)) -> JSONResponse:
+                     session: Session = db_session) -> JSONResponse:
     return _neg(service.verify_agreement(session, principal, pid, msg))
 
 
 @router.post("/dsp/negotiations/{pid}/termination")
 def dsp_termination(pid: str, msg: ContractNegotiationTerminationMessage,
                     principal: Principal = require_roles("consumer", "provider", "operator"),
-                    session: Session = Depends(get_session)) -> JSONResponse:
+                    session: Session = db_session) -> JSONResponse:
     return _neg(service.terminate(session, principal, pid, msg))
 
 
 @router.get("/dsp/negotiations/{pid}")
 def dsp_get(pid: str, principal: Principal = require_roles(*ALL_ROLES),
-            session: Session = Depends(get_session)) -> JSONResponse:
+            session: Session = db_session) -> JSONResponse:
     neg = service.get_negotiation(session, pid, principal)
     return _ld(service.negotiation_view(neg))
 
@@ -108,14 +108,14 @@ def dsp_get(pid: str, principal: Principal = require_roles(*ALL_ROLES),
 @router.get("/contracts/negotiations")
 def list_negotiations(state: str | None = Query(None, max_length=16), limit: int = Query(100, ge=1, le=1000),
                       principal: Principal = require_roles(*ALL_ROLES),
-                      session: Session = Depends(get_session)) -> dict[str, Any]:
+                      session: Session = db_session) -> dict[str, Any]:
     items = service.list_negotiations(session, principal, state=state, limit=limit)
     return {"items": [service.negotiation_view(n) for n in items]}
 
 
 @router.get("/contracts/negotiations/{pid}")
 def get_negotiation(pid: str, principal: Principal = require_roles(*ALL_ROLES),
-                    session: Session = Depends(get_session)) -> dict[str, Any]:
+                    session: Session = db_session) -> dict[str, Any]:
     neg = service.get_negotiation(session, pid, principal)
     body = service.negotiation_view(neg)
     if neg.agreement_id:
@@ -125,7 +125,7 @@ def get_negotiation(pid: str, principal: Principal = require_roles(*ALL_ROLES),
 
 @router.post("/contracts/negotiations/{pid}/agreement-draft")
 def agreement_draft(pid: str, request: Request, principal: Principal = require_roles("provider"),
-                    session: Session = Depends(get_session)) -> dict[str, Any]:
+                    session: Session = db_session) -> dict[str, Any]:
     """The exact agreement document to sign, with its RFC 8785 bytes (base64url) and hash."""
     doc = service.agreement_draft(session, get_runtime(request).settings, principal, pid)
     return {"document": doc, "signing_input": b64url(signing.signing_input(doc)),
@@ -135,20 +135,20 @@ def agreement_draft(pid: str, request: Request, principal: Principal = require_r
 @router.get("/contracts/agreements")
 def list_agreements(status: str | None = Query(None, max_length=16), asset_id: str | None = Query(None, max_length=64),
                     limit: int = Query(100, ge=1, le=1000), principal: Principal = require_roles(*ALL_ROLES),
-                    session: Session = Depends(get_session)) -> dict[str, Any]:
+                    session: Session = db_session) -> dict[str, Any]:
     items = service.list_agreements(session, principal, status=status, asset_id=asset_id, limit=limit)
     return {"items": [service.agreement_view(a) for a in items]}
 
 
 @router.get("/contracts/agreements/{agreement_id}")
 def get_agreement(agreement_id: str, principal: Principal = require_roles(*ALL_ROLES),
-                  session: Session = Depends(get_session)) -> dict[str, Any]:
+                  session: Session = db_session) -> dict[str, Any]:
     return service.agreement_view(service.get_agreement(session, agreement_id, principal))
 
 
 @router.get("/contracts/agreements/{agreement_id}/export")
 def export_agreement(agreement_id: str, request: Request, principal: Principal = require_roles(*ALL_ROLES),
-                     session: Session = Depends(get_session)) -> dict[str, Any]:
+                     session: Session = db_session) -> dict[str, Any]:
     runtime = get_runtime(request)
     return service.export_bundle(session, runtime.settings, runtime.broker_key, principal, agreement_id)
 
@@ -159,7 +159,7 @@ class RevokeIn(StrictModel):
 
 @router.post("/contracts/agreements/{agreement_id}/revoke")
 def revoke(agreement_id: str, body: RevokeIn | None = None, principal: Principal = require_roles("provider", "operator"),
-           session: Session = Depends(get_session)) -> dict[str, Any]:
+           session: Session = db_session) -> dict[str, Any]:
     return service.agreement_view(service.revoke(session, principal, agreement_id, body.reason if body else None))
 
 
@@ -187,7 +187,7 @@ class SignatureIn(StrictModel):
 
 @router.post("/contracts/negotiations", status_code=201)
 def open_negotiation(body: NegotiationIn, request: Request, principal: Principal = require_roles("consumer"),
-                     session: Session = Depends(get_session)) -> dict[str, Any]:
+                     session: Session = db_session) -> dict[str, Any]:
     neg = service.open_negotiation(session, get_runtime(request).settings, principal, asset_id=body.asset_id,
                                    offer_id=body.offer_id, purpose=body.purpose, scenario=body.scenario,
                                    not_after=body.not_after)
@@ -196,7 +196,7 @@ def open_negotiation(body: NegotiationIn, request: Request, principal: Principal
 
 @router.post("/contracts/negotiations/{pid}/offer")
 def offer_negotiation(pid: str, body: OfferIn | None = None, principal: Principal = require_roles("provider"),
-                      session: Session = Depends(get_session)) -> dict[str, Any]:
+                      session: Session = db_session) -> dict[str, Any]:
     body = body or OfferIn()
     return service.negotiation_view(service.offer_negotiation(
         session, principal, pid, max_rows=body.max_rows, columns=body.columns, not_after=body.not_after,
@@ -205,7 +205,7 @@ def offer_negotiation(pid: str, body: OfferIn | None = None, principal: Principa
 
 @router.post("/contracts/negotiations/{pid}/accept")
 def accept_negotiation(pid: str, request: Request, principal: Principal = require_roles("consumer"),
-                       session: Session = Depends(get_session)) -> dict[str, Any]:
+                       session: Session = db_session) -> dict[str, Any]:
     runtime = get_runtime(request)
     return service.negotiation_view(service.accept_negotiation(session, runtime.settings, runtime.broker_key,
                                                                principal, pid))
@@ -217,7 +217,7 @@ def _signable(agreement) -> dict[str, Any]:
 
 @router.post("/contracts/negotiations/{pid}/agree", status_code=201)
 def agree_negotiation(pid: str, request: Request, principal: Principal = require_roles("provider"),
-                      session: Session = Depends(get_session)) -> dict[str, Any]:
+                      session: Session = db_session) -> dict[str, Any]:
     """Fix the agreement document (→ AGREED). Both parties sign ``signing_input`` (its RFC 8785 bytes)."""
     return _signable(service.fix_agreement(session, get_runtime(request).settings, principal, pid))
 
@@ -225,7 +225,7 @@ def agree_negotiation(pid: str, request: Request, principal: Principal = require
 @router.post("/contracts/agreements/{agreement_id}/signatures")
 def sign_agreement(agreement_id: str, body: SignatureIn, request: Request,
                    principal: Principal = require_roles("consumer", "provider"),
-                   session: Session = Depends(get_session)) -> dict[str, Any]:
+                   session: Session = db_session) -> dict[str, Any]:
     runtime = get_runtime(request)
     agreement = service.add_signature(session, runtime.settings, runtime.broker_key, principal, agreement_id,
                                       kid=body.kid, signature=body.signature)
@@ -234,7 +234,7 @@ def sign_agreement(agreement_id: str, body: SignatureIn, request: Request,
 
 @router.get("/contracts/agreements/{agreement_id}/bundle")
 def agreement_bundle(agreement_id: str, request: Request, principal: Principal = require_roles(*ALL_ROLES),
-                     session: Session = Depends(get_session)) -> dict[str, Any]:
+                     session: Session = db_session) -> dict[str, Any]:
     """The offline-verifiable bundle (``twinspace contract verify FILE``)."""
     runtime = get_runtime(request)
     return service.export_bundle(session, runtime.settings, runtime.broker_key, principal, agreement_id)
@@ -243,7 +243,7 @@ def agreement_bundle(agreement_id: str, request: Request, principal: Principal =
 @router.get("/contracts/agreements/{agreement_id}/data")
 def agreement_data(agreement_id: str, request: Request, format: str = Query("csv", pattern="^(csv|json)$"),
                    principal: Principal = require_roles("consumer"),
-                   session: Session = Depends(get_session)) -> StreamingResponse:
+                   session: Session = db_session) -> StreamingResponse:
     media_type, chunks, summary = service.pull_data(session, get_runtime(request).settings, principal,
                                                     agreement_id, format)
     return StreamingResponse(iter(chunks), media_type=media_type,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import Field, ValidationError
 from sqlmodel import Session
 
-from broker.api.deps import ALL_ROLES, Principal, get_runtime, get_session, public_route, require_roles
+from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, public_route, require_roles
 from broker.audit import record_event
 from broker.errors import BadRequest, TwinSpaceError
 from broker.identity import service
@@ -115,25 +115,25 @@ async def token(request: Request, runtime: Runtime = Depends(get_runtime)) -> To
 
 
 @router.get("/orgs/me", response_model=OrgOut)
-def whoami(principal: Principal = require_roles(*ALL_ROLES), session: Session = Depends(get_session)) -> OrgOut:
+def whoami(principal: Principal = require_roles(*ALL_ROLES), session: Session = db_session) -> OrgOut:
     return _org_out(session, service.get_org(session, principal.org_id))
 
 
 @router.get("/orgs", response_model=list[OrgOut])
 def list_orgs(role: Role | None = None, _: Principal = require_roles(*ALL_ROLES),
-              session: Session = Depends(get_session)) -> list[OrgOut]:
+              session: Session = db_session) -> list[OrgOut]:
     """The participant directory: names, roles and public keys (needed to verify signatures offline)."""
     return [_org_out(session, o) for o in service.list_orgs(session, role.value if role else None)]
 
 
 @router.get("/orgs/{org_id}", response_model=OrgOut)
-def get_org(org_id: str, _: Principal = require_roles(*ALL_ROLES), session: Session = Depends(get_session)) -> OrgOut:
+def get_org(org_id: str, _: Principal = require_roles(*ALL_ROLES), session: Session = db_session) -> OrgOut:
     return _org_out(session, service.get_org(session, org_id))
 
 
 @router.post("/orgs", response_model=OrgOut, status_code=201)
 def create_org(body: OrgCreate, principal: Principal = require_roles("operator"),
-               session: Session = Depends(get_session)) -> OrgOut:
+               session: Session = db_session) -> OrgOut:
     """Onboard a participant with its public key (operator only)."""
     org, _ = service.register_org(session, name=body.name, role=body.role, public_key=body.public_key,
                                   org_type=body.org_type, attributes=body.attributes, actor=principal.org_id)
@@ -142,14 +142,14 @@ def create_org(body: OrgCreate, principal: Principal = require_roles("operator")
 
 @router.patch("/orgs/{org_id}", response_model=OrgOut)
 def update_org_status(org_id: str, body: OrgStatusUpdate, principal: Principal = require_roles("operator"),
-                      session: Session = Depends(get_session)) -> OrgOut:
+                      session: Session = db_session) -> OrgOut:
     org = service.set_org_status(session, org_id, body.status, actor=principal.org_id)
     return _org_out(session, org)
 
 
 @router.post("/orgs/me/keys", response_model=KeyOut, status_code=201)
 def add_my_key(body: KeyCreate, principal: Principal = require_roles(*ALL_ROLES),
-               session: Session = Depends(get_session)) -> KeyOut:
+               session: Session = db_session) -> KeyOut:
     """Rotate: register a new public key for your own organisation."""
     key = service.add_key(session, principal.org_id, body.public_key, actor=principal.org_id)
     return KeyOut(**key.model_dump(include={"kid", "public_key", "status", "created_at", "revoked_at"}))
@@ -157,14 +157,14 @@ def add_my_key(body: KeyCreate, principal: Principal = require_roles(*ALL_ROLES)
 
 @router.post("/orgs/me/keys/{kid}/revoke", response_model=KeyOut)
 def revoke_my_key(kid: str, principal: Principal = require_roles(*ALL_ROLES),
-                  session: Session = Depends(get_session)) -> KeyOut:
+                  session: Session = db_session) -> KeyOut:
     key = service.revoke_key(session, principal.org_id, kid, actor=principal.org_id)
     return KeyOut(**key.model_dump(include={"kid", "public_key", "status", "created_at", "revoked_at"}))
 
 
 @router.post("/orgs/{org_id}/keys/{kid}/revoke", response_model=KeyOut)
 def revoke_key(org_id: str, kid: str, principal: Principal = require_roles("operator"),
-               session: Session = Depends(get_session)) -> KeyOut:
+               session: Session = db_session) -> KeyOut:
     """Operator revokes a compromised key of any organisation."""
     key = service.revoke_key(session, org_id, kid, actor=principal.org_id)
     return KeyOut(**key.model_dump(include={"kid", "public_key", "status", "created_at", "revoked_at"}))

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from pydantic import Field
 from sqlmodel import Session
 
-from broker.api.deps import ALL_ROLES, Principal, get_runtime, get_session, require_roles
+from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from broker.policy import service
 from broker.runtime import Runtime
 from broker.schemas import StrictModel
@@ -51,14 +51,14 @@ class ScenarioApprovalIn(StrictModel):
 
 
 @router.get("")
-def list_policies(_: Principal = require_roles(*ALL_ROLES), session: Session = Depends(get_session),
+def list_policies(_: Principal = require_roles(*ALL_ROLES), session: Session = db_session,
                   runtime: Runtime = Depends(get_runtime)) -> list[dict]:
     return service.list_policies(session, runtime.settings)
 
 
 @router.get("/{policy_id}")
 def get_policy(policy_id: str, version: str | None = None, _: Principal = require_roles(*ALL_ROLES),
-               session: Session = Depends(get_session), runtime: Runtime = Depends(get_runtime)) -> dict:
+               session: Session = db_session, runtime: Runtime = Depends(get_runtime)) -> dict:
     """The Rego source of a policy version, so every party can read the rules that bind it."""
     source = service.resolve_source(session, runtime.settings, policy_id, version)
     return {"policy_id": source.policy_id, "version": source.version, "package": source.package,
@@ -67,7 +67,7 @@ def get_policy(policy_id: str, version: str | None = None, _: Principal = requir
 
 @router.put("/{policy_id}", status_code=201)
 def upload_policy(policy_id: str, body: PolicyUpload, principal: Principal = require_roles("operator"),
-                  session: Session = Depends(get_session), runtime: Runtime = Depends(get_runtime)) -> dict:
+                  session: Session = db_session, runtime: Runtime = Depends(get_runtime)) -> dict:
     """Upload a new version (compiled against the library first; refused if it does not compile)."""
     row = service.upload_policy(session, runtime.settings, policy_id, body.rego, actor=principal.org_id,
                                 description=body.description)
@@ -76,7 +76,7 @@ def upload_policy(policy_id: str, body: PolicyUpload, principal: Principal = req
 
 @router.post("/{policy_id}/evaluate")
 def evaluate(policy_id: str, body: EvaluateRequest, principal: Principal = require_roles("operator", "auditor"),
-             session: Session = Depends(get_session), runtime: Runtime = Depends(get_runtime)) -> dict:
+             session: Session = db_session, runtime: Runtime = Depends(get_runtime)) -> dict:
     """Dry-run a decision on a given input (for policy authors and auditors); audited like any decision."""
     decision = service.decide(session, runtime.settings, policy_id, body.input, version=body.version,
                               actor=principal.org_id)
@@ -85,7 +85,7 @@ def evaluate(policy_id: str, body: EvaluateRequest, principal: Principal = requi
 
 @router.post("/approvals", status_code=201)
 def approve_scenario(body: ScenarioApprovalIn = Body(...), principal: Principal = require_roles("provider"),
-                     session: Session = Depends(get_session)) -> dict:
+                     session: Session = db_session) -> dict:
     """A provider approves a consumer's declared use scenario for one of its assets."""
     service.approve_scenario(session, asset_id=body.asset_id, consumer_id=body.consumer_id, scenario=body.scenario,
                              provider_id=principal.org_id)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from broker.api.deps import ALL_ROLES, Principal, get_runtime, get_session, require_roles
+from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from broker.privacy import service
 from broker.privacy.schemas import AggregationRoundRequest, ContributionRequest, EncryptedQueryRequest
 
@@ -27,7 +27,7 @@ async def encrypted_query(body: EncryptedQueryRequest, request: Request,
 
 @router.get("/budgets/{agreement_id}")
 def budget(agreement_id: str, request: Request, principal: Principal = require_roles(*ALL_ROLES),
-           session: Session = Depends(get_session)) -> dict[str, Any]:
+           session: Session = db_session) -> dict[str, Any]:
     """The agreement's privacy budget (epsilon total, spent, remaining, queries)."""
     return service.get_budget(session, get_runtime(request).settings, principal, agreement_id)
 
@@ -41,26 +41,26 @@ async def open_aggregation(body: AggregationRoundRequest, request: Request,
 
 @router.get("/aggregations/pending")
 def pending_aggregations(principal: Principal = require_roles("provider"),
-                         session: Session = Depends(get_session)) -> dict[str, Any]:
+                         session: Session = db_session) -> dict[str, Any]:
     """Open rounds waiting for this provider's encrypted statistics (with the consumer's public context)."""
     return {"items": service.pending_rounds(session, principal)}
 
 
 @router.get("/aggregations/{round_id}")
 def get_aggregation(round_id: str, principal: Principal = require_roles(*ALL_ROLES),
-                    session: Session = Depends(get_session)) -> dict[str, Any]:
+                    session: Session = db_session) -> dict[str, Any]:
     return service.get_round(session, principal, round_id)
 
 
 @router.post("/aggregations/{round_id}/contributions", status_code=201)
 def contribute(round_id: str, body: ContributionRequest, principal: Principal = require_roles("provider"),
-               session: Session = Depends(get_session)) -> dict[str, Any]:
+               session: Session = db_session) -> dict[str, Any]:
     """A provider's statistics, encrypted under the consumer's public context on the provider's machine."""
     return service.contribute(session, principal, round_id, body)
 
 
 @router.post("/aggregations/{round_id}/result")
 def aggregation_result(round_id: str, principal: Principal = require_roles("consumer"),
-                       session: Session = Depends(get_session)) -> dict[str, Any]:
+                       session: Session = db_session) -> dict[str, Any]:
     """The encrypted sum of the contributions (released once, when enough providers contributed)."""
     return service.release(session, principal, round_id)

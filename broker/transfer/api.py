@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlmodel import Session
 
-from broker.api.deps import ALL_ROLES, Principal, get_runtime, get_session, require_roles
+from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from broker.catalog import vault
 from broker.contracts.states import TransferState as TS
 from broker.transfer import dataplane, service
@@ -27,7 +27,7 @@ def _ld(body: dict[str, Any], status: int = 200) -> JSONResponse:
 
 @router.post("/dsp/transfers/request", status_code=201)
 def dsp_transfer_request(msg: TransferRequestMessage, request: Request, principal: Principal = require_roles("consumer"),
-                         session: Session = Depends(get_session)) -> JSONResponse:
+                         session: Session = db_session) -> JSONResponse:
     """TransferRequestMessage → TransferProcess (STARTED) with the provider's TransferStartMessage."""
     runtime = get_runtime(request)
     tp, start = service.request_transfer(session, runtime.settings, runtime.broker_key, principal, msg)
@@ -36,46 +36,46 @@ def dsp_transfer_request(msg: TransferRequestMessage, request: Request, principa
 
 @router.get("/dsp/transfers/{pid}")
 def dsp_transfer_get(pid: str, principal: Principal = require_roles(*ALL_ROLES),
-                     session: Session = Depends(get_session)) -> JSONResponse:
+                     session: Session = db_session) -> JSONResponse:
     return _ld(service.view(service.get_transfer(session, pid, principal)))
 
 
 @router.post("/dsp/transfers/{pid}/start")
 def dsp_transfer_start(pid: str, msg: TransferStartMessage, request: Request,
                        principal: Principal = require_roles("consumer", "provider"),
-                       session: Session = Depends(get_session)) -> JSONResponse:
+                       session: Session = db_session) -> JSONResponse:
     runtime = get_runtime(request)
     return _ld(service.resume(session, runtime.settings, runtime.broker_key, principal, pid, msg))
 
 
 @router.post("/dsp/transfers/{pid}/suspension")
 def dsp_transfer_suspend(pid: str, msg: TransferSuspensionMessage, principal: Principal = require_roles("consumer", "provider"),
-                         session: Session = Depends(get_session)) -> JSONResponse:
+                         session: Session = db_session) -> JSONResponse:
     return _ld(service.view(service.change_state(session, principal, pid, TS.SUSPENDED, msg)))
 
 
 @router.post("/dsp/transfers/{pid}/completion")
 def dsp_transfer_complete(pid: str, msg: TransferCompletionMessage, principal: Principal = require_roles("consumer", "provider"),
-                          session: Session = Depends(get_session)) -> JSONResponse:
+                          session: Session = db_session) -> JSONResponse:
     return _ld(service.view(service.change_state(session, principal, pid, TS.COMPLETED, msg)))
 
 
 @router.post("/dsp/transfers/{pid}/termination")
 def dsp_transfer_terminate(pid: str, msg: TransferTerminationMessage,
                            principal: Principal = require_roles("consumer", "provider", "operator"),
-                           session: Session = Depends(get_session)) -> JSONResponse:
+                           session: Session = db_session) -> JSONResponse:
     return _ld(service.view(service.change_state(session, principal, pid, TS.TERMINATED, msg)))
 
 
 @router.get("/transfers")
 def list_transfers(limit: int = Query(100, ge=1, le=1000), principal: Principal = require_roles(*ALL_ROLES),
-                   session: Session = Depends(get_session)) -> dict[str, Any]:
+                   session: Session = db_session) -> dict[str, Any]:
     return {"items": [service.view(tp) for tp in service.list_transfers(session, principal, limit)]}
 
 
 @router.post("/transfers/{pid}/token")
 def transfer_token(pid: str, request: Request, principal: Principal = require_roles("consumer"),
-                   session: Session = Depends(get_session)) -> JSONResponse:
+                   session: Session = db_session) -> JSONResponse:
     """A fresh transfer token (TransferStartMessage shape) for a STARTED transfer."""
     runtime = get_runtime(request)
     return _ld(service.new_token(session, runtime.settings, runtime.broker_key, principal, pid))
@@ -107,7 +107,7 @@ async def dataplane_pull(pid: str, request: Request, format: str = Query("csv", 
                          transfer_token: str | None = Header(None, alias="TwinSpace-Transfer-Token"),
                          pop: str | None = Header(None, alias="TwinSpace-PoP"),
                          principal: Principal = require_roles("consumer"),
-                         session: Session = Depends(get_session)):
+                         session: Session = db_session):
     """Pull the de-identified data under a STARTED transfer (CSV, JSON or Parquet, streamed)."""
     runtime = get_runtime(request)
     vault.register(runtime.engine, runtime.settings)

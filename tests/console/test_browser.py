@@ -75,7 +75,7 @@ def login(browser, url: str, demo, label: str, screenshot: str | None = None):
         shot(page, screenshot)
     page.click("#login-button")
     page.wait_for_url(f"{url}/console/")
-    assert page.text_content("#whoami") == demo.participants[label].org.name
+    expect(page.locator("#whoami")).to_have_text(demo.participants[label].org.name)
     return page
 
 
@@ -89,10 +89,10 @@ def test_login_refuses_an_unregistered_key(browser, served, demo, tmp_path):
     page.set_input_files("#keyfile", str(stranger))
     page.click("#login-button")
     page.wait_for_selector("#login-status.bad")
-    assert "not registered" in page.text_content("#login-status")
+    expect(page.locator("#login-status")).to_contain_text("not registered")
     assert page.context.cookies() == [] or all(c["name"] != "ts_console" for c in page.context.cookies())
     page.goto(f"{served}/console/catalog")
-    assert page.text_content("#problem-code") == "missing_session"
+    expect(page.locator("#problem-code")).to_have_text("missing_session")
 
 
 def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, served, demo):
@@ -107,13 +107,13 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
     shot(consumer, "02-consumer-catalog")
     consumer.fill("input[name=q]", "parking")
     consumer.click("#catalog-search button[type=submit]")
-    assert "Taipei public parking lots" in consumer.text_content(".assets")
-    assert "Building stock" not in consumer.text_content(".assets")
+    expect(consumer.locator(".assets")).to_contain_text("Taipei public parking lots")
+    expect(consumer.locator(".assets")).not_to_contain_text("Building stock")
     consumer.click(".assets a:has-text('Taipei public parking lots')")
     shot(consumer, "03-consumer-asset")
     consumer.fill("#purpose", "traffic_planning")
     consumer.click("#request-contract")
-    assert consumer.text_content("#neg-state") == "REQUESTED"
+    expect(consumer.locator("#neg-state")).to_have_text("REQUESTED")
     negotiation_url = consumer.url
 
     # provider: offer
@@ -121,12 +121,12 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
     provider.goto(negotiation_url)
     provider.fill("#max_rows", "50")
     provider.click("#send-offer")
-    assert provider.text_content("#neg-state") == "OFFERED"
+    expect(provider.locator("#neg-state")).to_have_text("OFFERED")
 
     # consumer: accept
     consumer.reload()
     consumer.click("#accept-offer")
-    assert consumer.text_content("#neg-state") == "ACCEPTED"
+    expect(consumer.locator("#neg-state")).to_have_text("ACCEPTED")
 
     # provider: sign in the browser (WebCrypto, key kept non-extractable since login)
     provider.reload()
@@ -136,7 +136,7 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
 
     # consumer: check the document and sign it
     consumer.reload()
-    assert "traffic_planning" in consumer.text_content(".signed-doc")
+    expect(consumer.locator(".signed-doc")).to_contain_text("traffic_planning")
     shot(consumer, "05-consumer-verify-sign")
     consumer.click("#sign-agreement")
     expect(consumer.locator("#neg-state")).to_have_text("VERIFIED")
@@ -144,7 +144,7 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
     # provider: finalise (broker countersigns)
     provider.reload()
     provider.click("#finalize")
-    assert provider.text_content("#neg-state") == "FINALIZED"
+    expect(provider.locator("#neg-state")).to_have_text("FINALIZED")
 
     # consumer: download under the agreement, with a browser-signed proof of possession
     consumer.reload()
@@ -160,18 +160,18 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
 
     # provider: who accessed what, then revoke
     provider.click("text=Access log")
-    events = provider.text_content("#access-events")
-    assert "transfer.pull" in events and "Smart Mobility Ltd" in events
+    expect(provider.locator("#access-events")).to_contain_text("transfer.pull")
+    expect(provider.locator("#access-events")).to_contain_text("Smart Mobility Ltd")
     assert provider.locator("svg.chart").count() >= 1
     shot(provider, "07-provider-access-log")
     provider.goto(agreement_url)
     provider.fill("#revoke-reason", "end of pilot")
     provider.click("#revoke")
-    assert provider.text_content("#agreement-status") == "REVOKED"
+    expect(provider.locator("#agreement-status")).to_have_text("REVOKED")
 
     # consumer: the next download is refused
     consumer.reload()
-    assert consumer.locator("#download").count() == 0
+    expect(consumer.locator("#download")).to_have_count(0)
     status = consumer.evaluate("""async (url) => {
         const r = await fetch(url + '/transfer', {method: 'POST', headers: {'X-CSRF-Token': document.body.dataset.csrf,
             'Accept': 'application/json'}});
@@ -181,7 +181,7 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
 
     # the consumer cannot open the auditor's pages
     consumer.goto(f"{served}/console/audit")
-    assert consumer.text_content("#problem-code") == "wrong_role"
+    expect(consumer.locator("#problem-code")).to_have_text("wrong_role")
 
     # logout ends the session on the server and clears the stored key
     consumer.click("#logout")
@@ -189,7 +189,7 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
     assert consumer.evaluate("""() => new Promise(r => { const q = indexedDB.open('twinspace-console', 1);
         q.onsuccess = () => { const g = q.result.transaction('keys').objectStore('keys').count(); g.onsuccess = () => r(g.result); }; })""") == 0
     consumer.goto(f"{served}/console/catalog")
-    assert consumer.text_content("#problem-code") == "missing_session"
+    expect(consumer.locator("#problem-code")).to_have_text("missing_session")
 
 
 def _stored_keys(page) -> int:
@@ -216,16 +216,17 @@ def test_auditor_explores_proves_and_verifies(browser, served, demo):
     assert auditor.locator("#audit-entries tbody tr").count() > 5
     auditor.fill("input[name=kind]", "contract.*")
     auditor.click("#audit-filters button[type=submit]")
+    auditor.wait_for_url("**/audit?*kind=contract*")  # the filtered page, not the one before it
     kinds = auditor.locator("#audit-entries tbody tr td:nth-child(3)").all_text_contents()
     assert kinds and all(k.startswith("contract.") for k in kinds)
     auditor.click("#verify-log")
     auditor.wait_for_selector("#verify-result.ok")
-    assert "VERIFIED" in auditor.text_content("#verify-result")
+    expect(auditor.locator("#verify-result")).to_contain_text("VERIFIED")
     shot(auditor, "08-auditor-log")
     auditor.locator("#audit-entries tbody tr a").first.click()
     auditor.click("#check-proof")
     auditor.wait_for_selector("#proof-result.ok")
-    assert "Included" in auditor.text_content("#proof-result")
+    expect(auditor.locator("#proof-result")).to_contain_text("Included")
     shot(auditor, "09-auditor-entry-proof")
     assert any(u.endswith("/console/static/console.js") for u in REQUESTS)
 
@@ -235,7 +236,7 @@ def test_provider_changes_offers_and_withdraws_an_asset(browser, served, demo):
     provider = login(browser, served, demo, "provider")
     provider.click("text=My assets")
     row = provider.locator("#my-assets tr", has_text="Taipei public parking lots").first
-    assert "v1" in row.text_content()
+    expect(row).to_contain_text("v1")
     provider.click("summary:has-text('Edit offers of Taipei public parking lots')")
     editor = provider.locator("form[action$='/offers']").first
     current = json.loads(editor.locator("textarea").input_value())
@@ -248,21 +249,22 @@ def test_provider_changes_offers_and_withdraws_an_asset(browser, served, demo):
     editor.locator("button.save-offers").click()
     expect(provider.locator(".flash")).to_contain_text("version 2")
     row = provider.locator("#my-assets tr", has_text="Taipei public parking lots").first
-    assert "v2" in row.text_content() and "purpose-restricted" in row.text_content()
+    expect(row).to_contain_text("v2")
+    expect(row).to_contain_text("purpose-restricted")
 
     consumer = login(browser, served, demo, "consumer")
     consumer.click("text=Catalog")
     consumer.click(".assets a:has-text('Taipei public parking lots')")
-    assert "v2" in consumer.text_content("main")
+    expect(consumer.locator("main")).to_contain_text("v2")
     assert "research" in consumer.locator("select#offer").inner_text()
 
     provider.locator("#my-assets tr", has_text="Taipei public parking lots").first.locator("input[name=reason]").fill(
         "replaced by the live feed")
     provider.locator("#my-assets tr", has_text="Taipei public parking lots").first.locator("button.danger").click()
     expect(provider.locator(".flash")).to_contain_text("withdrawn")
-    assert "withdrawn" in provider.locator("#my-assets tr", has_text="Taipei public parking lots").first.text_content()
+    expect(provider.locator("#my-assets tr", has_text="Taipei public parking lots").first).to_contain_text("withdrawn")
     consumer.click("text=Catalog")
-    assert "Taipei public parking lots" not in consumer.text_content(".assets")
+    expect(consumer.locator(".assets")).not_to_contain_text("Taipei public parking lots")
     assert any(u.endswith("/console/static/console.css") for u in REQUESTS)
 
 
