@@ -28,9 +28,6 @@ class Runtime:
         if run_migrations:
             migrate(engine)
         key = load_or_create_private_key(settings.effective_broker_key_file)
-        from broker.catalog import vault  # feature wiring: the vault's master key follows these settings
-
-        vault.register(engine, settings)
         return cls(settings=settings, engine=engine, broker_key=key,
                    replay=make_replay_store(settings.redis_url, engine))
 

@@ -5,25 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
-from broker.catalog import dcat, service, vault
+from broker.catalog import dcat, service
 from broker.catalog.schemas import AssetMetadata, Classification, TwinCategory, UploadOut
 from broker.errors import BadRequest, NotFound
-from broker.runtime import Runtime
 from broker.schemas import StrictModel
 
 router = APIRouter(prefix="/catalog", tags=["catalog"])
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime = get_runtime(request)
-    vault.register(runtime.engine, runtime.settings)
-    return runtime
 
 
 class WithdrawIn(StrictModel):
@@ -52,7 +45,7 @@ def create_upload(principal: Principal = require_roles("provider"), session: Ses
 async def put_part(upload_id: str, part: int, request: Request, principal: Principal = require_roles("provider"),
                    session: Session = db_session) -> dict[str, Any]:
     data = await request.body()
-    runtime = _runtime(request)
+    runtime = get_runtime(request)
     size = await run_in_threadpool(service.add_upload_part, session, principal.org_id, upload_id, part, data,
                                    settings=runtime.settings)
     return {"upload_id": upload_id, "part": part, "bytes_received": size}
@@ -61,7 +54,7 @@ async def put_part(upload_id: str, part: int, request: Request, principal: Princ
 @router.post("/assets", status_code=201)
 def publish(body: AssetMetadata, request: Request, principal: Principal = require_roles("provider"),
             session: Session = db_session) -> dict[str, Any]:
-    asset = service.publish(session, principal.org_id, body, settings=_runtime(request).settings)
+    asset = service.publish(session, principal.org_id, body, settings=get_runtime(request).settings)
     return service.asset_view(asset)
 
 
@@ -69,7 +62,7 @@ def publish(body: AssetMetadata, request: Request, principal: Principal = requir
 def new_version(asset_id: str, body: AssetMetadata, request: Request,
                 principal: Principal = require_roles("provider"),
                 session: Session = db_session) -> dict[str, Any]:
-    asset = service.new_version(session, principal.org_id, asset_id, body, settings=_runtime(request).settings)
+    asset = service.new_version(session, principal.org_id, asset_id, body, settings=get_runtime(request).settings)
     return service.asset_view(asset)
 
 

@@ -33,8 +33,6 @@ from broker.settings import Settings
 ENTITY_CODE_SCHEME = "<region>:<category code>:<entity type>:<local id> (docs/connectors.md#entity-codes)"
 MAX_PART_BYTES = 512 * 1024
 UPLOAD_TTL = timedelta(hours=24)
-DEFAULT_MAX_UPLOAD = 512 * 1024 * 1024
-DEFAULT_MIN_K_PERSON = 5
 
 
 def _utc(dt: datetime | None) -> datetime | None:
@@ -76,7 +74,7 @@ def add_upload_part(session: Session, provider_id: str, upload_id: str, part: in
         raise BadRequest("An upload part must not be empty.", code="upload_bad_part")
     if len(data) > MAX_PART_BYTES:
         raise PayloadTooLarge(f"An upload part holds at most {MAX_PART_BYTES} bytes.", code="upload_part_too_large")
-    limit = getattr(settings, "catalog_max_upload_bytes", DEFAULT_MAX_UPLOAD)
+    limit = settings.catalog_max_upload_bytes
     if session.get(CatalogUploadPart, (upload_id, part)) is not None:
         raise Conflict(f"Part {part} was already uploaded.", code="upload_part_exists")
     if upload.byte_size + len(data) > limit:
@@ -117,31 +115,6 @@ def _consume_upload(session: Session, provider_id: str, upload_id: str) -> bytes
 
 
 # --------------------------------------------------------------------------- validation
-def _known_policy(session: Session, policy_id: str) -> bool | None:
-    """True/False when the policy library can tell, None when it is not installed."""
-    try:
-        from broker.policy import service as policy_service  # type: ignore
-    except ImportError:
-        return None
-    for name in ("policy_exists", "has_policy"):
-        fn = getattr(policy_service, name, None)
-        if callable(fn):
-            try:
-                return bool(fn(session, policy_id))
-            except TypeError:
-                return bool(fn(policy_id))
-    fn = getattr(policy_service, "get_policy", None)
-    if callable(fn):
-        try:
-            try:
-                return fn(session, policy_id) is not None
-            except TypeError:
-                return fn(policy_id) is not None
-        except NotFound:
-            return False
-    return None
-
-
 def _check_table(meta: AssetMetadata, data: bytes, settings: Settings) -> pa.Table:
     if hashlib.sha256(data).hexdigest() != meta.content_hash:
         raise BadRequest("The uploaded bytes do not match content_hash.", code="content_hash_mismatch")
@@ -183,17 +156,18 @@ def _check_table(meta: AssetMetadata, data: bytes, settings: Settings) -> pa.Tab
             raise Unprocessable(f"The table does not meet its privacy model: k={check.k} (required {req_k}), "
                                 f"l={check.l_min} (required {req_l}).", code="privacy_model_not_met")
     if meta.twin_category == "natural_person":
-        min_k = getattr(settings, "catalog_min_k_natural_person", DEFAULT_MIN_K_PERSON)
+        min_k = settings.catalog_min_k_natural_person
         if report is None or int(report["privacy_model"]["k"]) < min_k:
             raise Unprocessable(f"Person-level assets need a de-identification report with k >= {min_k}.",
                                 code="deid_required")
     return table
 
 
-def _check_offers(session: Session, meta: AssetMetadata) -> None:
+def _check_offers(session: Session, meta: AssetMetadata, settings: Settings) -> None:
+    from broker.policy.service import policy_exists
+
     for offer in meta.offers:
-        known = _known_policy(session, offer.policy_id)
-        if known is False:
+        if not policy_exists(session, offer.policy_id, settings):
             raise Unprocessable(f"Offer {offer.id!r} references unknown policy {offer.policy_id!r}.",
                                 code="unknown_policy")
 
@@ -218,7 +192,7 @@ def publish(session: Session, provider_id: str, meta: AssetMetadata, *, settings
     commit together or not at all."""
     data = _table_bytes(session, provider_id, meta, settings)
     _check_table(meta, data, settings)
-    _check_offers(session, meta)
+    _check_offers(session, meta, settings)
     asset = _new_row("ast_" + secrets.token_hex(10), 1, provider_id, meta, len(data))
     session.add(asset)
     session.flush()
@@ -247,7 +221,7 @@ def new_version(session: Session, provider_id: str, asset_id: str, meta: AssetMe
     latest = _owned_latest(session, provider_id, asset_id)
     data = _table_bytes(session, provider_id, meta, settings)
     _check_table(meta, data, settings)
-    _check_offers(session, meta)
+    _check_offers(session, meta, settings)
     latest.is_latest = False
     latest.status = "superseded"
     session.add(latest)

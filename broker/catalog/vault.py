@@ -14,46 +14,24 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import weakref
 from pathlib import Path
 
 import pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from broker.catalog.models import AssetBlob
 from broker.errors import NotFound, ServiceUnavailable
-from broker.settings import Settings, get_settings
+from broker.settings import Settings
 
-_registry: "weakref.WeakKeyDictionary[Engine, Settings]" = weakref.WeakKeyDictionary()
 _keys: dict[Path, bytes] = {}
 _lock = threading.Lock()
-
-
-def register(engine: Engine, settings: Settings) -> None:
-    """Tell the vault which settings (hence master key) belong to ``engine`` (called by the catalog
-    API on each request; others may call it at start-up)."""
-    _registry[engine] = settings
 
 
 def master_key_path(settings: Settings) -> Path:
     configured = getattr(settings, "vault_master_key_file", None)
     return Path(configured) if configured else settings.data_dir / "vault_master.key"
-
-
-def _settings_for(session: Session, settings: Settings | None) -> Settings:
-    if settings is not None:
-        return settings
-    engine = session.get_bind()
-    engine = getattr(engine, "engine", engine)
-    if engine in _registry:
-        return _registry[engine]
-    url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return Settings(data_dir=Path(url.database).parent)  # embedded default: key beside the database
-    return get_settings()
 
 
 def master_key(settings: Settings) -> bytes:
@@ -89,10 +67,10 @@ def _aad(asset_id: str, version: int, content_hash: str | None = None) -> bytes:
 
 
 def store_bytes(session: Session, asset_id: str, version: int, data: bytes, content_hash: str, *,
-                settings: Settings | None = None) -> AssetBlob:
+                settings: Settings) -> AssetBlob:
     if hashlib.sha256(data).hexdigest() != content_hash:
         raise ValueError("content hash does not match the data")
-    mk = master_key(_settings_for(session, settings))
+    mk = master_key(settings)
     data_key = AESGCM.generate_key(bit_length=256)
     nonce = os.urandom(12)
     wrap_nonce = os.urandom(12)
@@ -104,7 +82,7 @@ def store_bytes(session: Session, asset_id: str, version: int, data: bytes, cont
     return blob
 
 
-def load_bytes(session: Session, asset_id: str, version: int, *, settings: Settings | None = None) -> bytes:
+def load_bytes(session: Session, asset_id: str, version: int, *, settings: Settings) -> bytes:
     from broker.catalog.models import Asset
 
     blob = session.get(AssetBlob, (asset_id, version))
@@ -114,10 +92,10 @@ def load_bytes(session: Session, asset_id: str, version: int, *, settings: Setti
         # checked against the published content hash before anything is used.
         from broker.catalog.connector_source import fetch
 
-        return fetch(asset.data_endpoint, asset.content_hash, _settings_for(session, settings))
+        return fetch(asset.data_endpoint, asset.content_hash, settings)
     if blob is None or asset is None:
         raise NotFound(f"No stored data for asset {asset_id} version {version}.", code="asset_data_not_found")
-    mk = master_key(_settings_for(session, settings))
+    mk = master_key(settings)
     if blob.master_key_id != master_key_id(mk):
         raise ServiceUnavailable("The vault master key does not match the one this data was stored with.",
                                  code="vault_key_mismatch")
@@ -134,7 +112,7 @@ def load_bytes(session: Session, asset_id: str, version: int, *, settings: Setti
     return data
 
 
-def load_table(session: Session, asset_id: str, version: int, *, settings: Settings | None = None) -> pa.Table:
+def load_table(session: Session, asset_id: str, version: int, *, settings: Settings) -> pa.Table:
     """Decrypt, verify (content hash) and return one asset version's de-identified table."""
     data = load_bytes(session, asset_id, version, settings=settings)
     return pa.ipc.open_file(pa.BufferReader(data)).read_all()

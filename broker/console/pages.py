@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Header, Query, Request
+from fastapi import APIRouter, Form, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import Field
@@ -554,12 +554,10 @@ async def pull(pid: str, request: Request, format: str = Query("csv", max_length
                principal: Principal = console_roles(*CONSUMER), session: Session = db_session):
     """The data plane for the console: same transfer token + browser-signed proof of possession
     (bound to this path) + session principal, the same service call and audit as /dataplane."""
-    from broker.catalog import vault
     from broker.transfer import dataplane, service
     from broker.transfer.api import _served
 
     runtime = get_runtime(request)
-    vault.register(runtime.engine, runtime.settings)
     result = await run_in_threadpool(service.pull, session, runtime, principal, pid, token=transfer_token, proof=pop,
                                      method=request.method, path=request.url.path, fmt=format, columns=None)
     await run_in_threadpool(session.commit)

@@ -11,7 +11,6 @@ from broker.policy.input import build_policy_input
 def step_policies(ctx) -> None:
     """Usage policies decide each request: allow or deny, with reasons and obligations."""
     from broker.catalog.service import asset_policy_view, get_asset
-    from broker.policy import service
     from broker.storage.db import session_scope
 
     consumer = ctx.participants["consumer"]

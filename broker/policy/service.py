@@ -79,10 +79,7 @@ def warm(settings: Settings) -> list[str]:
     return problems
 
 
-def policy_exists(session: Session, policy_id: str, settings: Settings | None = None) -> bool:
-    from broker.settings import get_settings
-
-    settings = settings or get_settings()
+def policy_exists(session: Session, policy_id: str, settings: Settings) -> bool:
     return policy_id in builtin_policies(settings) or latest_upload(session, policy_id) is not None
 
 

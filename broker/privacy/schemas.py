@@ -10,7 +10,7 @@ import base64
 import binascii
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from broker.errors import BadRequest
 from broker.privacy.params import MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES

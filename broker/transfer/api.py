@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
-from broker.catalog import vault
 from broker.contracts.states import TransferState as TS
 from broker.transfer import dataplane, service
 from broker.transfer.messages import (TransferCompletionMessage, TransferRequestMessage, TransferStartMessage,
@@ -110,7 +109,6 @@ async def dataplane_pull(pid: str, request: Request, format: str = Query("csv", 
                          session: Session = db_session):
     """Pull the de-identified data under a STARTED transfer (CSV, JSON or Parquet, streamed)."""
     runtime = get_runtime(request)
-    vault.register(runtime.engine, runtime.settings)
     wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     pull = await run_in_threadpool(service.pull, session, runtime, principal, pid, token=transfer_token, proof=pop,
                                    method=request.method, path=request.url.path, fmt=format, columns=wanted)

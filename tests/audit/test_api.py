@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from broker.audit import record_event
-from broker.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
+from broker.audit.merkle import verify_consistency, verify_inclusion
 from broker.audit.note import open_checkpoint, parse_vkey
 from broker.audit.service import verify_receipt
 from broker.audit.verify import verify_log

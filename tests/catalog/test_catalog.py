@@ -105,7 +105,7 @@ def test_publish_real_samples_and_person_table_then_search_by_role(cast, shared_
     assert "rows" not in got and got["content_hash"] == a_per["content_hash"]
     # the vault returns exactly what was de-identified, and it satisfies k/l by independent count
     with Session(runtime.engine) as s:
-        table = vault.load_table(s, a_per["id"], 1)
+        table = vault.load_table(s, a_per["id"], 1, settings=runtime.settings)
         rows = table.to_pylist()
         assert plain_k(rows, ["age", "sex", "district"]) >= 5 and plain_l(rows, ["age", "sex", "district"], "diagnosis") >= 2
         assert table.equals(read_table(persons.path))
@@ -138,7 +138,7 @@ def test_versions_withdraw_and_ownership(cast, tmp_path, runtime):
     with Session(runtime.engine) as s:
         assert service.get_asset(s, a["id"]).version == 2
         assert service.get_asset(s, a["id"], 1).status == "superseded"
-        assert vault.load_table(s, a["id"], 1).num_rows == 40
+        assert vault.load_table(s, a["id"], 1, settings=runtime.settings).num_rows == 40
         view = service.asset_policy_view(service.get_asset(s, a["id"]))
     assert set(view) >= {"id", "version", "provider_id", "classification", "domain", "twin_category", "entity_type",
                          "bbox", "time_start", "time_end", "offers", "content_hash"}
@@ -219,12 +219,12 @@ def test_vault_encrypts_at_rest_and_detects_tampering(cast, tmp_path, runtime, s
         blob = s.get(AssetBlob, (a["id"], 1))
         assert plain[:64] not in blob.ciphertext and b"B100001" not in blob.ciphertext
         assert len(blob.ciphertext) == len(plain) + 16
-        assert vault.load_bytes(s, a["id"], 1) == plain
+        assert vault.load_bytes(s, a["id"], 1, settings=runtime.settings) == plain
         blob.ciphertext = blob.ciphertext[:-1] + bytes([blob.ciphertext[-1] ^ 1])
         s.add(blob)
         s.commit()
         with pytest.raises(Exception) as info:
-            vault.load_table(s, a["id"], 1)
+            vault.load_table(s, a["id"], 1, settings=runtime.settings)
         assert getattr(info.value, "code", "") == "vault_integrity"
         assert s.exec(select(CatalogUpload)).all() == []  # staged parts consumed by the publish
 
@@ -239,7 +239,7 @@ def test_large_table_uploads_in_parts(cast, tmp_path, runtime):
     assert res.path.stat().st_size > 1_100_000  # above the broker's ordinary body limit
     a = _publish(cast["prov"], res, title="big", twin_category="other", entity_type="Record")
     with Session(runtime.engine) as s:
-        assert vault.load_table(s, a["id"], 1).num_rows == 200_000
+        assert vault.load_table(s, a["id"], 1, settings=runtime.settings).num_rows == 200_000
 
 
 def test_dcat_export(cast, tmp_path):

@@ -9,7 +9,6 @@ import csv
 import io
 import json
 
-import pytest
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from broker.app import create_app
 from broker.audit.models import AuditEntry
 from broker.policy import service
 from broker.runtime import Runtime
