@@ -47,6 +47,9 @@ class Settings(BaseSettings):
                                                "default data_dir/vault_master.key (0600). Same file on every replica.")
     catalog_max_upload_bytes: int = Field(536_870_912, ge=1024, description="Largest table a provider may upload.")
     catalog_min_k_natural_person: int = Field(5, ge=2, description="k-anonymity floor for natural-person assets.")
+    connector_hosts: list[str] = Field(default_factory=list, description="Hosts the broker may fetch "
+                                       "connector-hosted data from (JSON list; '.example.org' admits its "
+                                       "subdomains). Empty: any host — restrict it in production.")
 
 
     # policies (broker/policy; docs/policies.md)

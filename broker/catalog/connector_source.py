@@ -19,7 +19,7 @@ import httpx
 import jwt
 
 from broker.crypto import key_id, load_private_key
-from broker.errors import ServiceUnavailable
+from broker.errors import Forbidden, ServiceUnavailable
 from broker.settings import Settings
 
 AUDIENCE = "twinspace-connector"
@@ -45,10 +45,23 @@ def data_url(endpoint: str, content_hash: str) -> str:
     return f"{endpoint.rstrip('/')}/data/{content_hash}"
 
 
+def check_host(endpoint: str, settings: Settings) -> None:
+    """Refuse connector endpoints outside ``settings.connector_hosts`` (when set), so a provider cannot
+    point the broker at other hosts of its network."""
+    allowed = [h.lower() for h in settings.connector_hosts]
+    if not allowed:
+        return
+    host = (httpx.URL(endpoint).host or "").lower()
+    if not any(host == a or (a.startswith(".") and host.endswith(a)) for a in allowed):
+        raise Forbidden("This broker does not fetch connector data from that host.",
+                        code="connector_host_not_allowed")
+
+
 def fetch(endpoint: str, content_hash: str, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> bytes:
     """The table bytes whose SHA-256 is ``content_hash``, from the provider's connector; a clear 503
     problem when the connector is down, refuses, or serves other bytes. Nothing is cached."""
-    limit = getattr(settings, "catalog_max_upload_bytes", 536_870_912)
+    check_host(endpoint, settings)
+    limit = settings.catalog_max_upload_bytes
     headers = {"Authorization": f"Bearer {fetch_token(settings, content_hash)}"}
     digest, chunks, size = hashlib.sha256(), [], 0
     try:

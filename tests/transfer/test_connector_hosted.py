@@ -122,3 +122,28 @@ def test_new_version_can_move_between_broker_and_connector_hosting(world, hosted
     assert v2["version"] == 2 and v2["storage"] == "broker" and v2["row_count"] == 30
     with Session(engine) as s:
         assert s.get(AssetBlob, (v2["id"], 2)) is not None and s.get(Asset, (v2["id"], 2)).data_endpoint is None
+
+
+def test_connector_hosts_outside_the_allow_list_are_never_fetched(world, runtime, tmp_path):
+    """With TWINSPACE_CONNECTOR_HOSTS set, a provider cannot make the broker fetch from another host."""
+    served = tmp_path / "files"
+    served.mkdir()
+    data = table_bytes()
+    (served / "b.arrow").write_bytes(data)
+    hits = []
+    app = create_connector_app(served, runtime.broker_key.public_key(), broker_issuer=runtime.settings.issuer)
+    app.middleware("http")(lambda request, call_next: hits.append(request.url.path) or call_next(request))
+    runtime.settings.connector_hosts = ["connector.example.org", ".agency.example"]
+    with serve_app(app) as url:
+        meta = prepare(data, title="Elsewhere", classification="public", domain="planning", offers=OFFERS,
+                       twin_category="building_structure", entity_type="Building")
+        with pytest.raises(BrokerError) as err:
+            world.provider.client.catalog_publish({**meta, "data_endpoint": url}, data)
+    assert (err.value.status, err.value.code) == (403, "connector_host_not_allowed")
+    assert hits == []  # nothing was requested from the host
+    from broker.catalog.connector_source import check_host
+
+    check_host("https://files.agency.example/x", runtime.settings)  # a subdomain of an allowed suffix
+    check_host("https://connector.example.org", runtime.settings)
+    with pytest.raises(Exception):
+        check_host("https://connector.example.org.evil.test", runtime.settings)
