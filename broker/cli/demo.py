@@ -131,6 +131,11 @@ def run_demo(*, data_dir: Path | None = None, serve: bool = False, port: int = 8
         for name in ("TWINSPACE_DATABASE_URL", "TWINSPACE_REDIS_URL"):  # the demo ran on embedded defaults
             os.environ.pop(name, None)
         get_settings.cache_clear()
+        who = Table("participant", "role", "org id (--org)", "key file (--key, or console login)",
+                    title="Log in to the console, or use the CLI, as")
+        for p in ctx.participants.values():
+            who.add_row(p.org.name, p.org.role, p.org.org_id, str(p.org.key_file))
+        console.print(who)
         console.print(f"Serving the demo broker on http://127.0.0.1:{port} (console at "
                       f"http://127.0.0.1:{port}/console; log in with a key from {settings.data_dir / 'keys'}). "
                       "Ctrl-C stops it.")

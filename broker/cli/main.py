@@ -78,7 +78,10 @@ def org_list(data_dir: Optional[Path] = DataDir) -> None:
     from broker.storage.db import session_scope
 
     runtime = Runtime.start(_settings(data_dir))
-    table = Table("org id", "name", "role", "type", "status", "keys")
+    table = Table()
+    table.add_column("org id", no_wrap=True, min_width=20)  # the id other commands take: never cut
+    for name in ("name", "role", "type", "status", "keys"):
+        table.add_column(name)
     with session_scope(runtime.engine) as session:
         for org in list_orgs(session):
             keys = ", ".join(f"{k.kid[:10]}…({k.status})" for k in org_keys(session, org.id))

@@ -8,7 +8,7 @@ import pyarrow as pa
 from rich.table import Table
 
 ENERGY_OFFER = [{"id": "aggregate", "policy_id": "aggregation-only",
-                 "params": {"epsilon_per_query": 1.0, "privacy_budget": 4.0, "min_cohort": 10,
+                 "params": {"epsilon_per_query": 1.0, "privacy_budget": 10.0, "min_cohort": 10,
                             # the provider trusts this consumer with encrypted (0/1) selection masks
                             "encrypted_masks": True}}]
 

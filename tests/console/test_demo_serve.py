@@ -42,6 +42,8 @@ def test_demo_serve_serves_the_demo_data_and_its_keys_log_in(tmp_path, monkeypat
             key = load_private_key(data_dir / "keys" / "smart-mobility-ltd.pem")
             with Session(app.state.runtime.engine) as session:
                 orgs = {o.name: o.id for o in list_orgs(session)}
+            # the org ids the CLI needs are printed beside the key files
+            assert orgs["Smart Mobility Ltd"] in out.getvalue() and "smart-mobility-ltd.pem" in out.getvalue()
             console_login(http, orgs["Smart Mobility Ltd"], key)
             catalog = http.get("/console/catalog", headers={"Accept": "text/html"})
             assert catalog.status_code == 200 and "Taipei public parking lots" in catalog.text

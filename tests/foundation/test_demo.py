@@ -49,7 +49,7 @@ def test_demo_runs_every_step_offline_and_exits_0(tmp_path, no_network):
     assert "FINALIZED" in out and "offline check: VALID" in out
     assert "After revocation the next pull is refused: 410 agreement_revoked" in out
     # Privacy: one encrypted aggregate query (download refused: aggregation only) and one secure aggregation.
-    assert "Encrypted queries on Public building energy use" in out and "2 of 4 spent" in out
+    assert "Encrypted queries on Public building energy use" in out and "2 of 10 spent" in out
     assert "aggregation-only agreement is refused: 403 policy_denied" in out
     assert "Secure aggregation agg_" in out and "across 2 providers" in out
     # Audit: the last step verifies the log and prints size, root and anchor.
