@@ -35,7 +35,7 @@ from broker.privacy.params import (ALLOWED, MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BY
                                    ParamSet, identify)
 
 PARALLEL_MIN_ROWS = 262_144   # below this, process start-up costs more than it saves
-MAX_WORKERS = 2
+MAX_WORKERS = max(1, os.cpu_count() or 1)  # TenSEAL holds the GIL: one process per core
 CKKS_BLIND_FACTOR = 2.0 ** 12  # blinding std relative to the largest plausible slot value (precision trade-off)
 
 
@@ -148,26 +148,29 @@ def _prepare_values(pc: PublicContext, values: np.ndarray, bound: float, noise_m
 
 # ---------------------------------------------------------------- slot-wise products (maybe parallel)
 
-def _partial_sum(pc: PublicContext, chunks: Sequence[bytes], values: np.ndarray):
-    acc = None
+def _partial_sums(pc: PublicContext, chunks: Sequence[bytes], columns: Sequence[np.ndarray]) -> list:
+    """For each value column c: Σ_chunks chunk ⊙ c_chunk. Each chunk is read once for all columns (one
+    uploaded mask serves a sum, a count and every histogram bin)."""
+    accs: list = [None] * len(columns)
     s = pc.slots
     for i, c in enumerate(chunks):
         ct = _load_ct(pc, c, "mask chunk")
-        plain = values[i * s:(i + 1) * s]
-        plain = [int(x) for x in plain] if pc.scheme == "bfv" else plain.tolist()
-        try:
-            prod = ct * plain
-            acc = prod if acc is None else acc + prod
-        except Exception:  # noqa: BLE001 — crafted ciphertext (e.g. other scale / level)
-            raise BadRequest("A mask chunk does not match the encryption parameters.",
-                             code="ciphertext_mismatch") from None
-    return acc
+        for j, values in enumerate(columns):
+            plain = values[i * s:(i + 1) * s]
+            plain = [int(x) for x in plain] if pc.scheme == "bfv" else plain.tolist()
+            try:
+                prod = ct * plain
+                accs[j] = prod if accs[j] is None else accs[j] + prod
+            except Exception:  # noqa: BLE001 — crafted ciphertext (e.g. other scale / level)
+                raise BadRequest("A mask chunk does not match the encryption parameters.",
+                                 code="ciphertext_mismatch") from None
+    return accs
 
 
 _WORKER_CTX: dict[bytes, PublicContext] = {}
 
 
-def _worker(ctx_raw: bytes, chunks: list[bytes], values: np.ndarray) -> tuple:
+def _worker(ctx_raw: bytes, chunks: list[bytes], columns: list[np.ndarray]) -> tuple:
     """Runs in a worker process. Errors travel back as (class name, detail, code) tuples because
     TwinSpaceError's keyword-only code does not survive pickling."""
     try:
@@ -176,7 +179,7 @@ def _worker(ctx_raw: bytes, chunks: list[bytes], values: np.ndarray) -> tuple:
         if pc is None:
             _WORKER_CTX.clear()
             pc = _WORKER_CTX[key] = load_public_context(ctx_raw)
-        return ("ok", _partial_sum(pc, chunks, values).serialize())
+        return ("ok", [acc.serialize() for acc in _partial_sums(pc, chunks, columns)])
     except TwinSpaceError as e:
         return ("err", type(e).__name__, e.detail, e.code)
 
@@ -188,7 +191,7 @@ def _pool() -> ProcessPoolExecutor:
     global _POOL
     if _POOL is None:
         import multiprocessing as mp
-        _POOL = ProcessPoolExecutor(max_workers=min(MAX_WORKERS, os.cpu_count() or 1),
+        _POOL = ProcessPoolExecutor(max_workers=MAX_WORKERS,
                                     mp_context=mp.get_context("spawn"))
     return _POOL
 
@@ -200,37 +203,38 @@ def _shutdown_pool() -> None:
         _POOL = None
 
 
-def _slotwise_sum(pc: PublicContext, chunks: Sequence[bytes], values: np.ndarray, rows: int,
-                  parallel: bool | None = None):
-    """Σ_chunks mask_chunk ⊙ values_chunk, in worker processes when the table is large
-    (TenSEAL holds the GIL, so threads would not help)."""
-    workers = min(MAX_WORKERS, os.cpu_count() or 1, len(chunks))
+def _slotwise_sums(pc: PublicContext, chunks: Sequence[bytes], columns: Sequence[np.ndarray], rows: int,
+                   parallel: bool | None = None) -> list:
+    """``_partial_sums`` in worker processes when the table is large (TenSEAL holds the GIL, so
+    threads would not help): each worker takes a contiguous range of chunks for every column."""
+    workers = min(MAX_WORKERS, len(chunks))
     if parallel is None:
         parallel = rows >= PARALLEL_MIN_ROWS and workers > 1
     if not parallel or workers < 2:
-        return _partial_sum(pc, chunks, values)
+        return _partial_sums(pc, chunks, columns)
     # validate everything up front so a bad chunk gives the same error as in the serial path
     for c in chunks:
         if not isinstance(c, (bytes, bytearray)):
             raise BadRequest("A mask chunk must be bytes.", code="ciphertext_malformed")
     bounds = np.linspace(0, len(chunks), workers + 1).astype(int)
     s = pc.slots
-    futures = [_pool().submit(_worker, pc.raw, list(chunks[a:b]), values[a * s:b * s])
+    futures = [_pool().submit(_worker, pc.raw, list(chunks[a:b]), [v[a * s:b * s] for v in columns])
                for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    acc = None
     try:
         results = [f.result() for f in futures]
     except BrokenProcessPool:  # a worker died (e.g. OOM): drop the pool, compute here instead
         _shutdown_pool()
-        return _partial_sum(pc, chunks, values)
+        return _partial_sums(pc, chunks, columns)
     for res in results:
         if res[0] == "err":
             raise {"BadRequest": BadRequest, "PayloadTooLarge": PayloadTooLarge}.get(res[1], BadRequest)(
                 res[2], code=res[3])
+    accs: list = [None] * len(columns)
     for res in results:
-        part = _load_ct(pc, res[1], "partial result")
-        acc = part if acc is None else acc + part
-    return acc
+        for j, data in enumerate(res[1]):
+            part = _load_ct(pc, data, "partial result")
+            accs[j] = part if accs[j] is None else accs[j] + part
+    return accs
 
 
 # ---------------------------------------------------------------- blinding + DP noise
@@ -270,23 +274,34 @@ def _blind_and_noise(pc: PublicContext, acc, *, epsilon: float | None, sensitivi
 
 # ---------------------------------------------------------------- query types
 
-def masked_sum(pc: PublicContext, mask_chunks: Sequence[bytes], values: np.ndarray, *,
-               bound: float, epsilon: float | None, parallel: bool | None = None,
-               rng: np.random.Generator | None = None) -> bytes:
-    """Encrypted Σ mask_i · clip(values_i, ±bound) + Laplace(bound/epsilon), zero-sum blinded.
+def masked_sums(pc: PublicContext, mask_chunks: Sequence[bytes], columns: Sequence[np.ndarray],
+                bounds: Sequence[float], *, epsilon: float | None, parallel: bool | None = None,
+                rng: np.random.Generator | None = None) -> list[bytes]:
+    """For each column: encrypted Σ mask_i · clip(values_i, ±bound) + Laplace(bound/epsilon), zero-sum
+    blinded, in one pass over the mask. ``epsilon`` is per output (the caller composes).
 
     ``epsilon=None`` disables DP noise (only for trusted consumers / tests). DP holds for 0/1
     masks; the compute side cannot verify that an encrypted mask is 0/1 (see the docs).
     """
-    values = np.asarray(values)
-    _check_request(pc, mask_chunks, len(values))
+    columns = [np.asarray(v) for v in columns]
+    if not columns or len(columns) != len(bounds) or len({len(v) for v in columns}) != 1:
+        raise Unprocessable("Value columns and bounds must match.", code="invalid_values")
+    rows = len(columns[0])
+    _check_request(pc, mask_chunks, rows)
     if epsilon is not None:
         dp.check_epsilon(epsilon)
-    margin = 50 * bound / epsilon if epsilon is not None else 0.0  # P(|Lap(b)| > 50b) = e^-50
-    v = _prepare_values(pc, values, bound, margin)
-    acc = _slotwise_sum(pc, mask_chunks, v, len(values), parallel)
-    return _blind_and_noise(pc, acc, epsilon=epsilon, sensitivity=bound,
-                            magnitude=bound * len(mask_chunks), rng=rng)
+    prepared = [_prepare_values(pc, v, b, 50 * b / epsilon if epsilon is not None else 0.0)  # e^-50 tail
+                for v, b in zip(columns, bounds)]
+    accs = _slotwise_sums(pc, mask_chunks, prepared, rows, parallel)
+    return [_blind_and_noise(pc, acc, epsilon=epsilon, sensitivity=b, magnitude=b * len(mask_chunks), rng=rng)
+            for acc, b in zip(accs, bounds)]
+
+
+def masked_sum(pc: PublicContext, mask_chunks: Sequence[bytes], values: np.ndarray, *,
+               bound: float, epsilon: float | None, parallel: bool | None = None,
+               rng: np.random.Generator | None = None) -> bytes:
+    """Encrypted Σ mask_i · clip(values_i, ±bound) + Laplace(bound/epsilon), zero-sum blinded."""
+    return masked_sums(pc, mask_chunks, [values], [bound], epsilon=epsilon, parallel=parallel, rng=rng)[0]
 
 
 def masked_count(pc: PublicContext, mask_chunks: Sequence[bytes], n_rows: int, *,
@@ -311,9 +326,8 @@ def histogram(pc: PublicContext, mask_chunks: Sequence[bytes], categories: np.nd
         raise Unprocessable("Categories must be integer codes.", code="invalid_values")
     if not 1 <= n_bins <= 1024 or (len(categories) and (categories.min() < 0 or categories.max() >= n_bins)):
         raise Unprocessable("Category codes must be in [0, n_bins).", code="invalid_values")
-    _check_request(pc, mask_chunks, len(categories))
-    return [masked_sum(pc, mask_chunks, (categories == b).astype(np.int64), bound=1, epsilon=epsilon,
-                       parallel=parallel, rng=rng) for b in range(n_bins)]
+    indicators = [(categories == b).astype(np.int64) for b in range(n_bins)]
+    return masked_sums(pc, mask_chunks, indicators, [1] * n_bins, epsilon=epsilon, parallel=parallel, rng=rng)
 
 
 def linear_score(pc: PublicContext, enc_weights: bytes, features: np.ndarray, *,
@@ -416,6 +430,6 @@ def secure_aggregate(ciphertexts: Sequence[bytes], min_providers: int, *, ctx: P
     return acc.serialize()
 
 
-__all__ = ["PublicContext", "load_public_context", "masked_sum", "masked_count", "histogram",
+__all__ = ["PublicContext", "load_public_context", "masked_sums", "masked_sum", "masked_count", "histogram",
            "linear_score", "predicate_aggregate", "encrypt_statistics", "secure_aggregate", "check_ciphertext",
            "ALLOWED"]

@@ -152,11 +152,10 @@ def _compute(ctx: he.PublicContext, query, table: pa.Table, terms: Terms) -> tup
         mask = [b64decode(c, "mask chunk") for c in query.mask]
         values = _numeric(table, terms, query.column, scheme, query.scale)
         eps = terms.epsilon / len(query.outputs)  # sequential composition over the outputs
-        out = {}
-        if "sum" in query.outputs:
-            out["sum"] = he.masked_sum(ctx, mask, values, bound=_bound(query.bound, scheme, query.scale), epsilon=eps)
-        if "count" in query.outputs:
-            out["count"] = he.masked_count(ctx, mask, n, epsilon=eps)
+        columns = {"sum": (values, _bound(query.bound, scheme, query.scale)), "count": (np.ones(n, dtype=np.int64), 1)}
+        names = list(dict.fromkeys(query.outputs))
+        cts = he.masked_sums(ctx, mask, [columns[k][0] for k in names], [columns[k][1] for k in names], epsilon=eps)
+        out = dict(zip(names, cts))
         return out, {**_scaled(scheme, query.scale, ["sum"] if "sum" in out else []), "epsilon_per_output": eps}
     if isinstance(query, HistogramQuery):
         mask = [b64decode(c, "mask chunk") for c in query.mask]

@@ -126,6 +126,19 @@ def test_parallel_path_matches_serial(keys, pcs):
     assert k.decrypt_sum(he.masked_sum(pc, chunks, values, bound=2000, epsilon=None, parallel=True)) == want
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_one_pass_over_the_mask_serves_several_columns(keys, pcs, parallel):
+    """masked_sums reads each mask chunk once for every column, serially or in worker processes."""
+    k, pc = keys["bfv"], pcs["bfv"]
+    _, mask, values = _data("bfv", n=2 * 8192 + 5)
+    chunks = k.encrypt_mask(mask)
+    other = (values % 7).astype(np.int64)
+    outs = he.masked_sums(pc, chunks, [values, np.ones(len(values), dtype=np.int64), other], [2000, 1, 10],
+                          epsilon=None, parallel=parallel)
+    assert [k.decrypt_sum(o) for o in outs] == [int((mask * values).sum()), int(mask.sum()),
+                                                int((mask * other).sum())]
+
+
 def test_dp_noise_is_inside_the_ciphertext(keys, pcs):
     """With epsilon the decrypted count differs from the truth by integer Laplace noise."""
     k, pc = keys["bfv"], pcs["bfv"]
