@@ -705,7 +705,14 @@ def queries(request: Request, principal: Principal = console_roles(*CONSUMER),
     from broker.privacy.service import get_budget
 
     runtime = get_runtime(request)
-    active = [service.agreement_view(a) | {"budget": get_budget(session, runtime.settings, principal, a.id)}
+
+    def budget(agreement_id: str) -> dict[str, Any] | None:
+        try:
+            return get_budget(session, runtime.settings, principal, agreement_id)
+        except TwinSpaceError:  # e.g. malformed privacy terms: queries refuse it, the page still lists it
+            return None
+
+    active = [service.agreement_view(a) | {"budget": budget(a.id)}
               for a in service.list_agreements(session, principal, status="FINALIZED")]
     return render(request, "queries.html", principal, session, agreements=active, broker_url=str(request.base_url)
                   .removesuffix("/").removesuffix(_root(request)))

@@ -57,6 +57,14 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _term(value: Any, name: str, low: float, high: float) -> float:
+    """A numeric privacy term of the agreement; a malformed one refuses the query (fail closed)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise Forbidden(f"The agreement's {name} is not a number in [{low:g}, {high:g}]; no query is run.",
+                        code="invalid_privacy_terms")
+    return float(value)
+
+
 def _authorize(session: Session, settings, principal: Any, agreement_id: str, requested_epsilon: float | None,
                query_type: str) -> Terms:
     from broker.policy.access import decide_access
@@ -71,12 +79,14 @@ def _authorize(session: Session, settings, principal: Any, agreement_id: str, re
     params = dict(agreement.policy_params or {})
     obligations = decision.obligations or {}
     noise = obligations.get("add_dp_noise") if isinstance(obligations.get("add_dp_noise"), dict) else {}
-    ceiling = float(noise.get("epsilon") or params.get("epsilon_per_query") or settings.privacy_epsilon_per_query)
+    ceiling = _term(noise.get("epsilon") or params.get("epsilon_per_query") or settings.privacy_epsilon_per_query,
+                    "epsilon_per_query", 1e-6, 10)
     epsilon = ceiling if requested_epsilon is None else float(requested_epsilon)
     if epsilon > ceiling + 1e-12:
         raise Forbidden(f"This agreement allows at most epsilon {ceiling:g} per query.",
                         code="epsilon_above_policy", extra={"max_epsilon": ceiling})
-    k = int(obligations.get("min_cohort") or params.get("min_cohort") or settings.privacy_min_cohort)
+    k = int(_term(obligations.get("min_cohort") or params.get("min_cohort") or settings.privacy_min_cohort,
+                  "min_cohort", 1, 1e9))
     if query_type in MASK_QUERIES and params.get("encrypted_masks") is not True:
         # The compute side cannot check that an encrypted mask is 0/1, and a weighted mask would defeat
         # the noise (docs/privacy-queries.md), so the provider must opt in for honest-but-curious consumers.
@@ -84,7 +94,8 @@ def _authorize(session: Session, settings, principal: Any, agreement_id: str, re
                         code="encrypted_mask_not_allowed")
     declared = params.get("query_columns")
     return Terms(agreement=agreement, epsilon=dp.check_epsilon(epsilon), k=max(1, k),
-                 budget_total=float(params.get("privacy_budget") or settings.privacy_budget_default),
+                 budget_total=_term(params.get("privacy_budget") or settings.privacy_budget_default,
+                                    "privacy_budget", 1e-6, 1e6),
                  columns=merge_obligations(obligations, agreement.obligations)["columns"],
                  predicate_columns=[str(c) for c in declared] if isinstance(declared, list) else None,
                  policy_version=decision.policy_version, input_hash=decision.input_hash)
@@ -273,7 +284,8 @@ def get_budget(session: Session, settings, principal: Any, agreement_id: str) ->
     agreement = contracts.get_agreement(session, agreement_id, principal)
     view = budget_view(session, agreement.id)
     if view["epsilon_total"] is None:
-        total = float((agreement.policy_params or {}).get("privacy_budget") or settings.privacy_budget_default)
+        total = _term((agreement.policy_params or {}).get("privacy_budget") or settings.privacy_budget_default,
+                      "privacy_budget", 1e-6, 1e6)
         view.update(epsilon_total=total, epsilon_remaining=total)
     return view
 

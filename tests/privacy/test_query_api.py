@@ -162,6 +162,11 @@ def test_refusals_are_clear_and_cost_no_budget(setup, bfv_keys):
     assert _problem(lambda: q.aggregate(a2["id"], "floor_area", mask, bound=1)).code == "encrypted_mask_not_allowed"
     assert _problem(lambda: q.histogram(a2["id"], "district", ["Daan"], mask)).code == "encrypted_mask_not_allowed"
     assert q.budget(a2["id"])["queries"] == 1
+    broken = publish(setup["provider"], make_table(), offers=[{"id": "agg", "policy_id": "aggregation-only",
+                                                              "params": {"privacy_budget": "lots"}}])
+    a3 = negotiate(setup["consumer"].client, setup["provider"].client,
+                   f"urn:twinspace:offer:{broken['id']}:v1:agg", "research")
+    assert _problem(lambda: q.predicate(a3["id"], daan)).code == "invalid_privacy_terms"  # fail closed
 
 
 def test_the_budget_is_enforced_and_plain_reads_are_refused(setup, bfv_keys, engine):
