@@ -372,14 +372,13 @@ def get_round(session: Session, principal: Any, round_id: str) -> dict[str, Any]
 
 def pending_rounds(session: Session, principal: Any) -> list[dict[str, Any]]:
     """Open rounds naming an agreement of this provider that it has not contributed to yet."""
+    from broker.contracts.models import Agreement
+
+    mine = set(session.exec(select(Agreement.id).where(Agreement.provider_id == principal.org_id)).all())
     rounds = session.exec(select(AggregationRound).where(AggregationRound.status == "open")
                           .order_by(AggregationRound.created_at)).all()
-    out = []
-    for r in rounds:
-        view = round_view(session, r, principal) if _my_agreements(session, r, principal) else None
-        if view and view.get("to_contribute"):
-            out.append(view)
-    return out
+    views = [round_view(session, r, principal) for r in rounds if mine.intersection(r.agreement_ids)]
+    return [v for v in views if v["to_contribute"]]
 
 
 def contribute(session: Session, principal: Any, round_id: str, body: ContributionRequest) -> dict[str, Any]:
