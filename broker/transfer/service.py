@@ -224,7 +224,7 @@ def authorize_pull(session: Session, runtime, principal: Any, transfer_id: str, 
     if (asset.get("version"), asset.get("content_hash")) != (agreement.asset_version, agreement.content_hash):
         raise Conflict("The token names another asset version.", code="asset_version_changed")
     ttl = settings.transfer_pop_max_age_seconds + 2 * settings.clock_skew_seconds
-    if not runtime.replay.claim(f"pop:{principal.org_id}:{pop['jti']}", ttl):
+    if not runtime.replay.claim(f"pop:{principal.org_id}:{pop['jti']}", ttl, session):
         raise Unauthorized("This proof of possession was already used; make a fresh one per request.",
                            code="replayed_pop")
     return tp, agreement, claims
