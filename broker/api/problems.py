@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 
-from broker.errors import TwinSpaceError
+from twinspace.errors import TwinSpaceError
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("twinspace.errors")

@@ -15,7 +15,7 @@ import time
 from limits import RateLimitItem, parse_many, storage, strategies
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from broker.errors import TooManyRequests
+from twinspace.errors import TooManyRequests
 
 log = logging.getLogger("twinspace.ratelimit")
 DATA_PREFIXES = ("/dataplane/", "/queries")

@@ -20,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from broker.errors import ServiceUnavailable
+from twinspace.errors import ServiceUnavailable
 from broker.identity.models import UsedAssertion
 from broker.storage.db import session_scope
 

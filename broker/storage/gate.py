@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.to_thread
 
-from broker.errors import ServiceUnavailable
+from twinspace.errors import ServiceUnavailable
 
 
 class DatabaseBusy(ServiceUnavailable):
