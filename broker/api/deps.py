@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
+from broker.audit import defer_appends, has_pending
 from twinspace.errors import Forbidden, Unauthorized
 from broker.identity.service import active_key
 from twinspace.tokens import decode_access_token
@@ -60,6 +61,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     runtime = get_runtime(request)
     async with runtime.gate.slot():
         session = Session(runtime.engine, expire_on_commit=False)
+        defer_appends(session)
         try:
             yield session
         except BaseException:
@@ -67,7 +69,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
                 await run_in_threadpool(_finish, session, False)
             raise
         with anyio.CancelScope(shield=True):
-            if session.in_transaction() or session.new or session.dirty or session.deleted:
+            if session.in_transaction() or session.new or session.dirty or session.deleted or has_pending(session):
                 await run_in_threadpool(_finish, session, True)
             else:  # nothing was read or written since the principal check: no thread hop needed
                 session.close()

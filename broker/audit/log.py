@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit.models import AuditEntry
+from broker.storage.sqlite_lock import begin_write
 from twinspace.audit.entries import ZERO_HASH, Event, entry_body, leaf_hex
 
 _STATEMENTS: dict[str, tuple[str, str, str, str, str]] = {}
@@ -114,6 +115,7 @@ def append(conn: Connection, events: list[Event]) -> list[int]:
     else:
         if not conn.in_transaction():
             conn.begin()
+        begin_write(conn)  # the raw cursor bypasses SQLAlchemy's events: take the SQLite write mutex here
         cur = conn.connection.cursor()
         to_db = _time_processor(conn.dialect)
     try:

@@ -23,6 +23,7 @@ from sqlmodel import Session
 from twinspace.errors import ServiceUnavailable
 from broker.identity.models import UsedAssertion
 from broker.storage.db import session_scope
+from broker.storage.sqlite_lock import end_write
 
 # Expired rows are purged by about one claim in PURGE_EVERY (bounded table, no write per claim).
 PURGE_EVERY = 512
@@ -55,10 +56,17 @@ class DatabaseReplayStore:
             stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=["key"])
         else:  # pragma: no cover - other databases: a plain insert (IntegrityError on a replay)
             stmt = insert(table).values(**values)
+        connection = session.connection()
+        # SQLite has one write lock per database: a claim in a transaction that has not written yet
+        # commits at once instead of holding that lock through the rest of the request.
+        commit_now = dialect == "sqlite" and not connection.connection.dbapi_connection.in_transaction
         # RETURNING, not rowcount: psycopg reports -1 for a conflict-ignoring insert through SQLAlchemy.
         claimed = session.execute(stmt.returning(table.c.key)).first() is not None
         if claimed and random.randrange(PURGE_EVERY) == 0:
             session.execute(delete(table).where(table.c.expires_at < now))
+        if commit_now:
+            connection.connection.dbapi_connection.commit()
+            end_write(connection)
         return claimed
 
 

@@ -45,6 +45,10 @@ def make_engine(url: str, *, pool_size: int | None = None, pool_timeout: float |
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
+        if pooled:
+            from broker.storage.sqlite_lock import install
+
+            install(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
