@@ -85,13 +85,18 @@ class VerifyReport:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
 
 
 def verify_log(lines: Iterable[bytes], checkpoint_notes: Iterable[str], vkey: Verifier | str, *,
                origin: str | None = None, anchors: Iterable[AnchorRecord] | None = None,
                head: tuple[int, str] | None = None, progress: Callable[[int], None] | None = None,
-               progress_every: int = 65_536) -> VerifyReport:
+               progress_every: int = 65_536,
+               stored_roots: Iterable[tuple[int, str]] | None = None) -> VerifyReport:
+    """``stored_roots``: (tree_size, hex root) as the broker's checkpoint table stores them beside the
+    notes (local verification); each must match the rebuilt tree, and none may lie beyond its end."""
     verifier = parse_vkey(vkey) if isinstance(vkey, str) else vkey
     rep = VerifyReport()
 
@@ -231,6 +236,14 @@ def verify_log(lines: Iterable[bytes], checkpoint_notes: Iterable[str], vkey: Ve
     elif within and within[-1] < pos:
         rep.warnings.append(f"entries {within[-1] + 1}..{pos} are newer than the latest signed checkpoint "
                             f"({within[-1]}) and are only covered by the hash chain")
+
+    for size, root_hex in stored_roots or ():
+        if size > pos:
+            rep.add(pos + 1, "truncated", f"the checkpoint table records a tree of size {size} but only "
+                                          f"{_plural(pos, 'entry')} exist")
+        elif size > 0 and tree.root(size).hex() != str(root_hex).lower():
+            rep.add(size, "checkpoint_mismatch", f"the checkpoint table's root for size {size} differs from "
+                                                 "the tree of the entries (the stored row was edited)")
 
     # 4. anchors
     last_size = 0

@@ -241,6 +241,8 @@ def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries J
                                              "Default (local mode only): derived from the broker key file."),
            rpc_url: Optional[str] = typer.Option(None, help="Your own chain node, to check the anchors."),
            contract: Optional[str] = typer.Option(None, help="AuditAnchor contract address."),
+           anchors_file: Optional[Path] = typer.Option(None, "--anchors", help="Anchors you read from your own "
+                                                       "node earlier (JSONL: tree_size, root_hash hex)."),
            as_json: bool = typer.Option(False, "--json"), data_dir: Optional[Path] = DataDir) -> None:
     """Recompute the tree from the entries, check every checkpoint signature and their consistency, the
     on-chain anchors, and name the first bad entry. Exit code 0 = verified, 1 = problems found."""
@@ -250,6 +252,8 @@ def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries J
     head = None
     total = None
     notes: list[str] = []
+    stored_roots = None
+    recorded_anchors = []
     if entries is None:
         from broker.audit.service import log_vkey
 
@@ -260,6 +264,8 @@ def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries J
         total = tools.db_entry_count(rt.engine)
         notes = tools.db_checkpoint_notes(rt.engine) if checkpoints is None else []
         head = tools.db_head(rt.engine)
+        stored_roots = tools.db_checkpoint_roots(rt.engine)
+        recorded_anchors = tools.db_anchor_records(rt.engine)
         source = f"database {rt.settings.effective_database_url}"
         if rpc_url is None and contract is None and rt.settings.chain_rpc_url:
             target = tools.db_anchor_target(rt.engine)
@@ -295,9 +301,18 @@ def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries J
         except Exception as exc:  # noqa: BLE001
             console.print(f"[bold red]cannot read anchors from {rpc_url}[/]: {type(exc).__name__}: {exc}")
             raise typer.Exit(2)
+    if anchors_file is not None:
+        try:
+            saved = tools.read_anchor_file(anchors_file)
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--anchors") from None
+        anchors = sorted({(a.tree_size, a.root_hash): a for a in [*(anchors or []), *saved]}.values(),
+                         key=lambda a: a.tree_size)
+    elif anchors is None and recorded_anchors:
+        anchors = recorded_anchors  # no chain node given: the broker's own anchor records still bind the size
     with _progress() as progress:
         task = progress.add_task(f"verifying {source}", total=total)
-        report = verify_log(lines, notes, key, anchors=anchors, head=head,
+        report = verify_log(lines, notes, key, anchors=anchors, head=head, stored_roots=stored_roots,
                             progress=lambda n: progress.update(task, completed=n))
     if entries is None:
         for seq, column in column_mismatches[:100]:
