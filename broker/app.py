@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 from broker import __version__
 from broker.api.deps import RoleGuard, public_marker
 from broker.api.gate import AuthGateMiddleware, public_checker
+from broker.api.jsonguard import StrictJsonMiddleware
 from broker.api.limits import BodySizeLimitMiddleware
 from broker.api.ratelimit import DataRateLimitMiddleware
 from broker.api.problems import install_problem_handlers
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.include_router(importlib.import_module(module_path).router)
     app.state.api_routes = api_routes(app.router)
     assert_routes_guarded(app.state.api_routes)
+    app.add_middleware(StrictJsonMiddleware)  # innermost: after authentication, inside the size limit
     app.add_middleware(DataRateLimitMiddleware, limiter=runtime.limiter)  # inside the gate: reads its claims
     app.add_middleware(AuthGateMiddleware, fastapi_app=app,
                        public_paths_check=public_checker([r for r in app.state.api_routes if not is_public(r)]))
