@@ -93,25 +93,8 @@ def sanitize(value: Any, *, _depth: int = 0) -> Any:
     return str(value)
 
 
-def _plain(value: Any) -> bool:
-    """True when json.dumps(sort_keys) already yields RFC 8785: no floats, ASCII keys, no surrogates."""
-    if isinstance(value, str):
-        return True
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and k.isascii() and _plain(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_plain(v) for v in value)
-    return value is None or isinstance(value, (bool, int))
-
-
 def canonical(obj: Any) -> bytes:
-    """RFC 8785 bytes; the stdlib encoder is used where it provably gives the same output."""
-    if _plain(obj):
-        try:
-            return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                              allow_nan=False).encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: let rfc8785 reject or handle them
-            pass
+    """RFC 8785 bytes (``twinspace.canonical`` takes its fast path for the plain JSON entries are)."""
     return canonical_json(obj)
 
 
