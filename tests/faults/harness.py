@@ -200,7 +200,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes,
     return status, headers
 
 
-async def _worker(host: str, port: int, requests: "asyncio.Queue[bytes]", result: LoadResult,
+async def _worker(host: str, port: int, requests: "asyncio.Queue", result: LoadResult,
                   timeout: float) -> None:
     reader = writer = None
     while True:
@@ -208,6 +208,8 @@ async def _worker(host: str, port: int, requests: "asyncio.Queue[bytes]", result
             raw = requests.get_nowait()
         except asyncio.QueueEmpty:
             break
+        if callable(raw):  # built when sent (proofs of possession expire after a minute)
+            raw = raw()
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
@@ -228,8 +230,9 @@ async def _worker(host: str, port: int, requests: "asyncio.Queue[bytes]", result
         writer.close()
 
 
-async def fire(host: str, port: int, requests: list[bytes], concurrency: int, timeout: float = 60) -> LoadResult:
-    """Send ``requests`` over ``concurrency`` keep-alive connections; collect every status."""
+async def fire(host: str, port: int, requests: list, concurrency: int, timeout: float = 60) -> LoadResult:
+    """Send ``requests`` (bytes, or callables returning them) over ``concurrency`` keep-alive
+    connections; collect every status."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for r in requests:
         queue.put_nowait(r)
@@ -240,5 +243,5 @@ async def fire(host: str, port: int, requests: list[bytes], concurrency: int, ti
     return result
 
 
-def run_load(host: str, port: int, requests: list[bytes], concurrency: int, timeout: float = 60) -> LoadResult:
+def run_load(host: str, port: int, requests: list, concurrency: int, timeout: float = 60) -> LoadResult:
     return asyncio.run(fire(host, port, requests, concurrency, timeout))
