@@ -251,8 +251,9 @@ def pull(session: Session, runtime, principal: Any, transfer_id: str, *, token: 
     table = vault.load_table(session, agreement.asset_id, agreement.asset_version, settings=runtime.settings)
     table = apply_obligations(table, max_rows=max_rows, columns=rules["columns"], requested_columns=columns)
     record_usage(session, agreement.id, table.num_rows)
-    tp.pulls += 1
-    tp.rows_served += table.num_rows
+    # Increments in SQL: concurrent pulls of one transfer must not overwrite each other's counts.
+    tp.pulls = TransferProcess.pulls + 1
+    tp.rows_served = TransferProcess.rows_served + table.num_rows
     tp.updated_at = contracts.now()
     session.add(tp)
     record_event(session, "transfer.pull", actor=principal.org_id, asset_id=agreement.asset_id,
