@@ -1,0 +1,359 @@
+"""Pipe networks as graphs (networkx): FIWARE Smart Data Models water-network entities (Junction,
+Reservoir, Tank as nodes; Pipe, Pump, Valve as links via ``startsAt``/``endsAt``; WaterNetwork as the
+container) in any NGSI form, or GeoJSON line networks (LineStrings are links, Points are nodes,
+endpoints joined by declared ids or snapped within an explicit tolerance in metres).
+
+Lengths are geodesic on the WGS84 ellipsoid (pyproj ``Geod``) along the link's own line, or along
+start node → ``vertices`` → end node; a declared ``length`` is kept beside it, never mixed in.
+A reference to an element that is not in the input is an error naming both ends: a topology with
+holes in it would be published as if it were whole.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import pyarrow as pa
+from pyproj import Geod
+
+from connectors.entity_codes import entity_code
+from connectors.errors import IngestError
+from connectors.ingest import DEFAULT_CATEGORY, _Extent, _load_json, geometry_positions, ngsi_entity_to_row, rows_to_table
+
+GEOD = Geod(ellps="WGS84")
+NODE_TYPES = {"Junction", "Reservoir", "Tank"}
+LINK_TYPES = {"Pipe", "Pump", "Valve"}
+STORAGE_TYPES = {"Reservoir", "Tank"}  # a source at the end of a line is not a dead end
+CONTAINER_TYPES = {"WaterNetwork"}
+
+
+def ref_key(ref: Any) -> str:
+    """The comparable part of an NGSI id or reference: ``urn:ngsi-ld:Pipe:P1``, ``ngsi:P1``, ``uri:P1``
+    and ``P1`` all name P1 (the SDM examples use all of these spellings)."""
+    s = str(ref).strip()
+    for prefix in ("urn:ngsi-ld:", "uri:ngsi-ld:", "ngsi-ld:"):
+        if s.startswith(prefix):
+            rest = s[len(prefix):]
+            return rest.split(":", 1)[1] if ":" in rest else rest
+    for prefix in ("ngsi:", "uri:", "urn:"):
+        if s.startswith(prefix):
+            return s[len(prefix):]
+    return s
+
+
+@dataclass
+class Node:
+    id: str
+    type: str
+    code: str
+    lon: float | None
+    lat: float | None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Link:
+    id: str
+    type: str
+    code: str
+    start: str            # ref_key of the start node
+    end: str
+    coords: list[tuple[float, float]]
+    length_m: float       # geodesic along coords
+    declared_length_m: float | None
+    material: str | None
+    diameter: float | None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Network:
+    name: str
+    region: str
+    nodes: dict[str, Node]
+    links: list[Link]
+    graph: nx.MultiGraph
+    containers: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        g = self.graph
+        comps = sorted((len(c) for c in nx.connected_components(g)), reverse=True)
+        pipes = [ln for ln in self.links if ln.type == "Pipe" or ln.type not in LINK_TYPES]
+        by_mat: dict[str, float] = {}
+        by_dia: dict[str, float] = {}
+        for ln in pipes:
+            by_mat[ln.material or "unknown"] = by_mat.get(ln.material or "unknown", 0.0) + ln.length_m
+            d = "unknown" if ln.diameter is None else f"{ln.diameter:g}"
+            by_dia[d] = by_dia.get(d, 0.0) + ln.length_m
+        declared = [ln.declared_length_m for ln in pipes if ln.declared_length_m is not None]
+        return {
+            "nodes": g.number_of_nodes(), "links": g.number_of_edges(),
+            "node_types": _count(n.type for n in self.nodes.values()), "link_types": _count(ln.type for ln in self.links),
+            "components": len(comps), "component_sizes": comps,
+            "pipe_length_m": round(sum(ln.length_m for ln in pipes), 3),
+            "declared_pipe_length_m": round(sum(declared), 3) if declared else None,
+            "length_by_material_m": {k: round(v, 3) for k, v in sorted(by_mat.items())},
+            "length_by_diameter_m": {k: round(v, 3) for k, v in sorted(by_dia.items())},
+            "dead_ends": sorted(self.nodes[k].code for k in self.dead_ends()),
+            "isolated_nodes": sorted(self.nodes[k].code for k in g.nodes if g.degree(k) == 0),
+        }
+
+    def dead_ends(self) -> list[str]:
+        return [k for k in self.graph.nodes if self.graph.degree(k) == 1 and self.nodes[k].type not in STORAGE_TYPES]
+
+    def topology_table(self, entity_type: str = "WaterNetwork") -> pa.Table:
+        """Nodes and links in one table (``kind``), each with its unified code, so the topology circulates
+        as an asset of its own: from_code/to_code are the edges, ``component`` the connected part."""
+        comp_of = {k: i for i, c in enumerate(sorted(nx.connected_components(self.graph), key=lambda c: (-len(c), min(c))))
+                   for k in c}
+        ext = _Extent()
+        rows: list[dict[str, Any]] = []
+        for k, n in sorted(self.nodes.items()):
+            if n.lon is not None:
+                ext.add_point(n.lon, n.lat)
+            rows.append({"kind": "node", "source_id": n.id, "entity_code": n.code, "element_type": n.type,
+                         "from_code": None, "to_code": None, "length_m": None, "declared_length_m": None,
+                         "material": None, "diameter": None, "component": comp_of[k], "degree": self.graph.degree(k),
+                         "lon": n.lon, "lat": n.lat, "geometry": None if n.lon is None else
+                         json.dumps({"type": "Point", "coordinates": [n.lon, n.lat]})})
+        for ln in self.links:
+            for lon, lat in ln.coords:
+                ext.add_point(lon, lat)
+            rows.append({"kind": "link", "source_id": ln.id, "entity_code": ln.code, "element_type": ln.type,
+                         "from_code": self.nodes[ln.start].code, "to_code": self.nodes[ln.end].code,
+                         "length_m": round(ln.length_m, 3), "declared_length_m": ln.declared_length_m,
+                         "material": ln.material, "diameter": ln.diameter, "component": comp_of[ln.start],
+                         "degree": None, "lon": None, "lat": None,
+                         "geometry": json.dumps({"type": "LineString", "coordinates": [list(c) for c in ln.coords]})
+                         if len(ln.coords) >= 2 else None})
+        meta = {"entity_type": entity_type, "twin_category": DEFAULT_CATEGORY.get("Pipe", "goods_equipment"),
+                "source_format": "network", "region": self.region, "rows": len(rows), "network": self.name,
+                "units": {"length_m": "m", "declared_length_m": "m", "lon": "degree", "lat": "degree"}, **ext.meta()}
+        table = rows_to_table(rows, meta)
+        return table.cast(table.schema.set(table.schema.get_field_index("diameter"), pa.field("diameter", pa.float64())))
+
+
+def _count(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _code(region: str, etype: str, sid: str, where: str) -> str:
+    try:
+        return entity_code(region, DEFAULT_CATEGORY.get(etype, "goods_equipment"), etype, sid)
+    except ValueError as exc:
+        raise IngestError(f"{where}: {exc}", code="ingest_bad_entity_code") from exc
+
+
+def _line_length(coords: list[tuple[float, float]]) -> float:
+    if len(coords) < 2:
+        return 0.0
+    return float(GEOD.line_length([c[0] for c in coords], [c[1] for c in coords]))
+
+
+def _graph(nodes: dict[str, Node], links: list[Link]) -> nx.MultiGraph:
+    g = nx.MultiGraph()
+    g.add_nodes_from(nodes)
+    for ln in links:
+        g.add_edge(ln.start, ln.end, key=ln.id, type=ln.type, length_m=ln.length_m)
+    return g
+
+
+# --------------------------------------------------------------------------- Smart Data Models
+def network_from_entities(entities: list[Any], *, region: str, name: str = "network") -> Network:
+    """SDM water-network entities (key-values, normalized NGSI-v2 or NGSI-LD) → a checked Network."""
+    nodes: dict[str, Node] = {}
+    raw_links: list[tuple[int, str, dict[str, Any]]] = []
+    containers: list[tuple[str, list[str]]] = []
+    ext = _Extent()
+    for i, ent in enumerate(entities):
+        etype, row = ngsi_entity_to_row(ent, i, ext)
+        sid, key = row["source_id"], ref_key(row["source_id"])
+        where = f"{etype} {sid!r}"
+        if etype in CONTAINER_TYPES:
+            members = row.get("isComposedOf") or []
+            containers.append((sid, [members] if isinstance(members, str) else list(members)))
+            continue
+        if etype in LINK_TYPES or ("startsAt" in row and "endsAt" in row):
+            raw_links.append((i, etype, row))
+            continue
+        if etype not in NODE_TYPES and "lon" not in row:
+            raise IngestError(f"{where}: not a network element (nodes: {', '.join(sorted(NODE_TYPES))}; links: "
+                              f"{', '.join(sorted(LINK_TYPES))} with startsAt/endsAt)", code="network_unknown_element")
+        if key in nodes:
+            raise IngestError(f"{where}: duplicate id (also a {nodes[key].type})", code="network_duplicate_id")
+        nodes[key] = Node(sid, etype, _code(region, etype, sid, where), row.get("lon"), row.get("lat"),
+                          {k: v for k, v in row.items() if k not in ("lon", "lat", "geometry")})
+    links: list[Link] = []
+    seen: set[str] = set()
+    for i, etype, row in raw_links:
+        sid = row["source_id"]
+        where = f"{etype} {sid!r}"
+        if ref_key(sid) in seen or ref_key(sid) in nodes:
+            raise IngestError(f"{where}: duplicate id", code="network_duplicate_id")
+        seen.add(ref_key(sid))
+        ends = []
+        for attr in ("startsAt", "endsAt"):
+            ref = row.get(attr)
+            if isinstance(ref, list) and len(ref) == 1:
+                ref = ref[0]
+            if not isinstance(ref, str) or not ref:
+                raise IngestError(f"{where}: '{attr}' must name one node", code="network_dangling_reference")
+            if ref_key(ref) not in nodes:
+                raise IngestError(f"{where}: '{attr}' refers to {ref!r}, which is not a node in the input "
+                                  f"(nodes: {len(nodes)})", code="network_dangling_reference")
+            ends.append(ref_key(ref))
+        a, b = nodes[ends[0]], nodes[ends[1]]
+        coords = _link_coords(row, a, b, where)
+        links.append(Link(sid, etype, _code(region, etype, sid, where), ends[0], ends[1], coords, _line_length(coords),
+                          _num(row.get("length")), None if row.get("material") is None else str(row["material"]),
+                          _num(row.get("diameter")), {k: v for k, v in row.items() if k != "geometry"}))
+    known = set(nodes) | seen
+    for cid, members in containers:
+        for m in members:
+            if ref_key(m) not in known:
+                raise IngestError(f"WaterNetwork {cid!r}: 'isComposedOf' lists {m!r}, which is not in the input",
+                                  code="network_dangling_reference")
+    if not nodes:
+        raise IngestError("the input holds no network nodes", code="ingest_empty")
+    return Network(name, region, nodes, links, _graph(nodes, links), [c for c, _ in containers])
+
+
+def _link_coords(row: dict[str, Any], a: Node, b: Node, where: str) -> list[tuple[float, float]]:
+    """The link's own line if it has one; else start node, ``vertices`` (SDM), end node."""
+    geom = row.get("geometry")
+    if geom:
+        g = json.loads(geom)
+        if g.get("type") == "LineString":
+            return [tuple(p[:2]) for p in g["coordinates"]]
+    mid: list[tuple[float, float]] = []
+    if row.get("vertices") is not None:
+        try:
+            mid = geometry_positions(row["vertices"])
+        except ValueError as exc:
+            raise IngestError(f"{where}: 'vertices': {exc}", code="ingest_malformed_geometry") from exc
+    ends = [(n.lon, n.lat) for n in (a, b) if n.lon is not None]
+    if len(ends) < 2 and not mid:
+        return []
+    return ([ends[0]] if a.lon is not None else []) + mid + ([(b.lon, b.lat)] if b.lon is not None else [])
+
+
+def load_entities(paths: list[Path]) -> list[Any]:
+    out: list[Any] = []
+    for p in paths:
+        doc = _load_json(Path(p), "NGSI entities")
+        out.extend(doc if isinstance(doc, list) else [doc])
+    return out
+
+
+# --------------------------------------------------------------------------- GeoJSON line networks
+def network_from_geojson(doc: dict[str, Any], *, region: str, name: str = "network", snap_m: float = 0.5,
+                         link_type: str = "Pipe", node_type: str = "Junction", id_property: str = "id",
+                         material_property: str = "material", diameter_property: str = "diameter",
+                         from_property: str | None = None, to_property: str | None = None) -> Network:
+    """LineString/MultiLineString features are links (a MultiLineString must be one continuous line),
+    Point features nodes. Without ``from_property``/``to_property`` an endpoint joins the nearest node
+    within ``snap_m`` metres, or becomes a new node there."""
+    if not (isinstance(snap_m, (int, float)) and 0 <= snap_m <= 1000):
+        raise IngestError("snap tolerance must be between 0 and 1000 metres", code="network_bad_tolerance")
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(doc.get("features"), list):
+        raise IngestError(f"{name}: a GeoJSON FeatureCollection is expected", code="ingest_malformed_geojson")
+    nodes: dict[str, Node] = {}
+    grid: dict[tuple[int, int], list[str]] = {}
+    cell = max(snap_m, 1e-3) / 111_320.0  # degrees of latitude; longitude cells are narrower, so safe
+
+    def cell_of(lon: float, lat: float) -> tuple[int, int]:
+        return int(math.floor(lon / cell)), int(math.floor(lat / cell))
+
+    def add_node(key: str, sid: str, ntype: str, lon: float, lat: float, attrs: dict[str, Any], where: str) -> None:
+        if key in nodes:
+            raise IngestError(f"{where}: duplicate node id {sid!r}", code="network_duplicate_id")
+        nodes[key] = Node(sid, ntype, _code(region, ntype, sid, where), lon, lat, attrs)
+        grid.setdefault(cell_of(lon, lat), []).append(key)
+
+    def snap(lon: float, lat: float, where: str) -> str:
+        cx, cy = cell_of(lon, lat)
+        best, best_d = None, math.inf
+        span = 1 + int(1 / max(math.cos(math.radians(lat)), 1e-6))
+        for dx in range(-span, span + 1):
+            for dy in (-1, 0, 1):
+                for k in grid.get((cx + dx, cy + dy), []):
+                    n = nodes[k]
+                    d = GEOD.inv(lon, lat, n.lon, n.lat)[2]
+                    if d <= snap_m and d < best_d:
+                        best, best_d = k, d
+        if best is not None:
+            return best
+        sid = f"n{lon:.7f}_{lat:.7f}"
+        add_node(sid, sid, node_type, lon, lat, {}, where)
+        return sid
+
+    feats = doc["features"]
+    lines = []
+    for i, f in enumerate(feats):
+        if not isinstance(f, dict) or f.get("type") != "Feature" or not isinstance(f.get("geometry"), dict):
+            raise IngestError(f"{name}: feature #{i} is not a GeoJSON Feature with a geometry", code="ingest_malformed_geojson")
+        props = f.get("properties") or {}
+        fid = f.get("id", props.get(id_property))
+        sid = str(fid) if fid is not None else f"feature-{i}"
+        where = f"{name}: feature #{i} ({sid})"
+        g = f["geometry"]
+        try:
+            pts = geometry_positions(g)
+        except ValueError as exc:
+            raise IngestError(f"{where}: geometry: {exc}", code="ingest_malformed_geometry") from exc
+        if g["type"] == "Point":
+            add_node(ref_key(sid), sid, str(props.get("type") or node_type), pts[0][0], pts[0][1], dict(props), where)
+        elif g["type"] in ("LineString", "MultiLineString"):
+            lines.append((i, sid, where, g, pts, props))
+        else:
+            raise IngestError(f"{where}: {g['type']} is neither a node (Point) nor a link (LineString)",
+                              code="network_unknown_element")
+    links: list[Link] = []
+    for i, sid, where, g, pts, props in lines:
+        if len(pts) < 2:
+            raise IngestError(f"{where}: a link needs at least two positions", code="ingest_malformed_geometry")
+        if g["type"] == "MultiLineString":
+            parts = g["coordinates"]
+            for a, b in zip(parts, parts[1:]):
+                if GEOD.inv(a[-1][0], a[-1][1], b[0][0], b[0][1])[2] > snap_m:
+                    raise IngestError(f"{where}: MultiLineString parts do not join within {snap_m} m",
+                                      code="network_discontinuous_link")
+        ends = []
+        for pos, prop in ((pts[0], from_property), (pts[-1], to_property)):
+            if prop:
+                ref = props.get(prop)
+                if ref is None or ref_key(ref) not in nodes:
+                    raise IngestError(f"{where}: {prop!r} refers to {ref!r}, which is not a node in the input",
+                                      code="network_dangling_reference")
+                ends.append(ref_key(ref))
+            else:
+                ends.append(snap(pos[0], pos[1], where))
+        ltype = str(props.get("type") or link_type)
+        length = (sum(_line_length([tuple(p[:2]) for p in part]) for part in g["coordinates"])
+                  if g["type"] == "MultiLineString" else _line_length(pts))
+        links.append(Link(sid, ltype, _code(region, ltype, sid, where), ends[0], ends[1], pts, length,
+                          _num(props.get("length")), None if props.get(material_property) in (None, "")
+                          else str(props[material_property]), _num(props.get(diameter_property)), dict(props)))
+    if len({ln.id for ln in links}) != len(links):
+        raise IngestError(f"{name}: link ids are not unique", code="network_duplicate_id")
+    if not links and not nodes:
+        raise IngestError(f"{name}: the FeatureCollection is empty", code="ingest_empty")
+    return Network(name, region, nodes, links, _graph(nodes, links))
