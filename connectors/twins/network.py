@@ -177,8 +177,11 @@ def _graph(nodes: dict[str, Node], links: list[Link]) -> nx.MultiGraph:
 
 
 # --------------------------------------------------------------------------- Smart Data Models
-def network_from_entities(entities: list[Any], *, region: str, name: str = "network") -> Network:
-    """SDM water-network entities (key-values, normalized NGSI-v2 or NGSI-LD) → a checked Network."""
+def network_from_entities(entities: list[Any], *, region: str, name: str = "network",
+                          node_types: set[str] | frozenset[str] = frozenset(NODE_TYPES),
+                          link_types: set[str] | frozenset[str] = frozenset(LINK_TYPES)) -> Network:
+    """SDM water-network entities (key-values, normalized NGSI-v2 or NGSI-LD) → a checked Network.
+    Other entity types are refused unless named in ``node_types`` / ``link_types``."""
     nodes: dict[str, Node] = {}
     raw_links: list[tuple[int, str, dict[str, Any]]] = []
     containers: list[tuple[str, list[str]]] = []
@@ -189,14 +192,16 @@ def network_from_entities(entities: list[Any], *, region: str, name: str = "netw
         where = f"{etype} {sid!r}"
         if etype in CONTAINER_TYPES:
             members = row.get("isComposedOf") or []
-            containers.append((sid, [members] if isinstance(members, str) else list(members)))
+            members = [members] if isinstance(members, (str, dict)) else list(members)
+            # NGSI-LD multi-attribute: a list of Relationship objects
+            containers.append((sid, [m.get("object") if isinstance(m, dict) else m for m in members]))
             continue
-        if etype in LINK_TYPES or ("startsAt" in row and "endsAt" in row):
+        if etype in link_types:
             raw_links.append((i, etype, row))
             continue
-        if etype not in NODE_TYPES and "lon" not in row:
-            raise IngestError(f"{where}: not a network element (nodes: {', '.join(sorted(NODE_TYPES))}; links: "
-                              f"{', '.join(sorted(LINK_TYPES))} with startsAt/endsAt)", code="network_unknown_element")
+        if etype not in node_types:
+            raise IngestError(f"{where}: not a network element (nodes: {', '.join(sorted(node_types))}; links: "
+                              f"{', '.join(sorted(link_types))})", code="network_unknown_element")
         if key in nodes:
             raise IngestError(f"{where}: duplicate id (also a {nodes[key].type})", code="network_duplicate_id")
         nodes[key] = Node(sid, etype, _code(region, etype, sid, where), row.get("lon"), row.get("lat"),
