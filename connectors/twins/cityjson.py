@@ -28,7 +28,7 @@ from pyproj import CRS, Geod, Transformer
 from pyproj.exceptions import CRSError
 from shapely.geometry import Polygon, mapping
 
-from connectors.entity_codes import TWIN_CATEGORIES, entity_code
+from twinspace.entity_codes import TWIN_CATEGORIES, entity_code
 from connectors.errors import IngestError
 from connectors.ingest import rows_to_table
 

@@ -21,7 +21,7 @@ import networkx as nx
 import pyarrow as pa
 from pyproj import Geod
 
-from connectors.entity_codes import entity_code
+from twinspace.entity_codes import entity_code
 from connectors.errors import IngestError
 from connectors.ingest import DEFAULT_CATEGORY, _Extent, _load_json, geometry_positions, ngsi_entity_to_row, rows_to_table
 

@@ -19,7 +19,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.entity_codes import CATEGORY_CODES
+from twinspace.entity_codes import CATEGORY_CODES
+from twinspace.errors import TwinSpaceError
+from twinspace.privacy.dp import enforce_k_threshold
 from connectors.errors import PrivacyError, PublishError
 from connectors.ingest import rows_to_table
 from connectors.tables import get_meta
@@ -99,11 +101,15 @@ def suppress(sizes: dict[str, int], k: int) -> set[str]:
 
 
 def _enforce_k(n: int, k: int, what: str) -> None:
-    if not isinstance(k, int) or k < 1:
+    """The encrypted queries' rule (``twinspace.privacy.dp.enforce_k_threshold``), as a connector error."""
+    if not isinstance(k, int) or isinstance(k, bool):
         raise PrivacyError("k must be a whole number of at least 1", code="invalid_k")
-    if n < k:
-        raise PrivacyError(f"a profile of {n} {what} is below the k-threshold ({k}); nothing is released",
-                           code="cohort_too_small")
+    try:
+        enforce_k_threshold(n, k)
+    except TwinSpaceError as exc:
+        detail = f"a profile of {n} {what} is below the k-threshold ({k}); nothing is released" \
+            if exc.code == "cohort_too_small" else "k must be a whole number of at least 1"
+        raise PrivacyError(detail, code=exc.code) from exc
 
 
 class _Builder:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pyproj import Transformer
 
-from connectors.entity_codes import CODE_RE, entity_code
+from twinspace.entity_codes import CODE_RE, entity_code
 from connectors.errors import IngestError
 from connectors.tables import get_meta
 from connectors.twins.cityjson import TYPE_CATEGORY, objects_table, read_cityjson
