@@ -244,7 +244,8 @@ def building_profile(table: pa.Table, *, k: int = K_DEFAULT, source_hash: str | 
 
 
 # --------------------------------------------------------------------------- networks
-def network_profile(network, *, k: int = K_DEFAULT, topology: pa.Table | None = None) -> Profile:
+def network_profile(network, *, k: int = K_DEFAULT, topology: pa.Table | None = None,
+                    source_hash: str | None = None) -> Profile:
     """A pipe network: element counts, components, geodesic and declared pipe length, length by
     material and diameter (cohort = pipes in the group), dead ends."""
     topology = topology if topology is not None else network.topology_table()
@@ -269,7 +270,7 @@ def network_profile(network, *, k: int = K_DEFAULT, topology: pa.Table | None = 
     figures["dead_ends"] = len(s["dead_ends"])
     prof = _profile("network", topology, [], b, figures,
                     "networkx graph of nodes and links; geodesic length on WGS84 (pyproj Geod) along each link's line "
-                    "or start node → vertices → end node; dead end = non-storage node of degree 1", None)
+                    "or start node → vertices → end node; dead end = non-storage node of degree 1", source_hash)
     return replace(prof, entities=elements)
 
 
