@@ -24,6 +24,7 @@ from pyproj import Geod
 from twinspace.entity_codes import entity_code
 from connectors.errors import IngestError
 from connectors.ingest import DEFAULT_CATEGORY, _Extent, _load_json, geometry_positions, ngsi_entity_to_row, rows_to_table
+from connectors.tables import get_meta
 
 GEOD = Geod(ellps="WGS84")
 NODE_TYPES = {"Junction", "Reservoir", "Tank"}
@@ -361,4 +362,32 @@ def network_from_geojson(doc: dict[str, Any], *, region: str, name: str = "netwo
         raise IngestError(f"{name}: link ids are not unique", code="network_duplicate_id")
     if not links and not nodes:
         raise IngestError(f"{name}: the FeatureCollection is empty", code="ingest_empty")
+    return Network(name, region, nodes, links, _graph(nodes, links))
+
+
+def network_from_topology(table: pa.Table, *, name: str = "network") -> Network:
+    """Rebuild a Network from its published topology table (``Network.topology_table``), so a
+    topology asset can be profiled, or analysed by a consumer, without the original entities."""
+    need = {"kind", "source_id", "entity_code", "element_type", "from_code", "to_code", "length_m"}
+    missing = need - set(table.column_names)
+    if missing:
+        raise IngestError(f"not a network topology table; missing {', '.join(sorted(missing))}",
+                          code="network_bad_topology")
+    region = get_meta(table.schema).get("region") or ""
+    nodes: dict[str, Node] = {}
+    links: list[Link] = []
+    rows = table.to_pylist()
+    for r in rows:
+        if r["kind"] == "node":
+            nodes[r["entity_code"]] = Node(r["source_id"], r["element_type"], r["entity_code"], r.get("lon"), r.get("lat"))
+    for r in rows:
+        if r["kind"] != "link":
+            continue
+        for end in ("from_code", "to_code"):
+            if r[end] not in nodes:
+                raise IngestError(f"{r['element_type']} {r['source_id']!r}: {end} {r[end]!r} is not a node of the table",
+                                  code="network_dangling_reference")
+        coords = [tuple(c) for c in json.loads(r["geometry"])["coordinates"]] if r.get("geometry") else []
+        links.append(Link(r["source_id"], r["element_type"], r["entity_code"], r["from_code"], r["to_code"], coords,
+                          float(r["length_m"] or 0.0), r.get("declared_length_m"), r.get("material"), r.get("diameter")))
     return Network(name, region, nodes, links, _graph(nodes, links))

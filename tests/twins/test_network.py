@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pytest
 from pyproj import Geod
 
 from connectors.errors import IngestError
 from connectors.tables import get_meta
-from connectors.twins.network import load_entities, network_from_entities, network_from_geojson
+from connectors.twins.network import load_entities, network_from_entities, network_from_geojson, network_from_topology
 
 GEOD = Geod(ellps="WGS84")
 PARTS = ["Junction", "Reservoir", "Tank", "Pipe", "Pump"]
@@ -148,3 +149,9 @@ def test_topology_table_is_an_asset(data):
     assert len(nodes) == 3 and len(links) == 3
     assert all(r["from_code"] in nodes and r["to_code"] in nodes for r in links)
     assert meta["bbox"][0] <= 24.30623 <= meta["bbox"][2]
+    # the topology asset alone rebuilds the same graph (a consumer needs no raw entities)
+    assert network_from_topology(t).summary() == net.summary()
+    broken = t.filter(pa.array([not (r["kind"] == "node" and r["element_type"] == "Junction") for r in rows]))
+    with pytest.raises(IngestError) as err:
+        network_from_topology(broken)
+    assert err.value.code == "network_dangling_reference"
