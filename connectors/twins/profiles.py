@@ -26,6 +26,7 @@ from connectors.errors import PrivacyError, PublishError
 from connectors.ingest import rows_to_table
 from connectors.tables import get_meta
 
+NOT_RECORDED = "(not recorded)"
 K_DEFAULT = 10          # the broker's default ``privacy_min_cohort``
 METHOD_VERSION = 1
 HEIGHT_BINS = (0, 3, 6, 10, 15, 25, 50)
@@ -129,10 +130,9 @@ class _Builder:
     def grouped(self, dimension: str, items: list[dict[str, Any]], key: Callable[[dict], Any],
                 measures: Callable[[list[dict[str, Any]]], Iterable[tuple[str, float | None, str]]]) -> None:
         groups: dict[str, list[dict[str, Any]]] = {}
-        for it in items:
-            g = key(it)
-            if g is not None:
-                groups.setdefault(str(g), []).append(it)
+        for it in items:  # entities without a value form a group too: the groups partition the total,
+            g = key(it)   # so "total minus released groups" is always covered by complementary suppression
+            groups.setdefault(NOT_RECORDED if g is None else str(g), []).append(it)
         hidden = suppress({g: len(v) for g, v in groups.items()}, self.k)
         self.suppressed[dimension] = len(hidden)
         for g in sorted(groups):
@@ -228,9 +228,7 @@ def building_profile(table: pa.Table, *, k: int = K_DEFAULT, source_hash: str | 
                           ("construction_decade", "year_of_construction", lambda y: f"{int(y) // 10 * 10}s"),
                           ("lod", "lod", str)):
         if col in table.column_names:
-            recorded = [it for it in items if it.get(col) is not None]
-            b.add("coverage", dim, "entities_recorded", len(recorded), "count", n)
-            b.grouped(dim, recorded, lambda r, c=col, f=fmt: f(r[c]), lambda g: [])
+            b.grouped(dim, items, lambda r, c=col, f=fmt: None if r.get(c) is None else f(r[c]), lambda g: [])
     if "district" in table.column_names and any(it.get("district") for it in items):
         b.grouped("district", items, lambda r: r.get("district"),
                   lambda g: _stats([it["footprint_area_m2"] for it in g if it.get("footprint_area_m2") is not None],
@@ -257,10 +255,8 @@ def network_profile(network, *, k: int = K_DEFAULT, topology: pa.Table | None = 
         b.add("total", "all", name, s[name], "m" if name.endswith("_m") else "count", elements)
     b.add("total", "all", "dead_ends", len(s["dead_ends"]), "count", elements)
     b.add("total", "all", "isolated_nodes", len(s["isolated_nodes"]), "count", elements)
-    for t, c in s["node_types"].items():
-        b.add("node_type", t, "entities", c, "count", c)
-    for t, c in s["link_types"].items():
-        b.add("link_type", t, "entities", c, "count", c)
+    b.grouped("node_type", [{"t": nd.type} for nd in network.nodes.values()], lambda r: r["t"], lambda g: [])
+    b.grouped("link_type", [{"t": ln.type} for ln in network.links], lambda r: r["t"], lambda g: [])
     pipes = [{"material": ln.material or "unknown", "diameter": "unknown" if ln.diameter is None else f"{ln.diameter:g}",
               "length_m": ln.length_m} for ln in network.links if ln.type == "Pipe" or ln.type not in ("Pump", "Valve")]
     for dim in ("material", "diameter"):
