@@ -31,6 +31,7 @@ from shapely.geometry import Polygon, mapping
 from twinspace.entity_codes import TWIN_CATEGORIES, entity_code
 from connectors.errors import IngestError
 from connectors.ingest import rows_to_table
+from connectors.twins.geometry import DEPTH, check_indices, footprint, geometry_parts
 
 SUPPORTED_VERSIONS = ("2.0", "2.0.0", "2.0.1")
 GEOD = Geod(ellps="WGS84")
@@ -53,8 +54,6 @@ SECOND_LEVEL = {"BuildingPart", "BuildingInstallation", "BuildingConstructiveEle
                 "BuildingRoom", "BuildingStorey", "BuildingUnit", "BridgePart", "BridgeInstallation",
                 "BridgeConstructiveElement", "BridgeRoom", "BridgeFurniture", "TunnelPart", "TunnelInstallation",
                 "TunnelConstructiveElement", "TunnelHollowSpace", "TunnelFurniture"}
-DEPTH = {"MultiPoint": 1, "MultiLineString": 2, "MultiSurface": 3, "CompositeSurface": 3, "Solid": 4,
-         "MultiSolid": 5, "CompositeSolid": 5}
 _CRS_URL = re.compile(r"(?:/crs/|crs:)([A-Za-z]+)(?:/[^/]*/|::?)(\d+)$")
 
 
@@ -126,134 +125,68 @@ def parse_crs(reference: str | None, declared: str | None, where: str) -> CRS:
     return crs
 
 
-def _check_indices(node: Any, depth: int, n: int, where: str) -> None:
-    if depth == 0:
-        if not isinstance(node, int) or isinstance(node, bool):
-            raise _fail(f"{where}: boundaries hold {type(node).__name__} where a vertex index is expected",
-                        "cityjson_malformed_geometry")
-        if not 0 <= node < n:
-            raise _fail(f"{where}: vertex index {node} is out of range (the file has {n} vertices)",
-                        "cityjson_bad_vertex_index")
-        return
-    if not isinstance(node, list):
-        raise _fail(f"{where}: boundaries are nested {depth} level(s) too shallow", "cityjson_malformed_geometry")
-    for child in node:
-        _check_indices(child, depth - 1, n, where)
-
-
-def _surfaces(boundaries: list, semantics_values: Any, gtype: str) -> list[tuple[list[list[int]], Any]]:
-    """(rings, semantic index) for every surface of a surface/solid geometry."""
-    depth = DEPTH[gtype]
-    out: list[tuple[list[list[int]], Any]] = []
-
-    def walk(node: list, values: Any, d: int) -> None:
-        if d == 3:
-            for i, surface in enumerate(node):
-                out.append((surface, values[i] if isinstance(values, list) and i < len(values) else None))
-            return
-        for i, child in enumerate(node):
-            walk(child, values[i] if isinstance(values, list) and i < len(values) else None, d - 1)
-
-    if depth >= 3:
-        walk(boundaries, semantics_values, depth)
-    return out
-
-
-def _template(doc: dict, geom: dict, where: str) -> tuple[dict, np.ndarray]:
-    """A GeometryInstance as a plain geometry with its own (real-coordinate) vertices."""
-    gt = doc.get("geometry-templates") or {}
-    templates, tverts = gt.get("templates") or [], gt.get("vertices-templates") or []
-    idx = geom.get("template")
-    if not isinstance(idx, int) or not 0 <= idx < len(templates):
-        raise _fail(f"{where}: GeometryInstance refers to template {idx!r}, the file has {len(templates)}",
-                    "cityjson_bad_template")
-    tpl = templates[idx]
-    matrix = geom.get("transformationMatrix")
-    if not (isinstance(matrix, list) and len(matrix) == 16):
-        raise _fail(f"{where}: GeometryInstance needs a 16-number transformationMatrix", "cityjson_malformed_geometry")
-    if not isinstance(tpl, dict) or tpl.get("type") not in DEPTH:
-        raise _fail(f"{where}: template {idx} is not a CityJSON geometry", "cityjson_malformed_geometry")
-    _check_indices(tpl.get("boundaries"), DEPTH[tpl["type"]], len(tverts), f"{where} (template {idx})")
-    pts = np.asarray(tverts, dtype=float).reshape(-1, 3)
-    m = np.asarray(matrix, dtype=float).reshape(4, 4)
-    return tpl, pts @ m[:3, :3].T + m[:3, 3]
-
-
-def _geometry_parts(doc: dict, geom: Any, verts: np.ndarray, where: str
-                    ) -> tuple[list[tuple[list[list[int]], Any]], np.ndarray, list[int]]:
-    if not isinstance(geom, dict) or "type" not in geom:
-        raise _fail(f"{where}: not a CityJSON geometry object", "cityjson_malformed_geometry")
-    gtype = geom["type"]
-    if gtype == "GeometryInstance":
-        b = geom.get("boundaries")
-        if not (isinstance(b, list) and len(b) == 1):
-            raise _fail(f"{where}: GeometryInstance boundaries must hold one anchor vertex", "cityjson_malformed_geometry")
-        _check_indices(b, 1, len(verts), where)
-        tpl, tpts = _template(doc, geom, where)
-        local = tpts + verts[b[0]]
-        idx = _all_indices(tpl["boundaries"], DEPTH[tpl["type"]])
-        surfaces = _surfaces(tpl["boundaries"], None, tpl["type"])
-        return surfaces, local, idx
-    if gtype not in DEPTH:
-        raise _fail(f"{where}: unknown geometry type {gtype!r}", "cityjson_malformed_geometry")
-    _check_indices(geom.get("boundaries"), DEPTH[gtype], len(verts), where)
-    values = (geom.get("semantics") or {}).get("values")
-    surface_types = [s.get("type") if isinstance(s, dict) else None
-                     for s in (geom.get("semantics") or {}).get("surfaces") or []]
-    surfaces = [(rings, surface_types[v] if isinstance(v, int) and 0 <= v < len(surface_types) else None)
-                for rings, v in _surfaces(geom["boundaries"], values, gtype)]
-    return surfaces, verts, _all_indices(geom["boundaries"], DEPTH[gtype])
-
-
-def _all_indices(node: Any, depth: int) -> list[int]:
-    if depth == 0:
-        return [node]
-    out: list[int] = []
-    for child in node:
-        out.extend(_all_indices(child, depth - 1))
-    return out
-
-
-def _footprint(surfaces: list[tuple[list[list[int]], Any]], pts: np.ndarray, grid: float) -> Polygon | None:
-    """Ground surfaces if the model labels them, else every surface projected to the plane and unioned
-    (walls project to nothing and drop out; faces sharing vertex indices share exact coordinates)."""
-    ground = [s for s in surfaces if s[1] == "GroundSurface"]
-    chosen = [rings for rings, _ in (ground or surfaces) if rings and len(rings[0]) >= 3]
-    simple = [r[0] for r in chosen if len(r) == 1]
-    polys: list[Any] = []
-    if simple:  # the common case (triangles, plain faces): build them in one vectorised call
-        coords = pts[np.concatenate(simple), :2]
-        idx = np.repeat(np.arange(len(simple)), [len(r) for r in simple])
-        polys.extend(shapely.polygons(shapely.linearrings(coords, indices=idx)))
-    for rings in chosen:
-        if len(rings) > 1:
-            polys.append(Polygon(pts[rings[0], :2], [pts[r, :2] for r in rings[1:] if len(r) >= 3]))
-    arr = np.asarray(polys, dtype=object)
-    if not arr.size:
-        return None
-    arr = arr[shapely.area(arr) > grid * grid]  # walls project to (near) nothing
-    if not arr.size:
-        return None
-    bad = ~shapely.is_valid(arr)
-    if bad.any():
-        arr[bad] = shapely.make_valid(arr[bad])
-    fp = shapely.union_all(arr)
-    return None if fp.is_empty else fp
-
-
 def load_document(path: Path) -> dict[str, Any]:
+    """A CityJSON file, or a CityJSON Text Sequence (``.city.jsonl``: a header line, then one
+    CityJSONFeature per line with its own vertices), merged into one document."""
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise _fail(f"cannot read {path}: {exc.strerror}", "ingest_unreadable") from exc
+    name = Path(path).name
     try:
-        return json.loads(raw.decode("utf-8-sig"))
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise _fail(f"{Path(path).name}: CityJSON must be UTF-8; invalid byte at offset {exc.start}",
-                    "ingest_bad_encoding") from exc
+        raise _fail(f"{name}: CityJSON must be UTF-8; invalid byte at offset {exc.start}", "ingest_bad_encoding") from exc
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    try:
+        if len(lines) > 1 and (name.endswith(".jsonl") or '"CityJSONFeature"' in lines[1]):
+            return merge_sequence([json.loads(ln) for ln in lines], name)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _fail(f"{Path(path).name}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+        raise _fail(f"{name}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
                     "ingest_malformed_json") from exc
+
+
+def _offset(node: Any, depth: int, base: int, where: str) -> Any:
+    if depth == 0:
+        if not isinstance(node, int) or isinstance(node, bool):
+            raise _fail(f"{where}: boundaries hold {type(node).__name__} where a vertex index is expected",
+                        "cityjson_malformed_geometry")
+        return node + base
+    if not isinstance(node, list):
+        raise _fail(f"{where}: boundaries are nested {depth} level(s) too shallow", "cityjson_malformed_geometry")
+    return [_offset(c, depth - 1, base, where) for c in node]
+
+
+def merge_sequence(items: list[Any], name: str) -> dict[str, Any]:
+    """CityJSONSeq → one CityJSON document: each feature's vertex indices move past the vertices
+    merged before it (vertex indices of a feature are local to it; templates stay shared)."""
+    head = items[0]
+    if not isinstance(head, dict) or head.get("type") != "CityJSON":
+        raise _fail(f"{name}: the first line of a CityJSON sequence must be the CityJSON header", "cityjson_malformed")
+    doc = {**head, "CityObjects": dict(head.get("CityObjects") or {}), "vertices": list(head.get("vertices") or [])}
+    for n, feat in enumerate(items[1:], start=2):
+        if not isinstance(feat, dict) or feat.get("type") != "CityJSONFeature":
+            raise _fail(f"{name}: line {n} is not a CityJSONFeature", "cityjson_malformed")
+        verts = feat.get("vertices") or []
+        base = len(doc["vertices"])
+        for oid, co in (feat.get("CityObjects") or {}).items():
+            if oid in doc["CityObjects"]:
+                raise _fail(f"{name}: line {n}: CityObject {oid!r} appears twice", "cityjson_duplicate_object")
+            if not isinstance(co, dict):
+                raise _fail(f"{name}: line {n}: CityObject {oid!r} is not an object", "cityjson_malformed")
+            geoms = []
+            for gi, g in enumerate(co.get("geometry") or []):
+                where = f"{name}: line {n}: CityObject {oid!r} geometry #{gi}"
+                gtype = g.get("type") if isinstance(g, dict) else None
+                depth = 1 if gtype == "GeometryInstance" else DEPTH.get(gtype)
+                if depth is None:
+                    raise _fail(f"{where}: unknown geometry type {gtype!r}", "cityjson_malformed_geometry")
+                check_indices(g.get("boundaries"), depth, len(verts), where)
+                geoms.append({**g, "boundaries": _offset(g["boundaries"], depth, base, where)})
+            doc["CityObjects"][oid] = {**co, "geometry": geoms} if "geometry" in co else co
+        doc["vertices"].extend(verts)
+    return doc
 
 
 def read_cityjson(source: Path | dict[str, Any], *, region: str, crs: str | None = None,
@@ -314,13 +247,13 @@ def read_cityjson(source: Path | dict[str, Any], *, region: str, crs: str | None
         best_lod = None
         parts = []
         for gi, g in enumerate(geoms):
-            surfaces, pts, idx = _geometry_parts(doc, g, verts, f"{here} geometry #{gi} ({(g or {}).get('type')})")
+            surfaces, pts, idx = geometry_parts(doc, g, verts, f"{here} geometry #{gi} ({(g or {}).get('type')})")
             lod = str(g.get("lod")) if g.get("lod") is not None else None
             parts.append((lod, surfaces, pts, idx, g["type"]))
             if lod is not None and (best_lod is None or _lod_key(lod) > _lod_key(best_lod)):
                 best_lod = lod
         chosen = [p for p in parts if p[0] == best_lod] or parts
-        fps = [f for p in chosen if (f := _footprint(p[1], p[2], grid)) is not None]
+        fps = [f for p in chosen if (f := footprint(p[1], p[2], grid)) is not None]
         fp = shapely.union_all(fps) if len(fps) > 1 else (fps[0] if fps else None)
         zs = np.concatenate([p[2][p[3], 2] for p in chosen if p[3]]) if any(p[3] for p in chosen) else None
         try:

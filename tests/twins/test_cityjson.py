@@ -198,3 +198,43 @@ def test_parts_templates_and_extensions():
     bad["CityObjects"]["T1"]["geometry"][0]["template"] = 4
     with pytest.raises(IngestError, match="T1.*template 4"):
         read_cityjson(bad, region="TW-TPE")
+
+
+def _to_sequence(doc, city_type="Building"):
+    """Delft as a CityJSON Text Sequence: a header, then one CityJSONFeature per object with its own
+    (re-indexed) vertices — the form 3D BAG and cjio export."""
+    header = {k: v for k, v in doc.items() if k not in ("CityObjects", "vertices")}
+    lines = [json.dumps({**header, "CityObjects": {}, "vertices": []})]
+    for key, co in doc["CityObjects"].items():
+        if co["type"] != city_type:
+            continue
+        local: dict[int, int] = {}
+
+        def remap(node):
+            if isinstance(node, int):
+                return local.setdefault(node, len(local))
+            return [remap(c) for c in node]
+
+        geoms = [{**g, "boundaries": remap(g["boundaries"])} for g in co["geometry"]]
+        verts = [doc["vertices"][i] for i, _ in sorted(local.items(), key=lambda kv: kv[1])]
+        lines.append(json.dumps({"type": "CityJSONFeature", "id": key, "CityObjects": {key: {**co, "geometry": geoms}},
+                                 "vertices": verts}))
+    return "\n".join(lines) + "\n"
+
+
+def test_cityjson_text_sequence(tmp_path, delft_doc, delft):
+    path = tmp_path / "delft.city.jsonl"
+    path.write_text(_to_sequence(delft_doc))
+    seq = read_cityjson(path, region="NL-ZH")
+    whole = {o.id: o for o in delft.of_type("Building")}
+    assert len(seq.objects) == 160
+    for o in seq.objects:
+        assert o.area_m2 == whole[o.id].area_m2 and o.height == whole[o.id].height and o.code == whole[o.id].code
+    lines = path.read_text().splitlines()
+    feat = json.loads(lines[3])
+    feat["CityObjects"][feat["id"]]["geometry"][0]["boundaries"][0][0][0][0] = len(feat["vertices"])
+    lines[3] = json.dumps(feat)
+    path.write_text("\n".join(lines))
+    with pytest.raises(IngestError) as err:
+        read_cityjson(path, region="NL-ZH")
+    assert err.value.code == "cityjson_bad_vertex_index" and "line 4" in err.value.message and feat["id"] in err.value.message
