@@ -28,7 +28,7 @@ from pyproj import CRS, Geod, Transformer
 from pyproj.exceptions import CRSError
 from shapely.geometry import Polygon, mapping
 
-from twinspace.entity_codes import TWIN_CATEGORIES, entity_code
+from twinspace.entity_codes import REGION_RE, TWIN_CATEGORIES, entity_code
 from connectors.errors import IngestError
 from connectors.ingest import rows_to_table
 from connectors.twins.geometry import DEPTH, check_indices, footprint, geometry_parts
@@ -208,10 +208,18 @@ def read_cityjson(source: Path | dict[str, Any], *, region: str, crs: str | None
     except (TypeError, KeyError, ValueError) as exc:
         raise _fail(f"{where}: 'transform' with three-number 'scale' and 'translate' is required in CityJSON 2.0",
                     "cityjson_malformed") from exc
+    raw_vertices = doc.get("vertices")
     try:
-        verts = np.asarray(doc.get("vertices"), dtype=np.int64).reshape(-1, 3) * scale + translate
+        if not isinstance(raw_vertices, list) or any(not isinstance(v, list) or len(v) != 3 for v in raw_vertices):
+            raise ValueError("not [x, y, z] triples")
+        as_float = np.asarray(raw_vertices, dtype=float).reshape(-1, 3)
+        if not np.all(np.isfinite(as_float)) or not np.array_equal(as_float, np.round(as_float)):
+            raise ValueError("not integers")  # CityJSON 2.0 vertices are quantised: integers and a transform
+        verts = as_float * scale + translate
     except (TypeError, ValueError) as exc:
-        raise _fail(f"{where}: 'vertices' must be an array of [x, y, z] integers", "cityjson_malformed") from exc
+        raise _fail(f"{where}: 'vertices' must be an array of [x, y, z] integers ({exc})", "cityjson_malformed") from exc
+    if not REGION_RE.match(region or ""):
+        raise _fail(f"region {region!r} is not an ISO 3166 code such as 'NL' or 'NL-ZH'", "ingest_bad_region")
     cos = doc.get("CityObjects")
     if not isinstance(cos, dict) or not cos:
         raise _fail(f"{where}: no CityObjects", "ingest_empty")

@@ -21,7 +21,7 @@ import networkx as nx
 import pyarrow as pa
 from pyproj import Geod
 
-from twinspace.entity_codes import entity_code
+from twinspace.entity_codes import REGION_RE, entity_code
 from connectors.errors import IngestError
 from connectors.ingest import DEFAULT_CATEGORY, _Extent, _load_json, geometry_positions, ngsi_entity_to_row, rows_to_table
 from connectors.tables import get_meta
@@ -163,6 +163,11 @@ def _code(region: str, etype: str, sid: str, where: str) -> str:
         raise IngestError(f"{where}: {exc}", code="ingest_bad_entity_code") from exc
 
 
+def _check_region(region: str) -> None:
+    if not REGION_RE.match(region or ""):
+        raise IngestError(f"region {region!r} is not an ISO 3166 code such as 'FI' or 'TW-TPE'", code="ingest_bad_region")
+
+
 def _line_length(coords: list[tuple[float, float]]) -> float:
     if len(coords) < 2:
         return 0.0
@@ -183,6 +188,7 @@ def network_from_entities(entities: list[Any], *, region: str, name: str = "netw
                           link_types: set[str] | frozenset[str] = frozenset(LINK_TYPES)) -> Network:
     """SDM water-network entities (key-values, normalized NGSI-v2 or NGSI-LD) → a checked Network.
     Other entity types are refused unless named in ``node_types`` / ``link_types``."""
+    _check_region(region)
     nodes: dict[str, Node] = {}
     raw_links: list[tuple[int, str, dict[str, Any]]] = []
     containers: list[tuple[str, list[str]]] = []
@@ -277,6 +283,7 @@ def network_from_geojson(doc: dict[str, Any], *, region: str, name: str = "netwo
     """LineString/MultiLineString features are links (a MultiLineString must be one continuous line),
     Point features nodes. Without ``from_property``/``to_property`` an endpoint joins the nearest node
     within ``snap_m`` metres, or becomes a new node there."""
+    _check_region(region)
     if not (isinstance(snap_m, (int, float)) and 0 <= snap_m <= 1000):
         raise IngestError("snap tolerance must be between 0 and 1000 metres", code="network_bad_tolerance")
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(doc.get("features"), list):

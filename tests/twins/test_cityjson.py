@@ -148,6 +148,20 @@ def test_broken_vertex_index_names_the_object(delft_doc):
     assert err.value.code == "cityjson_malformed_geometry" and key in err.value.message
 
 
+def test_non_integer_vertices_and_bad_region(delft_doc):
+    doc = copy.deepcopy(delft_doc)
+    doc["vertices"][5] = [1.5, 2, 3]
+    with pytest.raises(IngestError) as err:
+        read_cityjson(doc, region="NL-ZH")
+    assert err.value.code == "cityjson_malformed" and "integers" in err.value.message
+    doc["vertices"][5] = [1, 2]
+    with pytest.raises(IngestError, match="integers"):
+        read_cityjson(doc, region="NL-ZH")
+    with pytest.raises(IngestError) as err:
+        read_cityjson(delft_doc, region="Netherlands")
+    assert err.value.code == "ingest_bad_region"
+
+
 def test_missing_crs_and_dangling_children(delft_doc):
     doc = copy.deepcopy(delft_doc)
     del doc["metadata"]["referenceSystem"]
