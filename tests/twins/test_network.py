@@ -11,7 +11,8 @@ from pyproj import Geod
 
 from connectors.errors import IngestError
 from connectors.tables import get_meta
-from connectors.twins.network import load_entities, network_from_entities, network_from_geojson, network_from_topology
+from connectors.twins.geojson_network import network_from_geojson
+from connectors.twins.network import load_entities, network_from_entities, network_from_topology
 
 GEOD = Geod(ellps="WGS84")
 PARTS = ["Junction", "Reservoir", "Tank", "Pipe", "Pump"]
@@ -155,3 +156,28 @@ def test_topology_table_is_an_asset(data):
     with pytest.raises(IngestError) as err:
         network_from_topology(broken)
     assert err.value.code == "network_dangling_reference"
+
+
+def test_geojson_network_in_a_projected_crs_with_local_property_names():
+    """A municipal export: RD New metres, the legacy GeoJSON ``crs`` member, Dutch upper-case names."""
+    from pyproj import Transformer
+
+    to_rd = Transformer.from_crs("EPSG:4326", "EPSG:28992", always_xy=True)
+    wgs = _line_network()
+    feats = []
+    for f in wgs["features"]:
+        g = f["geometry"]
+        coords = ([list(to_rd.transform(*p)) for p in g["coordinates"]] if g["type"] == "LineString"
+                  else list(to_rd.transform(*g["coordinates"])))
+        props = {("MATERIAAL" if k == "material" else "DN" if k == "diameter" else k): v for k, v in f["properties"].items()}
+        feats.append({**f, "geometry": {"type": g["type"], "coordinates": coords}, "properties": props})
+    rd = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::28992"}},
+          "features": feats}
+    a, b = network_from_geojson(wgs, region="TW-TPE").summary(), network_from_geojson(rd, region="TW-TPE").summary()
+    assert b["pipe_length_m"] == pytest.approx(a["pipe_length_m"], abs=1e-3)
+    assert b["length_by_material_m"].keys() == a["length_by_material_m"].keys()
+    assert b["length_by_diameter_m"].keys() == a["length_by_diameter_m"].keys() and b["components"] == a["components"]
+    with pytest.raises(IngestError) as err:  # the same file without its crs member is not WGS84
+        network_from_geojson({**rd, "crs": None}, region="TW-TPE")
+    assert err.value.code == "ingest_malformed_geometry" and "WGS84" in err.value.message
+    assert network_from_geojson({**rd, "crs": None}, region="TW-TPE", crs="EPSG:28992").summary()["links"] == 8

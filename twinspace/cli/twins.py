@@ -59,11 +59,14 @@ def network(inputs: list[Path] = typer.Argument(..., exists=True, dir_okay=False
             region: str = typer.Option(..., help="ISO 3166 region for entity codes."),
             snap_m: float = typer.Option(0.5, help="GeoJSON: join line ends within this many metres."),
             from_property: Optional[str] = typer.Option(None, help="GeoJSON: property naming a link's start node."),
-            to_property: Optional[str] = typer.Option(None, help="GeoJSON: property naming a link's end node.")) -> None:
+            to_property: Optional[str] = typer.Option(None, help="GeoJSON: property naming a link's end node."),
+            crs: Optional[str] = typer.Option(None, help="GeoJSON: the CRS of the coordinates when not WGS84, "
+                                              "e.g. EPSG:28992 (a legacy 'crs' member is read too).")) -> None:
     """Build a pipe network graph; write its topology (nodes and links with unified codes) as a table."""
     from connectors.ingest import _load_json
     from connectors.tables import write_table
-    from connectors.twins.network import load_entities, network_from_entities, network_from_geojson
+    from connectors.twins.geojson_network import network_from_geojson
+    from connectors.twins.network import load_entities, network_from_entities
 
     try:
         first = _load_json(inputs[0], "network")
@@ -71,7 +74,7 @@ def network(inputs: list[Path] = typer.Argument(..., exists=True, dir_okay=False
             if len(inputs) != 1:
                 raise ConnectorError("a GeoJSON network is one file")
             net = network_from_geojson(first, region=region, name=inputs[0].name, snap_m=snap_m,
-                                       from_property=from_property, to_property=to_property)
+                                       from_property=from_property, to_property=to_property, crs=crs)
         else:
             net = network_from_entities(load_entities(list(inputs)), region=region, name=inputs[0].stem)
     except ConnectorError as exc:
