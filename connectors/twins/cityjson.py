@@ -28,7 +28,7 @@ from pyproj import CRS, Geod, Transformer
 from pyproj.exceptions import CRSError
 from shapely.geometry import Polygon, mapping
 
-from twinspace.entity_codes import REGION_RE, TWIN_CATEGORIES, entity_code
+from twinspace.entity_codes import REGION_RE, entity_code
 from connectors.errors import IngestError
 from connectors.ingest import rows_to_table
 from connectors.twins.geometry import DEPTH, check_indices, footprint, geometry_parts
@@ -241,8 +241,9 @@ def read_cityjson(source: Path | dict[str, Any], *, region: str, crs: str | None
         ctype = co["type"]
         etype = ctype.lstrip("+")  # extension types ("+NoiseBuilding") keep their name without the '+'
         category = TYPE_CATEGORY.get(ctype, "other")
-        assert category in TWIN_CATEGORIES
         for rel in ("parents", "children"):
+            if not isinstance(co.get(rel) or [], list):
+                raise _fail(f"{here}: '{rel}' must be an array of object ids", "cityjson_malformed")
             for ref in co.get(rel) or []:
                 if ref not in cos:
                     raise _fail(f"{here}: {rel} refers to {ref!r}, which is not in the file", "cityjson_dangling_reference")
@@ -290,6 +291,10 @@ def read_cityjson(source: Path | dict[str, Any], *, region: str, crs: str | None
         if not o.valid:
             warnings.append(f"CityObject {o.id!r}: footprint invalid ({shapely.is_valid_reason(fp)})")
         o.footprint = shapely.transform(fp, lonlat)
+        w, s_, e, n = o.footprint.bounds
+        if not (all(math.isfinite(v) for v in (w, s_, e, n)) and -180 <= w <= e <= 180 and -90 <= s_ <= n <= 90):
+            raise _fail(f"{where}: CityObject {o.id!r} does not fall on the Earth in {src_crs.to_string()} "
+                        "(is the CRS right?)", "cityjson_bad_crs")
         o.area_m2 = round(abs(GEOD.geometry_area_perimeter(o.footprint)[0]), 3)
         c = fp.centroid
         o.lon, o.lat = (float(v) for v in to_wgs84.transform(c.x, c.y))

@@ -177,6 +177,9 @@ def test_missing_crs_and_dangling_children(delft_doc):
     with pytest.raises(IngestError) as err:
         read_cityjson({**delft_doc, "metadata": {"referenceSystem": "EPSG:999999"}}, region="NL-ZH")
     assert err.value.code == "cityjson_bad_crs"
+    with pytest.raises(IngestError) as err:  # RD metres read as degrees: nowhere on Earth
+        read_cityjson({**delft_doc, "metadata": {"referenceSystem": "EPSG:4326"}}, region="NL-ZH")
+    assert err.value.code == "cityjson_bad_crs" and "CityObject" in err.value.message
 
 
 def test_parts_templates_and_extensions():
