@@ -154,3 +154,28 @@ def test_profile_binding_and_bad_input(parking, delft):
     assert get_meta(bound.table().schema)["profile"]["source"]["asset_id"] == "ast_x"
     with pytest.raises(PublishError, match="missing column"):
         parking_profile(objects_table(delft, "Building"))
+
+
+def test_storeys_material_and_construction_year_where_present(delft):
+    """The BGT extract records none of these, so a variant of the table sets them (derived here)."""
+    import pyarrow as pa
+
+    t = objects_table(delft, "Building")
+    n_rows = t.num_rows
+    storeys = [None if i % 10 == 0 else 1 + i % 3 for i in range(n_rows)]
+    material = [["brick", "concrete", "timber"][i % 3] if i % 4 else None for i in range(n_rows)]
+    year = [1855 if i < 5 else 1900 + (i * 7) % 120 for i in range(n_rows)]  # five 1850s: below k
+    t = t.set_column(t.column_names.index("storeys"), "storeys", pa.array(storeys, pa.int64()))
+    t = t.set_column(t.column_names.index("material"), "material", pa.array(material, pa.string()))
+    t = t.set_column(t.column_names.index("year_of_construction"), "year_of_construction", pa.array(year, pa.int64()))
+    p = building_profile(t, k=10)
+    expected = Counter("(not recorded)" if s is None else str(s) for s in storeys)
+    assert {g: p.value("storeys", g, "entities") for g in p.groups("storeys")} == expected
+    expected = Counter("(not recorded)" if m is None else m for m in material)
+    assert {g: p.value("material", g, "entities") for g in p.groups("material")} == expected
+    decades = Counter(f"{y // 10 * 10}s" for y in year)
+    released = {g: p.value("construction_decade", g, "entities") for g in p.groups("construction_decade")}
+    assert released and all(decades[g] == c and c >= 10 for g, c in released.items())
+    hidden = set(decades) - set(released)
+    assert {g for g, c in decades.items() if c < 10} <= hidden
+    assert len(hidden) >= 2 and sum(decades[g] for g in hidden) >= 10  # 1850s and the next smallest decade
