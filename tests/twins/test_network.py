@@ -181,3 +181,12 @@ def test_geojson_network_in_a_projected_crs_with_local_property_names():
         network_from_geojson({**rd, "crs": None}, region="TW-TPE")
     assert err.value.code == "ingest_malformed_geometry" and "WGS84" in err.value.message
     assert network_from_geojson({**rd, "crs": None}, region="TW-TPE", crs="EPSG:28992").summary()["links"] == 8
+
+
+def test_water_network_container_with_resolvable_members(data):
+    """A WaterNetwork whose members are all in the input is accepted (a variant of the sample's list)."""
+    ents = load_entities(sdm(data, "example.json"))
+    container = json.loads((data / "smart-data-models/WaterNetwork/example.json").read_text())
+    container["isComposedOf"] = [f"urn:ngsi-ld:{e['type']}:{e['id']}" for e in ents]
+    net = network_from_entities(ents + [container], region="FI")
+    assert net.containers == ["urn:ngsi-ld:WaterNetwork:01"] and net.summary()["links"] == 2
