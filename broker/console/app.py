@@ -57,7 +57,7 @@ def wants_html(request: Request) -> bool:
 
 
 def create_console_app(runtime: Runtime) -> FastAPI:
-    from broker.app import api_routes, assert_routes_guarded
+    from broker.api.routes import api_routes, assert_routes_guarded
     from broker.console import pages
 
     console = FastAPI(title="TwinSpace console", docs_url=None, redoc_url=None, openapi_url=None)
@@ -85,6 +85,7 @@ def create_console_app(runtime: Runtime) -> FastAPI:
         return response
 
     console.include_router(pages.router)
+    console.include_router(__import__("broker.console.profile_page", fromlist=["router"]).router)
     console.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     console.state.api_routes = api_routes(console.router)
     assert_routes_guarded(console.state.api_routes)  # deny by default, the same rule as the API
