@@ -12,7 +12,7 @@ from broker.api.routes import api_routes, assert_routes_guarded, is_public
 from broker.api.gate import AuthGateMiddleware, public_checker
 from broker.api.jsonguard import StrictJsonMiddleware
 from broker.api.limits import BodySizeLimitMiddleware
-from broker.api.ratelimit import DataRateLimitMiddleware
+from broker.api.ratelimit import DataRateLimitMiddleware, RateLimiter
 from broker.api.problems import install_problem_handlers
 from broker.policy.service import policy_exists
 from broker.runtime import Runtime
@@ -47,6 +47,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.api_routes = api_routes(app.router)
     assert_routes_guarded(app.state.api_routes)
     app.add_middleware(StrictJsonMiddleware)  # innermost: after authentication, inside the size limit
+    if runtime.limiter is None:
+        runtime.limiter = RateLimiter(settings)
     app.add_middleware(DataRateLimitMiddleware, limiter=runtime.limiter)  # inside the gate: reads its claims
     app.add_middleware(AuthGateMiddleware, fastapi_app=app,
                        public_paths_check=public_checker([r for r in app.state.api_routes if not is_public(r)]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -27,6 +28,8 @@ class Runtime:
     # below the policy feature, so the app wires it in (deny by default: no policy is known).
     known_policy: Callable[[Session, str], bool] = lambda session, policy_id: False
     gate: DbGate | None = None
+    # Rate limits (per org, per IP; broker.api.ratelimit), set by the app factory.
+    limiter: Any = None
 
     def __post_init__(self) -> None:
         if self.gate is None:
@@ -54,13 +57,6 @@ class Runtime:
         """Thread-pool size: always above the number of database slots (see broker.storage.gate)."""
         s = self.settings
         return max(s.worker_threads or 2 * s.db_pool_size + 16, s.db_pool_size + 8)
-
-    @cached_property
-    def limiter(self):
-        """Rate limits (per org, per IP); shared by replicas through Redis when configured."""
-        from broker.api.ratelimit import RateLimiter
-
-        return RateLimiter(self.settings)
 
     @cached_property
     def broker_kid(self) -> str:
