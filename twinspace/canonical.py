@@ -25,14 +25,31 @@ _MAX_SAFE = 2**53 - 1
 
 
 def _plain(value: Any) -> bool:
-    if type(value) is str or value is None or value is True or value is False:
+    """True for the subset whose RFC 8785 form is sorted-key JSON (leaves checked inline: this runs
+    for every audit entry and policy input)."""
+    t = type(value)
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str or not k.isascii():
+                return False
+            tv = type(v)
+            if tv is str or v is None or tv is bool or (tv is int and -_MAX_SAFE <= v <= _MAX_SAFE):
+                continue
+            if tv is float or not _plain(v):
+                return False
         return True
-    if type(value) is int:
+    if t is list:
+        for v in value:
+            tv = type(v)
+            if tv is str or v is None or tv is bool or (tv is int and -_MAX_SAFE <= v <= _MAX_SAFE):
+                continue
+            if tv is float or not _plain(v):
+                return False
+        return True
+    if t is str or value is None or t is bool:
+        return True
+    if t is int:
         return -_MAX_SAFE <= value <= _MAX_SAFE
-    if type(value) is dict:
-        return all(type(k) is str and k.isascii() and _plain(v) for k, v in value.items())
-    if type(value) is list:
-        return all(_plain(v) for v in value)
     return False
 
 
