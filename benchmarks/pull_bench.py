@@ -44,6 +44,8 @@ BARE_APP = textwrap.dedent('''
 
 
 def start_bare(body: bytes, tmp: Path) -> tuple[subprocess.Popen, int]:
+    """The baseline server; ``start_bare.seconds`` is its time from exec to the first answer."""
+    started = time.perf_counter()
     (tmp / "body.csv").write_bytes(body)
     (tmp / "bare_app.py").write_text(BARE_APP.format(path=str(tmp / "body.csv")))
     port = free_port()
@@ -54,6 +56,7 @@ def start_bare(body: bytes, tmp: Path) -> tuple[subprocess.Popen, int]:
     for _ in range(200):
         try:
             httpx.get(f"http://127.0.0.1:{port}/bare", timeout=1)
+            start_bare.seconds = time.perf_counter() - started
             return proc, port
         except httpx.HTTPError:
             time.sleep(0.05)
@@ -108,7 +111,12 @@ def run_backend(backend: str, quick: bool, bare_port: int, tmp: Path) -> list[di
     url = None
     if backend == "postgresql":
         url, drop = pg_schema()
-    broker = Broker(tmp / f"broker-{backend}", database_url=url).prepare().start()
+    broker = Broker(tmp / f"broker-{backend}", database_url=url).prepare()
+    started = time.perf_counter()
+    broker.start()
+    startup = time.perf_counter() - started
+    print(f"{backend:10} start-up to first /readyz 200: broker {startup:.2f} s, bare {start_bare.seconds:.2f} s, "
+          f"ratio {startup / start_bare.seconds:.2f}", flush=True)
     rows = []
     try:
         target = open_transfer(broker)
