@@ -40,6 +40,29 @@ class Settings(BaseSettings):
     def effective_broker_key_file(self) -> Path:
         return self.broker_key_file or self.data_dir / "broker_ed25519.pem"
 
+    # --- server: pools, overload, shutdown, rate limits (broker/api, broker/storage; docs/operations.md) --
+    db_pool_size: int = Field(16, ge=1, le=512, description="Requests that may use the database at once per "
+                              "process (each holds at most one pooled connection for its unit of work). "
+                              "Others wait without a thread or a connection.")
+    db_pool_reserve: int = Field(4, ge=2, le=64, description="Extra pooled connections for the audit writer, the "
+                                 "checkpoint daemon and nested units of work, so they never wait for requests.")
+    db_pool_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Longest wait for a pooled connection; "
+                                           "then 503 with Retry-After (never a wedge).")
+    db_slot_timeout_seconds: float = Field(15.0, gt=0, le=120, description="Longest a request waits for its "
+                                           "turn at the database before 503 with Retry-After.")
+    worker_threads: int | None = Field(None, ge=4, le=1024, description="Thread-pool size for blocking work; "
+                                       "default 2 x db_pool_size + 16, always more than db_pool_size.")
+    retry_after_seconds: int = Field(2, ge=1, le=3600, description="Retry-After sent with 503 answers.")
+    graceful_shutdown_seconds: float = Field(3.0, ge=0, le=60, description="On SIGTERM: how long in-flight "
+                                             "requests may finish before the process exits anyway.")
+    rate_limit_auth_ip: str = Field("300/minute", description="POST /auth/token per client IP (limits "
+                                    "syntax, e.g. '20/second;300/minute'; empty: off).")
+    rate_limit_auth_org: str = Field("120/minute", description="POST /auth/token per organisation.")
+    rate_limit_data_ip: str = Field("", description="Data routes (/dataplane, /queries) per client IP.")
+    rate_limit_data_org: str = Field("6000/minute", description="Data routes per organisation.")
+    rate_limit_storage_url: str | None = Field(None, description="limits storage URI; default: redis_url when "
+                                               "set (shared by replicas), else per-process memory.")
+
     # --- feature settings are added below, one block per feature ------------------
 
     # catalog

@@ -228,7 +228,7 @@ def authorize_pull(session: Session, runtime, principal: Any, transfer_id: str, 
     if (asset.get("version"), asset.get("content_hash")) != (agreement.asset_version, agreement.content_hash):
         raise Conflict("The token names another asset version.", code="asset_version_changed")
     ttl = settings.transfer_pop_max_age_seconds + 2 * settings.clock_skew_seconds
-    if not runtime.replay.claim(f"pop:{principal.org_id}:{pop['jti']}", ttl):
+    if not runtime.replay.claim(f"pop:{principal.org_id}:{pop['jti']}", ttl, session):
         raise Unauthorized("This proof of possession was already used; make a fresh one per request.",
                            code="replayed_pop")
     return tp, agreement, claims
@@ -255,8 +255,9 @@ def pull(session: Session, runtime, principal: Any, transfer_id: str, *, token: 
     table = vault.load_table(session, agreement.asset_id, agreement.asset_version, settings=runtime.settings)
     table = apply_obligations(table, max_rows=max_rows, columns=rules["columns"], requested_columns=columns)
     record_usage(session, agreement.id, table.num_rows)
-    tp.pulls += 1
-    tp.rows_served += table.num_rows
+    # Increments in SQL: concurrent pulls of one transfer must not overwrite each other's counts.
+    tp.pulls = TransferProcess.pulls + 1
+    tp.rows_served = TransferProcess.rows_served + table.num_rows
     tp.updated_at = contracts.now()
     session.add(tp)
     record_event(session, "transfer.pull", actor=principal.org_id, asset_id=agreement.asset_id,
