@@ -17,6 +17,7 @@ from twinspace.errors import BadRequest, NotFound
 from broker.schemas import StrictModel
 
 router = APIRouter(prefix="/catalog", tags=["catalog"])
+COUNT_CAP = 1000  # a list counts at most this many matches unless exact_total=true (docs/catalog.md#queries)
 
 
 class WithdrawIn(StrictModel):
@@ -81,14 +82,17 @@ def search(q: str | None = Query(None, max_length=200), twin_category: TwinCateg
            time_from: datetime | None = None, time_to: datetime | None = None,
            include_history: bool = False, limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0),
            cursor: str | None = Query(None, max_length=400, description="next_cursor of the previous page"),
+           exact_total: bool = Query(False, description=f"count every match (O(matches)); by default counting "
+                                                        f"stops after {COUNT_CAP} and total_exact is false"),
            principal: Principal = require_roles(*ALL_ROLES), session: Session = db_session) -> dict[str, Any]:
     page = service.search_page(session, org_id=principal.org_id, role=principal.role, org_type=principal.org_type,
                                attributes=principal.attributes, q=q, twin_category=twin_category,
                                entity_type=entity_type, domain=domain, classification=classification,
                                provider=provider, bbox=_bbox(bbox), time_from=time_from, time_to=time_to,
-                               include_history=include_history, limit=limit, offset=offset, cursor=cursor)
-    return {"items": [service.asset_view(a, full=False) for a in page.items], "total": page.total, "limit": limit,
-            "offset": offset, "next_cursor": page.next_cursor}
+                               include_history=include_history, limit=limit, offset=offset, cursor=cursor,
+                               count_cap=None if exact_total else COUNT_CAP)
+    return {"items": [service.asset_view(a, full=False) for a in page.items], "total": page.total,
+            "total_exact": page.total_exact, "limit": limit, "offset": offset, "next_cursor": page.next_cursor}
 
 
 @router.get("/assets/{asset_id}")

@@ -16,14 +16,17 @@ from broker.storage.db import utcnow
 
 class Asset(SQLModel, table=True):
     """Indexes (docs/catalog.md#queries): listing walks ``ix_catalog_asset_list`` in (created_at, id,
-    version) order, counting reads ``ix_catalog_asset_visible`` only; one dataset is read by primary key.
+    version) order and filters on its trailing columns, counting reads ``ix_catalog_asset_visible`` only
+    (both covering); one dataset is read by primary key.
     There is no single-column index on is_latest/status/classification: with two to four values each,
     SQLite preferred them to the primary key and to the ordered index."""
 
     __tablename__ = "catalog_asset"
     __table_args__ = (
-        Index("ix_catalog_asset_list", "is_latest", "created_at", "id", "version"),
-        Index("ix_catalog_asset_visible", "is_latest", "status", "classification", "open_audience"),
+        Index("ix_catalog_asset_list", "is_latest", "created_at", "id", "version", "status", "classification",
+              "audience_restricted"),
+        Index("ix_catalog_asset_visible", "is_latest", "status", "classification", "audience_restricted", "id",
+              "version"),
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -58,9 +61,10 @@ class Asset(SQLModel, table=True):
     # None: broker-hosted (the encrypted vault holds the table). Otherwise the base URL of the
     # provider's connector, from which the broker fetches the table on each access (docs/connectors.md).
     data_endpoint: str | None = Field(default=None, max_length=500)
-    # Some offer has no audience (admits every consumer whose clearance suffices); otherwise the
-    # admitted org types and org ids are rows of ``AssetAudience``. Derived from ``offers`` at publish.
-    open_audience: bool = Field(default=True)
+    # Every offer names an audience: the admitted org types and org ids are rows of ``AssetAudience``.
+    # False when some offer admits every consumer whose clearance suffices. Derived from ``offers``.
+    # (False sorts first, so a capped count meets the cheap rows first.)
+    audience_restricted: bool = Field(default=False)
     # Lower-cased title, description, keywords, entity type and domain: what ``q`` matches (substring).
     search_text: str = Field(default="", sa_column=Column(Text, nullable=False))
 

@@ -35,15 +35,16 @@ def _utc(dt: datetime | None) -> datetime | None:
 
 
 def audience_rows(asset_id: str, version: int, offers: list[dict[str, Any]]) -> tuple[bool, list[AssetAudience]]:
-    """(open_audience, audience rows) derived from an asset version's offers (``service.offer_admits``)."""
+    """(audience_restricted, audience rows) derived from an asset version's offers: restricted when
+    every offer names an audience (``service.offer_admits``); the rows list whom they admit."""
     audiences = [(o.get("params") or {}).get("audience") for o in offers]
     if any(not a for a in audiences):
-        return True, []
+        return False, []
     seen: set[tuple[str, str]] = set()
     for a in audiences:
         seen.update(("type", str(v)) for v in a.get("org_types") or [] if len(str(v)) <= 64)
         seen.update(("org", str(v)) for v in a.get("org_ids") or [] if len(str(v)) <= 64)
-    return False, [AssetAudience(asset_id=asset_id, version=version, kind=k, value=v) for k, v in sorted(seen)]
+    return True, [AssetAudience(asset_id=asset_id, version=version, kind=k, value=v) for k, v in sorted(seen)]
 
 
 def visible(*, org_id: str, role: str, org_type: str, clearance: str) -> Any:
@@ -56,7 +57,7 @@ def visible(*, org_id: str, role: str, org_type: str, clearance: str) -> Any:
                               or_(and_(AssetAudience.kind == "type", AssetAudience.value == org_type),
                                   and_(AssetAudience.kind == "org", AssetAudience.value == org_id)))
     consumer = and_(col(Asset.is_latest).is_(True), Asset.status == "active",
-                    col(Asset.classification).in_(allowed), or_(col(Asset.open_audience).is_(True), admitted))
+                    col(Asset.classification).in_(allowed), or_(col(Asset.audience_restricted).is_(False), admitted))
     if role == "provider":
         return or_(Asset.provider_id == org_id, consumer)
     return consumer
@@ -91,7 +92,8 @@ def _after(cursor: tuple[datetime, str, int]) -> Any:
 @dataclass
 class Page:
     items: list[Asset]
-    total: int | None
+    total: int
+    total_exact: bool
     next_cursor: str | None
 
 
@@ -122,11 +124,20 @@ def conditions(*, org_id: str, role: str, org_type: str = "other", clearance: st
     return where
 
 
+def count(session: Session, where: list[Any], cap: int | None = None) -> int:
+    """Matches, counted by the database on a covering index; with ``cap``, counting stops there, so the
+    cost of a count no longer grows with the catalog (``total_exact`` false in the API)."""
+    if cap is None:
+        return session.exec(select(func.count()).select_from(Asset).where(*where)).one()
+    capped = select(literal(1)).select_from(Asset).where(*where).limit(cap + 1).subquery()
+    return session.exec(select(func.count()).select_from(capped)).one()
+
+
 def search(session: Session, *, limit: int = 50, offset: int = 0, cursor: str | None = None,
-           count: bool = True, full: bool = False, **filters: Any) -> Page:
+           count_cap: int | None = None, full: bool = False, **filters: Any) -> Page:
     """One page, newest first, and the number of matches; both computed by the database. ``cursor``
     (from the previous page's ``next_cursor``) seeks straight to the next page; ``offset`` still works
-    but costs O(offset)."""
+    but costs O(offset). ``count_cap``: count at most that many + 1 (see :func:`count`)."""
     where = conditions(**filters)
     stmt = select(Asset).where(*where).order_by(*ORDER)
     if not full:
@@ -138,8 +149,10 @@ def search(session: Session, *, limit: int = 50, offset: int = 0, cursor: str | 
     rows = list(session.exec(stmt.limit(limit + 1)).all())
     more = len(rows) > limit
     rows = rows[:limit]
-    total = session.exec(select(func.count()).select_from(Asset).where(*where)).one() if count else None
-    return Page(rows, total, encode_cursor(rows[-1]) if more and rows else None)
+    total = count(session, where, count_cap)
+    exact = count_cap is None or total <= count_cap
+    return Page(rows, min(total, count_cap) if count_cap is not None else total, exact,
+                encode_cursor(rows[-1]) if more and rows else None)
 
 
 def iter_pages(session_factory: Any, *, page_size: int = 500, **filters: Any) -> Iterator[list[Asset]]:

@@ -184,7 +184,7 @@ def _new_row(asset_id: str, version: int, provider_id: str, meta: AssetMetadata,
                  content_hash=meta.content_hash, byte_size=size, deid_report=meta.deid_report,
                  deid_report_hash=meta.deid_report_hash, offers=[o.model_dump() for o in meta.offers],
                  data_endpoint=meta.data_endpoint,
-                 open_audience=query.audience_rows(asset_id, version, [o.model_dump() for o in meta.offers])[0],
+                 audience_restricted=query.audience_rows(asset_id, version, [o.model_dump() for o in meta.offers])[0],
                  search_text=search_text(meta.title, meta.description, meta.keywords, meta.entity_type, meta.domain))
 
 
@@ -313,16 +313,17 @@ def search(session: Session, *, org_id: str, role: str, org_type: str = "other",
                        twin_category=twin_category, entity_type=entity_type, domain=domain,
                        classification=classification, provider=provider, bbox=bbox, time_from=time_from,
                        time_to=time_to, include_history=include_history, limit=limit, offset=offset, audit=audit)
-    return page.items, page.total or 0
+    return page.items, page.total
 
 
 def search_page(session: Session, *, org_id: str, role: str, org_type: str = "other",
                 attributes: dict[str, Any] | None = None, limit: int = 50, offset: int = 0,
-                cursor: str | None = None, audit: bool = True, **filters: Any) -> query.Page:
+                cursor: str | None = None, count_cap: int | None = None, audit: bool = True,
+                **filters: Any) -> query.Page:
     """One page of :func:`search` with its ``next_cursor``; visibility, filters, order, paging and the
     count all run in SQL (``broker.catalog.query``). The large ``deid_report`` is not loaded."""
     page = query.search(session, org_id=org_id, role=role, org_type=org_type, clearance=clearance_of(attributes),
-                        limit=limit, offset=offset, cursor=cursor, **filters)
+                        limit=limit, offset=offset, cursor=cursor, count_cap=count_cap, **filters)
     if audit:
         named = {k: v for k, v in filters.items() if v is not None and k != "include_history"}
         for key in ("time_from", "time_to"):

@@ -1,4 +1,4 @@
-"""catalog: visibility and search in SQL (open_audience, audience rows, search_text) and the indexes
+"""catalog: visibility and search in SQL (audience_restricted, audience rows, search_text) and the indexes
 that make a page cost the same at any catalog size
 
 Revision ID: 0009_catalog_indexes
@@ -18,7 +18,7 @@ depends_on = None
 _asset = sa.table("catalog_asset", sa.column("id", sa.String), sa.column("version", sa.Integer),
                   sa.column("offers", sa.JSON), sa.column("title", sa.String), sa.column("description", sa.Text),
                   sa.column("keywords", sa.JSON), sa.column("entity_type", sa.String), sa.column("domain", sa.String),
-                  sa.column("open_audience", sa.Boolean), sa.column("search_text", sa.Text))
+                  sa.column("audience_restricted", sa.Boolean), sa.column("search_text", sa.Text))
 _audience = sa.table("catalog_asset_audience", sa.column("asset_id", sa.String), sa.column("version", sa.Integer),
                      sa.column("kind", sa.String), sa.column("value", sa.String))
 
@@ -35,12 +35,14 @@ def upgrade() -> None:
                     sa.Column("value", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
                     sa.PrimaryKeyConstraint("asset_id", "version", "kind", "value"))
     with op.batch_alter_table("catalog_asset") as batch:
-        batch.add_column(sa.Column("open_audience", sa.Boolean(), nullable=False, server_default=sa.true()))
+        batch.add_column(sa.Column("audience_restricted", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch.add_column(sa.Column("search_text", sa.Text(), nullable=False, server_default=""))
         for name in ("is_latest", "status", "classification"):
             batch.drop_index(f"ix_catalog_asset_{name}")
-        batch.create_index("ix_catalog_asset_list", ["is_latest", "created_at", "id", "version"])
-        batch.create_index("ix_catalog_asset_visible", ["is_latest", "status", "classification", "open_audience"])
+        batch.create_index("ix_catalog_asset_list", ["is_latest", "created_at", "id", "version", "status",
+                                                     "classification", "audience_restricted"])
+        batch.create_index("ix_catalog_asset_visible", ["is_latest", "status", "classification", "audience_restricted",
+                                                        "id", "version"])
     # Backfill with the rule of broker.catalog.query.audience_rows / service.search_text.
     conn = op.get_bind()
     rows = conn.execute(sa.select(_asset.c.id, _asset.c.version, _asset.c.offers, _asset.c.title,
@@ -56,7 +58,7 @@ def upgrade() -> None:
                 admitted.update(("org", str(v)) for v in a.get("org_ids") or [] if len(str(v)) <= 64)
         text = "\n".join([title, description or "", " ".join(_json(keywords)), entity_type, domain]).lower()
         conn.execute(_asset.update().where(_asset.c.id == aid, _asset.c.version == ver)
-                     .values(open_audience=is_open, search_text=text))
+                     .values(audience_restricted=not is_open, search_text=text))
         if admitted:
             conn.execute(_audience.insert(), [{"asset_id": aid, "version": ver, "kind": k, "value": v}
                                               for k, v in sorted(admitted)])
@@ -69,5 +71,5 @@ def downgrade() -> None:
         for name in ("is_latest", "status", "classification"):
             batch.create_index(f"ix_catalog_asset_{name}", [name])
         batch.drop_column("search_text")
-        batch.drop_column("open_audience")
+        batch.drop_column("audience_restricted")
     op.drop_table("catalog_asset_audience")
