@@ -87,6 +87,19 @@ class AssetAudience(SQLModel, table=True):
     value: str = Field(primary_key=True, max_length=64)
 
 
+class AssetTerm(SQLModel, table=True):
+    """The words of an asset version's ``search_text`` (lower-cased ``\\w+`` runs, at most 64 characters),
+    so that ``q`` finds its matches through an index: a word of ``q`` matches a word it is a prefix of."""
+
+    __tablename__ = "catalog_asset_term"
+    __table_args__ = (Index("ix_catalog_asset_term_term", "term", "asset_id", "version",
+                            postgresql_ops={"term": "text_pattern_ops"}),)
+
+    asset_id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(primary_key=True)
+    term: str = Field(primary_key=True, max_length=64)
+
+
 class AssetBlob(SQLModel, table=True):
     """AES-256-GCM ciphertext of one version's Arrow IPC file; the data key is wrapped by the master key."""
 

@@ -10,22 +10,56 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import and_, exists, func, literal, or_, true, tuple_
+from sqlalchemy import and_, exists, func, literal, literal_column, or_, true, tuple_
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
-from broker.catalog.models import Asset, AssetAudience
+from broker.catalog.models import Asset, AssetAudience, AssetTerm
 from broker.catalog.schemas import CLASSIFICATION_ORDER
 from twinspace.errors import BadRequest
 
 # Large columns a list never needs (the de-identification report is tens of KiB for wide tables).
 LIST_DEFERRED = (defer(Asset.deid_report),)  # type: ignore[arg-type]
 ORDER = (col(Asset.created_at).desc(), col(Asset.id).desc(), col(Asset.version).desc())
+# The same order through SQLite's no-op unary +, which keeps the planner off the list index (used when
+# a rare q word has already narrowed the rows to a few primary-key lookups).
+ORDER_UNINDEXED = (literal_column("+catalog_asset.created_at").desc(), literal_column("+catalog_asset.id").desc(),
+                   literal_column("+catalog_asset.version").desc())
+
+
+class Where(list):
+    """WHERE terms, and whether a rare word of ``q`` drives the query (then order without the index)."""
+
+    driven: bool = False
+WORD = re.compile(r"\w+")
+SELECTIVE = 1000  # a q word with at most this many term rows drives the query from the term index
+
+
+def terms(text: str) -> set[str]:
+    """The words ``q`` can find in a ``search_text`` (and the words of ``q`` itself)."""
+    return {w[:64] for w in WORD.findall(text.lower())}
+
+
+def term_rows(asset_id: str, version: int, search_text: str) -> list[AssetTerm]:
+    return [AssetTerm(asset_id=asset_id, version=version, term=t) for t in sorted(terms(search_text))]
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _term_match(word: str, dialect: str) -> Any:
+    """Terms that start with ``word``: a range on SQLite's binary collation; on PostgreSQL a LIKE prefix,
+    served by the text_pattern_ops index whatever the database collation."""
+    if dialect == "postgresql":
+        return col(AssetTerm.term).like(_like_escape(word) + "%", escape="\\")
+    return and_(col(AssetTerm.term) >= word, col(AssetTerm.term) < word[:-1] + chr(ord(word[-1]) + 1))
 
 
 def _utc(dt: datetime | None) -> datetime | None:
@@ -47,7 +81,14 @@ def audience_rows(asset_id: str, version: int, offers: list[dict[str, Any]]) -> 
     return True, [AssetAudience(asset_id=asset_id, version=version, kind=k, value=v) for k, v in sorted(seen)]
 
 
-def visible(*, org_id: str, role: str, org_type: str, clearance: str) -> Any:
+def _c(column: Any, unindexed: bool) -> Any:
+    """``column``, or on SQLite ``+column`` (same value) so that the planner does not pick an index for it."""
+    if not unindexed:
+        return col(column)
+    return literal_column(f"+catalog_asset.{column.key}", column.type)
+
+
+def visible(*, org_id: str, role: str, org_type: str, clearance: str, unindexed: bool = False) -> Any:
     """The SQL condition "this caller may see this row" (consumer rule; providers also see their own;
     auditors and operators see everything)."""
     if role in ("auditor", "operator"):
@@ -56,10 +97,11 @@ def visible(*, org_id: str, role: str, org_type: str, clearance: str) -> Any:
     admitted = exists().where(AssetAudience.asset_id == Asset.id, AssetAudience.version == Asset.version,
                               or_(and_(AssetAudience.kind == "type", AssetAudience.value == org_type),
                                   and_(AssetAudience.kind == "org", AssetAudience.value == org_id)))
-    consumer = and_(col(Asset.is_latest).is_(True), Asset.status == "active",
-                    col(Asset.classification).in_(allowed), or_(col(Asset.audience_restricted).is_(False), admitted))
+    consumer = and_(_c(Asset.is_latest, unindexed).is_(True), _c(Asset.status, unindexed) == "active",
+                    _c(Asset.classification, unindexed).in_(allowed),
+                    or_(_c(Asset.audience_restricted, unindexed).is_(False), admitted))
     if role == "provider":
-        return or_(Asset.provider_id == org_id, consumer)
+        return or_(_c(Asset.provider_id, unindexed) == org_id, consumer)
     return consumer
 
 
@@ -101,18 +143,42 @@ def conditions(*, org_id: str, role: str, org_type: str = "other", clearance: st
                q: str | None = None, twin_category: str | None = None, entity_type: str | None = None,
                domain: str | None = None, classification: str | None = None, provider: str | None = None,
                bbox: list[float] | None = None, time_from: datetime | None = None,
-               time_to: datetime | None = None, include_history: bool = False) -> list[Any]:
-    where: list[Any] = [visible(org_id=org_id, role=role, org_type=org_type, clearance=clearance)]
+               time_to: datetime | None = None, include_history: bool = False,
+               session: Session | None = None) -> Where:
+    """The WHERE clause of a search. ``q``: every word of it must start a word of the asset's title,
+    description, keywords, entity type or domain (case-insensitive); with no word in it (only
+    punctuation), a substring match. Given the session, the rarest word of ``q`` (counted on the term
+    index, at most SELECTIVE + 1) drives the query when it is selective, so a rare word costs the same
+    at any catalog size, while a common one is found by walking the list index."""
+    dialect = session.get_bind().dialect.name if session is not None else "sqlite"
+    words = sorted(terms(q)) if q else []
+    rarest: set[str] | None = None
+    if words and session is not None:
+        def hits(word: str) -> set[str]:
+            return set(session.exec(select(AssetTerm.asset_id).where(_term_match(word, dialect))
+                                    .limit(SELECTIVE + 1)).all())
+
+        rarest = min((hits(w) for w in words), key=len)
+        rarest = rarest if len(rarest) <= SELECTIVE else None
+    plain = rarest is not None and dialect == "sqlite"
+    where = Where([visible(org_id=org_id, role=role, org_type=org_type, clearance=clearance, unindexed=plain)])
+    where.driven = plain
+    if rarest is not None:
+        # a literal id list, looked up by primary key (then a few rows sorted); on SQLite the other
+        # indexed columns are written +column, or the planner would walk an index over every row
+        where.append(col(Asset.id).in_(sorted(rarest)))
     if not include_history:
-        where.append(col(Asset.is_latest).is_(True))
-    if q:
-        like = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        where.append(col(Asset.search_text).like(like, escape="\\"))
+        where.append(_c(Asset.is_latest, plain).is_(True))
+    if q and not words:
+        where.append(col(Asset.search_text).like("%" + _like_escape(q.lower()) + "%", escape="\\"))
+    for word in words:
+        where.append(exists().where(AssetTerm.asset_id == Asset.id, AssetTerm.version == Asset.version,
+                                    _term_match(word, dialect)))
     for column, value in ((Asset.twin_category, twin_category), (Asset.entity_type, entity_type),
                           (Asset.domain, domain), (Asset.classification, classification),
                           (Asset.provider_id, provider)):
         if value:
-            where.append(column == value)
+            where.append(_c(column, plain) == value)
     if bbox:
         w, s, e, n = bbox
         where.append(and_(col(Asset.min_lon).is_not(None), col(Asset.min_lon) <= e, col(Asset.max_lon) >= w,
@@ -138,8 +204,8 @@ def search(session: Session, *, limit: int = 50, offset: int = 0, cursor: str | 
     """One page, newest first, and the number of matches; both computed by the database. ``cursor``
     (from the previous page's ``next_cursor``) seeks straight to the next page; ``offset`` still works
     but costs O(offset). ``count_cap``: count at most that many + 1 (see :func:`count`)."""
-    where = conditions(**filters)
-    stmt = select(Asset).where(*where).order_by(*ORDER)
+    where = conditions(**filters, session=session)
+    stmt = select(Asset).where(*where).order_by(*(ORDER_UNINDEXED if where.driven else ORDER))
     if not full:
         stmt = stmt.options(*LIST_DEFERRED)
     if cursor:

@@ -193,8 +193,11 @@ def search_text(title: str, description: str, keywords: list[str], entity_type: 
 
 
 def _add_audience(session: Session, asset: Asset) -> None:
+    """The derived rows that let SQL decide visibility and ``q`` (``broker.catalog.query``)."""
     for row in query.audience_rows(asset.id, asset.version, list(asset.offers))[1]:
         session.add(row)
+    for term in query.term_rows(asset.id, asset.version, asset.search_text):
+        session.add(term)
 
 
 # --------------------------------------------------------------------------- commands

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlmodel import Session, func, select
 
 from broker.catalog import query, service
-from broker.catalog.models import Asset, AssetAudience
+from broker.catalog.models import Asset, AssetAudience, AssetTerm
 from broker.identity.models import Org
 from twinspace.errors import BadRequest
 
@@ -34,7 +34,7 @@ def _row(i: int, *, provider: str, classification: str, status: str, is_latest: 
                  created_at=created or T0 + timedelta(seconds=i), audience_restricted=restricted,
                  search_text=service.search_text(f"Asset {i}", "parking lots" if i % 7 == 0 else "buildings",
                                                  ["k"], "Thing", "transport"))
-    return asset, [r.model_dump() for r in rows]
+    return asset, [r.model_dump() for r in rows], [t.model_dump() for t in query.term_rows(asset["id"], 1, asset["search_text"])]
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def matrix(runtime):
                                    [("active", True), ("superseded", False), ("withdrawn", True)],
                                    [[a] for a in AUDIENCES] + [[AUDIENCES[1], AUDIENCES[2]], [AUDIENCES[3], None]])
         for i, (prov, cls, (status, latest), auds) in enumerate(combos):
-            a, rows = _row(i, provider=prov, classification=cls, status=status, is_latest=latest, audiences=auds)
+            a, rows, _ = _row(i, provider=prov, classification=cls, status=status, is_latest=latest, audiences=auds)
             assets.append(a)
             audience += rows
         s.execute(sa.insert(Asset.__table__), assets)
@@ -81,9 +81,10 @@ def test_cursor_pages_cover_everything_once_even_with_equal_timestamps(runtime):
     with Session(runtime.engine) as s:
         s.add(Org(id="org_p", name="p", role="provider"))
         s.commit()
-        rows = [_row(i, provider="org_p", classification="public", status="active", is_latest=True,
-                     audiences=[None], created=T0 + timedelta(seconds=i // 3))[0] for i in range(103)]
-        s.execute(sa.insert(Asset.__table__), rows)
+        made = [_row(i, provider="org_p", classification="public", status="active", is_latest=True,
+                     audiences=[None], created=T0 + timedelta(seconds=i // 3)) for i in range(103)]
+        s.execute(sa.insert(Asset.__table__), [m[0] for m in made])
+        s.execute(sa.insert(AssetTerm.__table__), [t for m in made for t in m[2]])
         s.commit()
         seen, cursor = [], None
         while True:
@@ -138,3 +139,38 @@ def test_sqlite_query_plans_use_the_intended_indexes(matrix):
     assert "COVERING INDEX ix_catalog_asset_visible" in counting, counting
     # the audience check is a primary-key probe, not a scan
     assert "SCAN catalog_asset_audience" not in listing + counting
+
+
+@pytest.mark.parametrize("selective", [0, 10_000], ids=["walk-list-index", "driven-by-term-index"])
+def test_q_matches_word_prefixes_the_same_on_both_plans(runtime, monkeypatch, selective):
+    monkeypatch.setattr(query, "SELECTIVE", selective)
+    with Session(runtime.engine) as s:
+        s.add(Org(id="org_p", name="p", role="provider"))
+        s.commit()
+        made = [_row(i, provider="org_p", classification="public", status="active", is_latest=True,
+                     audiences=[None]) for i in range(60)]
+        s.execute(sa.insert(Asset.__table__), [m[0] for m in made])
+        s.execute(sa.insert(AssetTerm.__table__), [t for m in made for t in m[2]])
+        s.commit()
+        for q in ("park", "PARKING lots", "asset 1", "lots park", "build", "uildings", "zebra", "asset_1"):
+            words = query.terms(q)
+            expected = {m[0]["id"] for m in made
+                        if all(any(t.startswith(w) for t in query.terms(m[0]["search_text"])) for w in words)}
+            page = query.search(s, org_id="org_c", role="consumer", q=q, limit=200)
+            assert {a.id for a in page.items} == expected and page.total == len(expected), q
+        assert query.search(s, org_id="org_c", role="consumer", q="asset 1", limit=200).total == 11  # 1, 10..19
+
+
+def test_a_rare_q_word_is_looked_up_by_primary_key_not_by_walking_an_index(matrix, monkeypatch):
+    if matrix.dialect.name != "sqlite":
+        pytest.skip("EXPLAIN QUERY PLAN is SQLite's")
+    monkeypatch.setattr(query, "SELECTIVE", 5)
+    with Session(matrix) as s:
+        s.execute(sa.insert(AssetTerm.__table__), [{"asset_id": "ast_000003", "version": 1, "term": "quokka"}]
+                  + [{"asset_id": f"ast_{i:06d}", "version": 1, "term": "asset"} for i in range(10)])
+        where = query.conditions(org_id="org_c1", role="consumer", org_type="enterprise", q="Quokka", session=s)
+        assert where.driven
+        plan = _plan(matrix, select(Asset).where(*where).order_by(*query.ORDER_UNINDEXED).limit(51))
+        assert "sqlite_autoindex_catalog_asset_1 (id=?)" in plan and "ix_catalog_asset" not in plan, plan
+        common = query.conditions(org_id="org_c1", role="consumer", org_type="enterprise", q="asset", session=s)
+        assert not common.driven  # more than SELECTIVE rows have "asset": walk the list index instead
