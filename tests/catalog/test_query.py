@@ -38,9 +38,20 @@ def _row(i: int, *, provider: str, classification: str, status: str, is_latest: 
 
 
 @pytest.fixture
-def matrix(runtime):
+def any_engine(database_url, tmp_path):
+    """A migrated database: SQLite, and PostgreSQL when it is reachable."""
+    from broker.storage.db import make_engine, migrate
+
+    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'q.db'}")
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def matrix(any_engine):
     """One row for every combination of provider x classification x status x audience set."""
-    with Session(runtime.engine) as s:
+    with Session(any_engine) as s:
         for org in ("org_p1", "org_p2"):
             s.add(Org(id=org, name=org, role="provider", org_type="enterprise"))
         s.commit()
@@ -56,7 +67,7 @@ def matrix(runtime):
         if audience:
             s.execute(sa.insert(AssetAudience.__table__), audience)
         s.commit()
-    return runtime.engine
+    return any_engine
 
 
 CALLERS = [dict(org_id=o, role=r, org_type=t, attributes=a) for o, r, t, a in [
@@ -77,8 +88,8 @@ def test_sql_visibility_equals_can_see(matrix, caller, history):
     assert expected  # the matrix exercises something for every caller
 
 
-def test_cursor_pages_cover_everything_once_even_with_equal_timestamps(runtime):
-    with Session(runtime.engine) as s:
+def test_cursor_pages_cover_everything_once_even_with_equal_timestamps(any_engine):
+    with Session(any_engine) as s:
         s.add(Org(id="org_p", name="p", role="provider"))
         s.commit()
         made = [_row(i, provider="org_p", classification="public", status="active", is_latest=True,
@@ -103,7 +114,7 @@ def test_cursor_pages_cover_everything_once_even_with_equal_timestamps(runtime):
         assert query.search(s, org_id="org_c", role="consumer", q="PARKING", limit=200).total == 15
         assert query.search(s, org_id="org_c", role="consumer", q="%", limit=200).total == 0
         # the export iterator pages by keyset and returns every row, whatever the page size
-        pages = list(query.iter_pages(lambda: Session(runtime.engine), page_size=7, org_id="org_c", role="consumer"))
+        pages = list(query.iter_pages(lambda: Session(any_engine), page_size=7, org_id="org_c", role="consumer"))
         assert sum(len(p) for p in pages) == 103 and len(pages) == 15
 
 
@@ -142,9 +153,9 @@ def test_sqlite_query_plans_use_the_intended_indexes(matrix):
 
 
 @pytest.mark.parametrize("selective", [0, 10_000], ids=["walk-list-index", "driven-by-term-index"])
-def test_q_matches_word_prefixes_the_same_on_both_plans(runtime, monkeypatch, selective):
+def test_q_matches_word_prefixes_the_same_on_both_plans(any_engine, monkeypatch, selective):
     monkeypatch.setattr(query, "SELECTIVE", selective)
-    with Session(runtime.engine) as s:
+    with Session(any_engine) as s:
         s.add(Org(id="org_p", name="p", role="provider"))
         s.commit()
         made = [_row(i, provider="org_p", classification="public", status="active", is_latest=True,
