@@ -263,6 +263,7 @@ def dataset_node(view: Mapping[str, Any], *, base_url: str, publisher: Mapping[s
         "dcatap:availability": _concept(AVAILABLE, "Available", f"{EU}planned-availability"),
         "dct:issued": _dt(view.get("created_at")),
     }]
+    ds["dcat:distribution"] = [{k: v for k, v in d.items() if v is not None} for d in ds["dcat:distribution"]]
     return {k: v for k, v in ds.items() if v is not None}
 
 
@@ -355,7 +356,7 @@ def _predicates(node: Mapping[str, Any], out: list[str]) -> str:
     if types:
         parts.append("a " + ", ".join(f"<{_iri(t)}>" for t in ([types] if isinstance(types, str) else types)))
     for key, value in node.items():
-        if key.startswith("@"):
+        if key.startswith("@") or value is None:
             continue
         objs = [_object(v, out) for v in (value if isinstance(value, list) else [value])]
         if objs:

@@ -122,3 +122,28 @@ def test_export_streams_every_page_and_is_never_truncated(runtime):
                                       fmt=fmt, operator="twinspace-broker", page_size=4)).decode()
         g = Graph().parse(data=body, format="json-ld" if fmt == "jsonld" else "turtle")
         assert len(set(g.objects(URIRef("urn:twinspace:catalog"), DCAT.dataset))) == 23, fmt
+
+
+def test_turtle_writer_escapes_what_a_provider_may_type():
+    view = {"id": "ast_x", "version": 3, "provider_id": "org_p", "title": 'Quotes " \' back\\slash\nnew\tline 臺北 😀',
+            "description": '"""triple"""', "keywords": ["a\u0007b", "é"], "twin_category": "vehicle",
+            "entity_type": "Vehicle", "region": "TW-TPE", "classification": "internal", "domain": "unknown_domain",
+            "bbox": [-1.5, -2.25, 3.0, 4.0], "time_start": "2020-01-01T00:00:00+00:00", "time_end": None,
+            "columns": [{"name": "speed", "type": "double", "unit": "km/h"}], "row_count": 0,
+            "content_hash": "ab" * 32, "byte_size": 10, "deid_report_hash": None, "created_at": None,
+            "offers": [{"id": "o", "policy_id": "p", "params": {"audience": {"org_ids": ["x"]}, "n": 1.5}}]}
+    header = dcat.catalog_node(base_url="http://b", catalog_id="urn:twinspace:catalog", title="T", description="D",
+                               publisher=dcat.agent("op", "Operator", "other"), operator_id="op", issued=None,
+                               modified=None, bbox=None)
+    nodes = [dcat.dataset_node(view, base_url="http://b", publisher=dcat.agent("org_p", 'P "org"', "enterprise"))]
+    ttl = "".join(dcat.turtle_chunks(header, nodes))
+    js = "".join(dcat.jsonld_chunks(header, nodes))
+    g_ttl, g_json = Graph().parse(data=ttl, format="turtle"), Graph().parse(data=js, format="json-ld")
+    assert isomorphic(g_ttl, g_json)
+    ds = URIRef(dcat.dataset_iri("ast_x", 3))
+    assert str(g_ttl.value(ds, DCTERMS.title)) == view["title"]
+    assert g_ttl.value(ds, DCTERMS.accessRights) == URIRef(EU + "access-right/RESTRICTED")
+    assert g_ttl.value(ds, DCAT.theme) == URIRef(EU + "data-theme/REGI")
+    assert str(g_ttl.value(ds, TWIN.entityCodePrefix)) == "TW-TPE:VH:Vehicle:"
+    with pytest.raises(ValueError):
+        dcat._iri("http://x/a b")  # never writes a broken IRI
