@@ -172,7 +172,7 @@ class DatasetRequestMessage(DspMessage):
     dataset: str = Field(max_length=300)
 
 
-# Which model reads which DSP type (the transfer messages register theirs in broker.transfer.messages).
+# Which model reads which DSP type (the transfer messages: twinspace.dsp.transfer_messages).
 MODELS: dict[str, type[DspMessage]] = {m.model_fields["type"].annotation.__args__[0]: m for m in (  # type: ignore
     ContractRequestMessage, ContractOfferMessage, ContractNegotiationEventMessage, ContractAgreementMessage,
     ContractAgreementVerificationMessage, ContractNegotiationTerminationMessage, CatalogRequestMessage,
@@ -221,7 +221,7 @@ def parse(raw: Any, expected: str | tuple[str, ...]) -> DspMessage:
                              code="schema_violation", pids=pids)
     model = MODELS.get(kind)
     if model is None:
-        from broker.transfer.messages import TRANSFER_MODELS
+        from twinspace.dsp.transfer_messages import TRANSFER_MODELS
 
         model = TRANSFER_MODELS[kind]
     try:
