@@ -260,3 +260,10 @@ def parse_offer_iri(iri: str) -> tuple[str, int, str] | None:
     if not parts[4][1:].isdigit():
         return None
     return parts[3], int(parts[4][1:]), parts[5]
+
+
+def extension(name: str, value: Any) -> tuple[str, dict[str, Any]]:
+    """A TwinSpace extension property as a plain DSP peer can carry it: an absolute IRI key and a JSON
+    literal, so it needs no context and survives JSON-LD expansion (a peer that does not know it
+    ignores it)."""
+    return TWIN_NS + name, {"@type": "@json", "@value": value}
