@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     dsp_callback_hosts: list[str] = Field(default_factory=list, description="Hosts a DSP peer's callbackAddress "
                                           "may name (JSON list; '.example.org' admits subdomains; ['*'] any). "
                                           "Empty: remote callbacks are refused.")
+    dsp_transfer_autostart: bool = Field(True, description="Start a requested DSP transfer at once when the "
+                                         "agreement and a fresh policy decision allow it (broker-hosted data).")
     connector_hosts: list[str] = Field(default_factory=list, description="Hosts the broker may fetch "
                                        "connector-hosted data from (JSON list; '.example.org' admits its "
                                        "subdomains). Empty: any host — restrict it in production.")

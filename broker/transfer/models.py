@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import UniqueConstraint
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from broker.storage.db import utcnow
@@ -26,5 +28,8 @@ class TransferProcess(SQLModel, table=True):
     token_generation: int = 0  # bumped on suspend/terminate/complete: earlier tokens stop working
     pulls: int = 0
     rows_served: int = 0
+    callback_address: str | None = Field(default=None, max_length=500)  # the consumer's DSP callback base
+    consumer_kid: str | None = Field(default=None, max_length=64)  # the key the consumer's tokens bind to
+    data_address: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # PUSH sink
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

@@ -6,12 +6,23 @@ schema validator and the message parser see."""
 from __future__ import annotations
 
 import copy
+import threading
 from typing import Any
 
 from twinspace.dsp.contexts import DSP_CONTEXT, TWIN_CONTEXT, local_loader
 
 CANONICAL_CONTEXT = [DSP_CONTEXT, TWIN_CONTEXT]
 MAX_DEPTH = 32
+# pyld keeps module-wide context caches that are neither thread-safe nor, for its inverse contexts
+# (keyed by an active context's id), correct across documents with type-scoped, propagated contexts:
+# one lock around every operation, and both caches are emptied before each (the contexts themselves
+# are read once from package data, so this costs little).
+_LOCK = threading.RLock()
+
+
+def _clear_caches(jsonld) -> None:
+    jsonld._resolved_context_cache.clear()
+    jsonld._inverse_context_cache.clear()
 
 
 class JsonLdProblem(ValueError):
@@ -42,7 +53,9 @@ def expand(document: Any) -> list[dict[str, Any]]:
     if _depth(document) > MAX_DEPTH:
         raise JsonLdProblem("the document is nested too deeply")
     try:
-        return jsonld.expand(copy.deepcopy(document), _options())
+        with _LOCK:
+            _clear_caches(jsonld)
+            return jsonld.expand(copy.deepcopy(document), _options())
     except jsonld.JsonLdError as exc:
         raise JsonLdProblem(f"invalid JSON-LD: {_describe(exc)}") from None
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
@@ -54,7 +67,9 @@ def compact(expanded: Any, context: list[Any] | None = None) -> dict[str, Any]:
 
     ctx = list(context or CANONICAL_CONTEXT)
     try:
-        out = jsonld.compact(expanded, {"@context": ctx}, _options())
+        with _LOCK:
+            _clear_caches(jsonld)
+            out = jsonld.compact(expanded, {"@context": ctx}, _options())
     except jsonld.JsonLdError as exc:
         raise JsonLdProblem(f"cannot compact: {_describe(exc)}") from None
     return out
@@ -89,7 +104,7 @@ def expanded_keys(document: dict[str, Any]) -> tuple[set[str], set[str]]:
     ctx = document.get("@context")
     written = _paths(document)
     expanded = expand(document)
-    back = jsonld.compact(expanded, {"@context": ctx}, _options()) if ctx is not None else {}
+    back = compact(expanded, ctx if isinstance(ctx, list) else [ctx]) if ctx is not None else {}
     return written, _paths(back)
 
 
