@@ -60,7 +60,7 @@ def agreement_document(*, agreement_id: str, negotiation_id: str, asset_id: str,
     rules = to_rules(policy_id, policy_params, classification=classification)
     if from_rules(rules)[0] != policy_params:
         raise ValueError("the policy parameters do not round-trip through ODRL")
-    return {
+    doc = {
         "@context": list(DOCUMENT_CONTEXT),
         "@type": "Agreement",
         "@id": f"urn:twinspace:agreement:{agreement_id}",
@@ -83,6 +83,9 @@ def agreement_document(*, agreement_id: str, negotiation_id: str, asset_id: str,
         **rules,
         "broker": issuer,
     }
+    if scenario is None:  # JSON-LD has no null value: an absent scenario is left out, not written as null
+        del doc["scenario"]
+    return doc
 
 
 def odrl_view(document: dict[str, Any]) -> dict[str, Any]:

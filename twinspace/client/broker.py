@@ -209,7 +209,7 @@ class BrokerClient:
         terms = neg["twin:negotiation"]
         if doc.get("consumer_id") != self.org_id:
             raise ValueError("the agreement does not name us as consumer")
-        if (doc["asset"]["id"], doc["asset"]["version"], doc["purpose"], doc["scenario"]) != (
+        if (doc["asset"]["id"], doc["asset"]["version"], doc["purpose"], doc.get("scenario")) != (
                 terms["asset_id"], terms["asset_version"], terms["purpose"], terms["scenario"]):
             raise ValueError("the agreement's asset or purpose differs from what we negotiated")
         signature = sign_document(self.private_key, doc, role="consumer", org_id=self.org_id)

@@ -57,6 +57,9 @@ def expand(document: Any) -> list[dict[str, Any]]:
             _clear_caches(jsonld)
             return jsonld.expand(copy.deepcopy(document), _options())
     except jsonld.JsonLdError as exc:
+        if "remote context" in str(getattr(exc, "code", "")):
+            raise JsonLdProblem("unknown JSON-LD context: only the DSP, its ODRL profile and the TwinSpace context "
+                                "are known here, and remote contexts are never fetched") from None
         raise JsonLdProblem(f"invalid JSON-LD: {_describe(exc)}") from None
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
         raise JsonLdProblem(f"invalid JSON-LD: {type(exc).__name__}") from None
