@@ -15,21 +15,13 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from twinspace.dsp.errors import error_object
+from twinspace.dsp.errors import error_object, protocol_of
 from twinspace.dsp.messages import MessageProblem, uses_twin_context
 from twinspace.errors import TwinSpaceError
 
 LD = "application/json"
 MAX_BODY = 1_000_000
 log = logging.getLogger("twinspace.dsp")
-
-
-def protocol_of(path: str) -> str:
-    if path.startswith("/dsp/negotiations"):
-        return "negotiation"
-    if path.startswith("/dsp/transfers"):
-        return "transfer"
-    return "catalog"
 
 
 def ld(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:

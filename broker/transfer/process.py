@@ -145,7 +145,8 @@ def _start_document(session: Session, settings, broker_key, tp: TransferProcess,
 
 # --------------------------------------------------------------------------- consumer → provider
 def create(session: Session, settings, principal: Any, msg) -> TransferProcess:
-    """TransferRequestMessage → a REQUESTED process (the agreement must be usable by this consumer)."""
+    """TransferRequestMessage → a REQUESTED process (the agreement must be usable by this consumer and a
+    read decision must allow it)."""
     if msg.format not in FORMATS:
         raise BadRequest(f"Unsupported format {msg.format[:60]}; use {' or '.join(FORMATS)}.",
                          code="unsupported_format")
@@ -157,6 +158,9 @@ def create(session: Session, settings, principal: Any, msg) -> TransferProcess:
                                                        TransferProcess.consumer_pid == msg.consumerPid)).first()
     if taken is not None:
         raise Conflict("This consumerPid is already in use.", code="consumer_pid_in_use")
+    # A request the policy refuses now is answered with a TransferError at once (nothing is created);
+    # the provider decides again when it starts the process.
+    _decide_read(session, settings, agreement, principal, {"transfer": "request"})
     tp = TransferProcess(id="tp_" + secrets.token_hex(12), consumer_pid=msg.consumerPid, agreement_id=agreement.id,
                          consumer_id=principal.org_id, provider_id=agreement.provider_id, asset_id=agreement.asset_id,
                          asset_version=agreement.asset_version, format=msg.format, state=TS.REQUESTED.value,

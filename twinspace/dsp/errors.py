@@ -25,6 +25,15 @@ def error_object(protocol: str, *, code: str, reason: str | list[str], provider_
     return body
 
 
+def protocol_of(path: str) -> str:
+    """Which DSP protocol a route path belongs to (its error object type)."""
+    if path.startswith("/dsp/negotiations"):
+        return "negotiation"
+    if path.startswith("/dsp/transfers"):
+        return "transfer"
+    return "catalog"
+
+
 def dsp_status(status: int) -> int:
     """The status a DSP route answers: errors stay 4xx; a server-side failure is 500 (never a 404)."""
     return status if 400 <= status < 600 else 400
