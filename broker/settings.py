@@ -51,9 +51,9 @@ class Settings(BaseSettings):
                                            "catalog's participantId, agreements' assigner); default: issuer.")
     dsp_base_url: str | None = Field(None, description="Public base URL of the DSP endpoints (e.g. "
                                      "https://broker.example.org/dsp): catalog endpointURL and callbacks.")
-    dsp_callback_hosts: list[str] = Field(default_factory=list, description="Hosts a DSP peer's callbackAddress "
-                                          "may name (JSON list; '.example.org' admits subdomains; ['*'] any). "
-                                          "Empty: remote callbacks are refused.")
+    dsp_peer_hosts: list[str] = Field(default_factory=list, description="Hosts this broker sends DSP messages to "
+                                          "(callbacks, remote providers; JSON list; '.example.org' admits subdomains; ['*'] any). "
+                                          "Empty: none.")
     dsp_transfer_autostart: bool = Field(True, description="Start a requested DSP transfer at once when the "
                                          "agreement and a fresh policy decision allow it (broker-hosted data).")
     connector_hosts: list[str] = Field(default_factory=list, description="Hosts the broker may fetch "

@@ -12,13 +12,14 @@ from pydantic import Field
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
-from broker.contracts import dsp_api, service
+from broker.contracts import dsp_api, remote_api, service
 from twinspace import agreements
 from twinspace.crypto import b64url
 from broker.schemas import StrictModel
 
 router = APIRouter(tags=["contracts"])
 router.include_router(dsp_api.router)
+router.include_router(remote_api.router)
 LD = "application/ld+json"
 PARTIES = ("consumer", "provider")
 

@@ -2,7 +2,7 @@
 {consumerPid}/offers`` and so on) is queued on the session and sent only after the transaction that
 made the state change commits, so a peer is never told about a state that was rolled back.
 
-The callback host must be allowed (``TWINSPACE_DSP_CALLBACK_HOSTS``): the broker does not post to
+The callback host must be allowed (``TWINSPACE_DSP_PEER_HOSTS``): the broker does not post to
 hosts a peer picks. A consumer hosted by this broker uses ``urn:twinspace:broker-hosted`` (no
 callback: it reads its messages here). ``SENDER`` is the transport (tests point it at another app)."""
 
@@ -64,8 +64,8 @@ def check_address(settings: Any, address: str | None) -> str | None:
                          code="invalid_callback")
     if parts.username or parts.password or parts.fragment:
         raise BadRequest("callbackAddress must not carry credentials or a fragment.", code="invalid_callback")
-    if not host_allowed(parts.hostname, list(getattr(settings, "dsp_callback_hosts", None) or [])):
-        raise BadRequest("This broker does not call back to that host (TWINSPACE_DSP_CALLBACK_HOSTS).",
+    if not host_allowed(parts.hostname, list(getattr(settings, "dsp_peer_hosts", None) or [])):
+        raise BadRequest("This broker does not call back to that host (TWINSPACE_DSP_PEER_HOSTS).",
                          code="callback_host_not_allowed")
     return address.rstrip("/")
 

@@ -14,7 +14,7 @@ from sqlmodel import Session
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from twinspace.dsp.states import TransferState as TS
 from broker.contracts.dsp import DspRoute, ld, message_body
-from broker.transfer import dataplane, process, service
+from broker.transfer import dataplane, process, remote_api, service
 from twinspace.dsp.messages import parse
 
 router = APIRouter(tags=["transfer"])
@@ -81,6 +81,7 @@ def dsp_transfer_terminate(pid: str, raw: Any = body,
 
 
 router.include_router(dsp_router)
+router.include_router(remote_api.router)
 
 
 @router.get("/transfers")

@@ -33,3 +33,21 @@ class TransferProcess(SQLModel, table=True):
     data_address: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # PUSH sink
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class RemoteTransfer(SQLModel, table=True):
+    """Consumer role: a transfer process with another DSP provider under a remote agreement
+    (id = consumerPid); the provider's DataAddress arrives with its TransferStartMessage."""
+
+    __tablename__ = "dsp_remote_transfer"
+
+    id: str = Field(primary_key=True, max_length=64)  # consumerPid
+    negotiation_id: str = Field(foreign_key="dsp_remote_negotiation.id", index=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    provider_pid: str | None = Field(default=None, max_length=200)
+    agreement_id: str = Field(max_length=300)
+    format: str = Field(max_length=64)
+    state: str = Field(index=True, max_length=16)
+    data_address: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

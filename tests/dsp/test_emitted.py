@@ -22,7 +22,7 @@ CALLBACK = "http://consumer.test/dsp"
 @pytest.fixture
 def outbox(monkeypatch, settings):
     sent: list[tuple[str, dict]] = []
-    settings.dsp_callback_hosts = ["consumer.test"]
+    settings.dsp_peer_hosts = ["consumer.test"]
     monkeypatch.setattr(callbacks, "SENDER", lambda url, body, headers: sent.append((url, body)))
     return sent
 

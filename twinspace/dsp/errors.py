@@ -27,9 +27,9 @@ def error_object(protocol: str, *, code: str, reason: str | list[str], provider_
 
 def protocol_of(path: str) -> str:
     """Which DSP protocol a route path belongs to (its error object type)."""
-    if path.startswith("/dsp/negotiations"):
+    if path.startswith("/dsp/negotiations") or (path.startswith("/dsp/callback/") and "/negotiations/" in path):
         return "negotiation"
-    if path.startswith("/dsp/transfers"):
+    if path.startswith("/dsp/transfers") or (path.startswith("/dsp/callback/") and "/transfers/" in path):
         return "transfer"
     return "catalog"
 
