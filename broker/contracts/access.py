@@ -55,8 +55,9 @@ def _row_matches_document(a: Agreement) -> bool:
                 and agreements.parse_iso(d["validity"]["not_after"]) == _utc(a.not_after)
                 and agreements.parse_iso(d["validity"]["not_before"]) == _utc(a.not_before)
                 and d["policy"]["id"] == a.policy_id and d["policy"]["version"] == a.policy_version
-                and d["obligations"] == a.obligations and d["policy"]["params"] == a.policy_params)
-    except (KeyError, TypeError, ValueError):
+                and d["obligations"] == a.obligations and d["policy"]["params"] == a.policy_params
+                and agreements.policy_params_of(d, a.policy_params) == a.policy_params)  # = its ODRL terms
+    except (KeyError, TypeError, ValueError):  # OdrlProblem is a ValueError
         return False
 
 
@@ -95,11 +96,13 @@ def require_active_agreement(session: Session, agreement_id: str, consumer_id: s
 
 
 def policy_agreement_view(agreement: Agreement) -> dict[str, Any]:
-    """The agreement as ``broker.policy.access.decide_access`` reads it."""
+    """The agreement as ``broker.policy.access.decide_access`` reads it. The policy parameters are read
+    from the signed document's ODRL rules, so the engine decides on the terms both parties signed."""
     return {"id": agreement.id, "asset_id": agreement.asset_id, "asset_version": agreement.asset_version,
             "consumer_id": agreement.consumer_id, "provider_id": agreement.provider_id,
             "purpose": agreement.purpose, "scenario": agreement.scenario, "policy_id": agreement.policy_id,
-            "policy_version": agreement.policy_version, "policy_params": dict(agreement.policy_params),
+            "policy_version": agreement.policy_version,
+            "policy_params": agreements.policy_params_of(agreement.document, agreement.policy_params),
             "status": agreement.status, "not_before": _utc(agreement.not_before).timestamp(),
             "not_after": _utc(agreement.not_after).timestamp(), "obligations": dict(agreement.obligations)}
 
