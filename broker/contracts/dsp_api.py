@@ -90,7 +90,7 @@ def catalog_request(request: Request, raw: Any = body, limit: int = Query(50, ge
     return ld(doc, headers={"Link": ", ".join(links)} if links else None)
 
 
-@router.get("/dsp/catalog/datasets/{dataset_id:path}")
+@router.get("/dsp/catalog/datasets/{dataset_id}")
 def catalog_dataset(dataset_id: str, request: Request, principal: Principal = require_roles(*ALL_ROLES),
                     session: Session = db_session) -> JSONResponse:
     """The DSP ``Dataset`` (by its IRI ``urn:twinspace:asset:<id>:v<n>`` or the asset id)."""

@@ -51,7 +51,7 @@ def start(body_in: RemoteNegotiationIn, request: Request, principal: Principal =
                                     purpose=body_in.purpose, scenario=body_in.scenario))
 
 
-@router.get("/contracts/remote/negotiations/{negotiation_id:path}")
+@router.get("/contracts/remote/negotiations/{negotiation_id}")
 def get(negotiation_id: str, principal: Principal = require_roles(*ALL_ROLES),
         session: Session = db_session) -> dict[str, Any]:
     return remote.view(remote.get(session, negotiation_id, principal))

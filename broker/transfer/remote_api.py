@@ -44,7 +44,7 @@ def request_transfer(body_in: RemoteTransferIn, request: Request, principal: Pri
     return remote.view(rt)
 
 
-@router.get("/transfers/remote/{transfer_id:path}")
+@router.get("/transfers/remote/{transfer_id}")
 def get_transfer(transfer_id: str, principal: Principal = require_roles(*ALL_ROLES),
                  session: Session = db_session) -> dict[str, Any]:
     return remote.view(remote.get(session, transfer_id, principal))
