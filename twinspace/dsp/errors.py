@@ -32,8 +32,3 @@ def protocol_of(path: str) -> str:
     if path.startswith("/dsp/transfers") or (path.startswith("/dsp/callback/") and "/transfers/" in path):
         return "transfer"
     return "catalog"
-
-
-def dsp_status(status: int) -> int:
-    """The status a DSP route answers: errors stay 4xx; a server-side failure is 500 (never a 404)."""
-    return status if 400 <= status < 600 else 400
