@@ -28,6 +28,7 @@ from twinspace.dsp.transfer_messages import FORMATS, PULL_FORMAT, PUSH_FORMAT, c
 from twinspace.dsp.transfer_messages import transfer_process as process_document
 from twinspace.errors import BadRequest, Conflict, Forbidden, NotFound
 
+AGREEMENT_IRI = "urn:twinspace:agreement:"
 CALLBACK_PATHS = {"TransferStartMessage": "/start", "TransferSuspensionMessage": "/suspension",
                   "TransferCompletionMessage": "/completion", "TransferTerminationMessage": "/termination"}
 
@@ -153,7 +154,8 @@ def create(session: Session, settings, principal: Any, msg) -> TransferProcess:
     if msg.format == PUSH_FORMAT and (msg.dataAddress is None or not msg.dataAddress.endpoint):
         raise BadRequest("A push transfer names the consumer's dataAddress (with an endpoint).",
                          code="missing_data_address")
-    agreement = contracts.require_active_agreement(session, msg.agreementId, principal.org_id)
+    agreement_id = msg.agreementId.removeprefix(AGREEMENT_IRI)  # a DSP peer names the agreement by its @id
+    agreement = contracts.require_active_agreement(session, agreement_id, principal.org_id)
     taken = session.exec(select(TransferProcess).where(TransferProcess.consumer_id == principal.org_id,
                                                        TransferProcess.consumer_pid == msg.consumerPid)).first()
     if taken is not None:

@@ -85,9 +85,11 @@ def callback_flow(world, outbox):
     assert r.status_code == 200, r.text
     p.contract_finalize(pid)
     agreement_id = signed["id"]
+    odrl_id = agreement_msg["agreement"]["@id"]  # what a plain DSP consumer knows the agreement by
+    assert odrl_id == f"urn:twinspace:agreement:{agreement_id}"
     tcpid = f"urn:uuid:{uuid.uuid4()}"
     tp = http.post("/dsp/transfers/request", headers=h, json=_dsp(
-        "TransferRequestMessage", consumerPid=tcpid, agreementId=agreement_id, format="HttpData-PULL",
+        "TransferRequestMessage", consumerPid=tcpid, agreementId=odrl_id, format="HttpData-PULL",
         callbackAddress=CALLBACK)).json()
     p.transfer_message(tp["providerPid"], "suspension", code="maintenance")
     push = http.post("/dsp/transfers/request", headers=h, json=_dsp(

@@ -102,8 +102,6 @@ def _describe(exc: Exception) -> str:
 def expanded_keys(document: dict[str, Any]) -> tuple[set[str], set[str]]:
     """(keys in the document, keys that survive expansion), both as sets of paths, to prove no key is
     dropped. Paths use the compacted key names; ``@context`` is not a data key."""
-    from pyld import jsonld
-
     ctx = document.get("@context")
     written = _paths(document)
     expanded = expand(document)
