@@ -34,8 +34,8 @@ def upgrade() -> None:
         sa.Column("signed_agreement", sa.JSON(), nullable=True),
         sa.Column("countersignature", sa.JSON(), nullable=True),
         sa.Column("callback_secret_sha256", text(length=64), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     )
     op.create_index("ix_dsp_remote_negotiation_org_id", "dsp_remote_negotiation", ["org_id"])
     op.create_index("ix_dsp_remote_negotiation_state", "dsp_remote_negotiation", ["state"])
@@ -49,8 +49,8 @@ def upgrade() -> None:
         sa.Column("format", text(length=64), nullable=False),
         sa.Column("state", text(length=16), nullable=False),
         sa.Column("data_address", sa.JSON(), nullable=True),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     )
     for col in ("negotiation_id", "org_id", "state"):
         op.create_index(f"ix_dsp_remote_transfer_{col}", "dsp_remote_transfer", [col])
