@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from broker.api.jsonguard import BadJson, check_json
 from twinspace.dsp.errors import error_object, protocol_of
 from twinspace.dsp.messages import MessageProblem, uses_twin_context
 from twinspace.errors import TwinSpaceError
@@ -80,8 +81,11 @@ async def message_body(request: Request) -> Any:
     if len(raw) > MAX_BODY:
         raise MessageProblem("The message is too large.", code="payload_too_large")
     try:
+        check_json(raw or b"null")  # the same strict JSON as every other route (NaN, 1e400, surrogates, depth)
         body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except BadJson as exc:
+        raise MessageProblem(f"The body is not acceptable JSON: {exc}.", code="malformed_json") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise MessageProblem("The body is not JSON.", code="malformed_json") from None
     if isinstance(body, dict):
         request.state.dsp_pids = {k: body[k] for k in ("providerPid", "consumerPid") if isinstance(body.get(k), str)}

@@ -78,6 +78,11 @@ def test_negotiation_bad_input_is_a_negotiation_error_and_changes_nothing(world,
                 code)
     _expect(http.post(f"/dsp/negotiations/{pid}/events", headers={**h, "Content-Type": "application/json"},
                       content=b"{not json"), 400, "ContractNegotiationError", "malformed_json")
+    # JSON that Python accepts but nothing downstream can sign or hash: still a DSP error object
+    for raw in (b'{"@type": "ContractNegotiationEventMessage", "x": NaN}', b'{"x": 1e400}', b'{"x": "\\ud800"}',
+                b'{"x": 123456789012345678901234567890}', b"[" * 200 + b"]" * 200):
+        _expect(http.post(f"/dsp/negotiations/{pid}/events", headers={**h, "Content-Type": "application/ld+json"},
+                          content=raw), 400, "ContractNegotiationError", "malformed_json")
     # no token
     _expect(http.post("/dsp/negotiations/request", json=_dsp("ContractRequestMessage")), 401,
             "ContractNegotiationError")
