@@ -185,22 +185,25 @@ def release(engine: Engine, r: Reservation) -> None:
         pass
 
 
-def charge_many(engine: Engine, costs: dict[str, float], *, actor: str, details: dict[str, Any]) -> None:
-    """Charge several accounts at once, all or nothing, locking them in key order (secure aggregation)."""
-    def step(session: Session) -> None:
-        accounts = [_lock(session, key) for key in sorted(costs)]
-        for key, account in zip(sorted(costs), accounts):
-            if account is None or (account.epsilon_spent + account.epsilon_reserved + costs[key]
-                                   > account.epsilon_total + _EPS):
-                raise TooManyRequests("A contributing asset's privacy budget is exhausted; nothing was released.",
-                                      code="privacy_budget_exhausted")
-        for key in sorted(costs):
-            _add(session, key, spent=costs[key], queries=1)
-        for key, account in zip(sorted(costs), accounts):
-            record_event(session, "privacy.budget_debited", actor=actor, asset_id=account.asset_id,
-                         details={"account": key, "epsilon": costs[key], **details})
+def charge_many_in(session: Session, costs: dict[str, float], *, actor: str, details: dict[str, Any]) -> None:
+    """Charge several accounts at once inside the caller's transaction, all or nothing, locking them in
+    key order before the audit head (secure aggregation, at release)."""
+    keys = sorted(costs)
+    accounts = [_lock(session, key) for key in keys]
+    for key, account in zip(keys, accounts):
+        if account is None or (account.epsilon_spent + account.epsilon_reserved + costs[key]
+                               > account.epsilon_total + _EPS):
+            raise TooManyRequests("A contributing asset's privacy budget is exhausted; nothing was released.",
+                                  code="privacy_budget_exhausted")
+    for key in keys:
+        _add(session, key, spent=costs[key], queries=1)
+    for key, account in zip(keys, accounts):
+        record_event(session, "privacy.budget_debited", actor=actor, asset_id=account.asset_id,
+                     details={"account": key, "epsilon": costs[key], **details})
 
-    _retrying(engine, step)
+
+def charge_many(engine: Engine, costs: dict[str, float], *, actor: str, details: dict[str, Any]) -> None:
+    _retrying(engine, lambda session: charge_many_in(session, costs, actor=actor, details=details))
 
 
 def view(session: Session, key: str) -> dict[str, Any] | None:

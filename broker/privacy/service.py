@@ -1,15 +1,18 @@
 """Encrypted queries and secure aggregation under agreements. No FastAPI imports.
 
-Every query: the consumer's finalised agreement → a fresh policy decision for the action ``query``
-(audited) → the privacy budget reserved (one conditional UPDATE, shared by replicas) → the HE
-computation on the asset's de-identified table, outside any transaction → the budget debited and the
-query audited (shape, epsilon, result hashes; never ciphertexts or values). Any failure after the
-reservation releases it, so a refused or failed query costs nothing.
+Every query: the consumer's finalised agreement → a fresh policy decision for ``query`` (audited) →
+every data-independent check (schema, ciphertexts, parameters, overflow from public facts), refused
+with its own code and free of charge → the cost reserved on the (consumer, asset) account → the
+computation, which reads data → the cost charged and the query audited, **whether it was answered
+or refused** (a refusal after reading data is ``query_refused`` whatever the reason, so refusals are
+no oracle). If the charge cannot be recorded the reservation is released and nothing is returned.
+
+Mechanisms, sensitivities and the neighbouring relation: ``twinspace/privacy/mechanisms.py``; the
+ledger: ``broker/privacy/ledger.py``; the privacy model: ``docs/privacy-queries.md``.
 
 Parameters come from the policy decision first (obligations ``add_dp_noise.epsilon`` and
 ``min_cohort``), then the agreement's policy parameters (``epsilon_per_query``, ``min_cohort``,
-``privacy_budget``, ``query_columns``, ``encrypted_masks``), then the settings' defaults. Encrypted-mask
-queries need ``encrypted_masks: true`` in the agreement's policy parameters (the provider's opt-in).
+``privacy_budget``, ``query_columns``), then the settings' defaults.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -27,16 +30,18 @@ from sqlmodel import Session, select
 
 from broker.audit import record_event
 from broker.contracts import service as contracts
-from broker.errors import BadRequest, Conflict, Forbidden, NotFound, TwinSpaceError, Unprocessable
-from broker.privacy import dp, he, ledger
+from broker.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, TwinSpaceError, Unprocessable
+from broker.privacy import he, ledger
 from broker.privacy.models import AggregationContribution, AggregationRound
+from twinspace.privacy import mechanisms
+from twinspace.privacy.mechanisms import QueryRefused
 from broker.privacy.schemas import (AggregateQuery, AggregationRoundRequest, ContributionRequest,
                                     EncryptedQueryRequest, HistogramQuery, LinearScoreQuery, PredicateQuery,
                                     b64decode, b64encode, jsonable_query)
 from broker.storage.db import session_scope
 
 MAX_GROUPS = 256
-MASK_QUERIES = ("aggregate", "histogram")  # and secure aggregation is not one: providers compute locally
+MASK_QUERIES = ("aggregate", "histogram")  # refused: an encrypted mask cannot be proven 0/1 (see the docs)
 OTHER = "(other)"
 
 
@@ -51,6 +56,7 @@ class Terms:
     predicate_columns: list[str] | None  # columns a plaintext predicate / group-by may use
     policy_version: str
     input_hash: str
+    measure: str = "pure"
 
 
 def _sha(data: bytes) -> str:
@@ -87,13 +93,13 @@ def _authorize(session: Session, settings, principal: Any, agreement_id: str, re
                         code="epsilon_above_policy", extra={"max_epsilon": ceiling})
     k = int(_term(obligations.get("min_cohort") or params.get("min_cohort") or settings.privacy_min_cohort,
                   "min_cohort", 1, 1e9))
-    if query_type in MASK_QUERIES and params.get("encrypted_masks") is not True:
-        # The compute side cannot check that an encrypted mask is 0/1, and a weighted mask would defeat
-        # the noise (docs/privacy-queries.md), so the provider must opt in for honest-but-curious consumers.
-        raise Forbidden("This agreement does not allow encrypted-mask queries; use a predicate or linear score.",
+    if query_type in MASK_QUERIES:
+        # A weighted or crafted mask ciphertext defeats the DP noise and TenSEAL offers no noise flooding,
+        # so no offer can turn these on (docs/privacy-queries.md, "Encrypted masks").
+        raise Forbidden("Encrypted-mask queries are not offered; use a predicate or a linear score.",
                         code="encrypted_mask_not_allowed")
     declared = params.get("query_columns")
-    return Terms(agreement=agreement, epsilon=dp.check_epsilon(epsilon), k=max(1, k),
+    return Terms(agreement=agreement, epsilon=mechanisms.check_epsilon(epsilon), k=max(1, k),
                  budget_total=_term(params.get("privacy_budget") or settings.privacy_budget_default,
                                     "privacy_budget", 1e-6, 1e6),
                  columns=merge_obligations(obligations, agreement.obligations)["columns"],
@@ -108,36 +114,41 @@ def _column(table: pa.Table, terms: Terms, name: str, *, predicate: bool = False
     return table.column(name)
 
 
-def _numeric(table: pa.Table, terms: Terms, name: str, scheme: str, scale: int) -> np.ndarray:
-    """A numeric column as numpy (nulls → 0, which contribute nothing); BFV in fixed point 10^scale."""
+def _numeric(table: pa.Table, terms: Terms, name: str) -> pa.ChunkedArray:
     column = _column(table, terms, name)
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
         raise Unprocessable(f"Column {name!r} is not numeric.", code="column_not_numeric")
-    values = column.to_numpy(zero_copy_only=False).astype(float)
-    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    if scheme == "bfv":
-        return np.rint(values * 10 ** scale).astype(np.int64)
-    return values
+    return column
 
 
-def _bound(bound: float, scheme: str, scale: int) -> float:
-    return float(np.ceil(bound * 10 ** scale)) if scheme == "bfv" else float(bound)
+def _fixed(column: pa.ChunkedArray, scale: int) -> np.ndarray:
+    """Reads data: the column in fixed point 10^scale (nulls and non-finite values → 0)."""
+    return mechanisms.to_fixed_point(column.to_numpy(zero_copy_only=False).astype(float), scale)
 
 
-def _where(table: pa.Table, terms: Terms, conditions) -> np.ndarray:
-    ops = {"eq": pc_.equal, "ne": pc_.not_equal, "lt": pc_.less, "le": pc_.less_equal, "gt": pc_.greater,
-           "ge": pc_.greater_equal}
-    selected = np.ones(table.num_rows, dtype=bool)
+_OPS = {"eq": pc_.equal, "ne": pc_.not_equal, "lt": pc_.less, "le": pc_.less_equal, "gt": pc_.greater,
+        "ge": pc_.greater_equal}
+
+
+def _conditions(table: pa.Table, terms: Terms, conditions) -> list[tuple[pa.ChunkedArray, str, Any]]:
+    """Data-independent: every predicate column is permitted and every value casts to its type."""
+    out = []
     for c in conditions:
         column = _column(table, terms, c.column, predicate=True)
         try:
-            if c.op == "in":
-                hit = pc_.is_in(column, value_set=pa.array(c.value).cast(column.type))
-            else:
-                hit = ops[c.op](column, pa.scalar(c.value).cast(column.type))
+            value = (pa.array(c.value).cast(column.type) if c.op == "in" else pa.scalar(c.value).cast(column.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             raise Unprocessable(f"The value for {c.column!r} does not match the column's type.",
                                 code="invalid_predicate") from None
+        out.append((column, c.op, value))
+    return out
+
+
+def _where(n: int, conditions: list[tuple[pa.ChunkedArray, str, Any]]) -> np.ndarray:
+    """Reads data: the rows the predicate selects."""
+    selected = np.ones(n, dtype=bool)
+    for column, op, value in conditions:
+        hit = pc_.is_in(column, value_set=value) if op == "in" else _OPS[op](column, value)
         selected &= pc_.fill_null(hit, False).to_numpy(zero_copy_only=False)
     return selected
 
@@ -149,84 +160,56 @@ def _codes(column: pa.ChunkedArray, labels: list[str]) -> np.ndarray:
     return np.array([index.get(v, len(labels)) if v is not None else len(labels) for v in text], dtype=np.int64)
 
 
-# --------------------------------------------------------------------------- compute (pure, no session)
-def _scaled(scheme: str, scale: int, names: list[str]) -> dict[str, Any]:
-    """Which results are in BFV fixed point (the consumer divides them by 10^scale)."""
-    return {"scale": scale, "scaled": names} if scheme == "bfv" and scale else {"scale": 0, "scaled": []}
+def _scaled(scale: int, names: list[str]) -> dict[str, Any]:
+    """Which results are in fixed point (the consumer divides them by 10^scale), for both schemes."""
+    return {"scale": scale, "scaled": names} if scale else {"scale": 0, "scaled": []}
 
 
-def _compute(ctx: he.PublicContext, query, table: pa.Table, terms: Terms) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """Run one query: (named result ciphertexts, public facts about them)."""
-    scheme = ctx.scheme
-    n = table.num_rows
-    if isinstance(query, AggregateQuery):
-        mask = [b64decode(c, "mask chunk") for c in query.mask]
-        values = _numeric(table, terms, query.column, scheme, query.scale)
-        eps = terms.epsilon / len(query.outputs)  # sequential composition over the outputs
-        columns = {"sum": (values, _bound(query.bound, scheme, query.scale)), "count": (np.ones(n, dtype=np.int64), 1)}
-        names = list(dict.fromkeys(query.outputs))
-        cts = he.masked_sums(ctx, mask, [columns[k][0] for k in names], [columns[k][1] for k in names], epsilon=eps)
-        out = dict(zip(names, cts))
-        return out, {**_scaled(scheme, query.scale, ["sum"] if "sum" in out else []), "epsilon_per_output": eps}
-    if isinstance(query, HistogramQuery):
-        mask = [b64decode(c, "mask chunk") for c in query.mask]
-        labels = list(dict.fromkeys(query.categories)) + [OTHER]
-        codes = _codes(_column(table, terms, query.column, predicate=True), labels[:-1])
-        bins = he.histogram(ctx, mask, codes, len(labels), epsilon=terms.epsilon)  # parallel composition
-        return dict(zip(labels, bins)), {"labels": labels}
-    if isinstance(query, LinearScoreQuery):
-        return _linear_scores(ctx, query, table, terms)
+# --------------------------------------------------------------------------- plan (no data) + compute
+def _plan(ctx: he.PublicContext, query, table: pa.Table, terms: Terms) -> Callable[[], tuple[dict, dict]]:
+    """Every check that depends only on public facts (schema, row count, the request), with its own code
+    and no charge; returns the computation, which reads data and may then only fail as ``query_refused``."""
+    n, measure = table.num_rows, terms.measure
     if isinstance(query, PredicateQuery):
-        selected = _where(table, terms, query.where)
-        values = (_numeric(table, terms, query.column, scheme, query.scale) if query.kind == "sum"
-                  else np.zeros(n, dtype=np.int64))
-        ct = he.predicate_aggregate(ctx, values, selected, k=terms.k, epsilon=terms.epsilon,
-                                    bound=_bound(query.bound, scheme, query.scale), kind=query.kind)
-        return {query.kind: ct}, _scaled(scheme, query.scale, ["sum"] if query.kind == "sum" else [])
+        conditions = _conditions(table, terms, query.where)
+        value_column = _numeric(table, terms, query.column) if query.kind == "sum" else None
+        bound = mechanisms.fixed_bound(query.bound, query.scale) if query.kind == "sum" else 1
+        he.check_encodable(ctx, n, bound, terms.epsilon)
+
+        def run() -> tuple[dict, dict]:
+            selected = _where(n, conditions)
+            values = _fixed(value_column, query.scale) if value_column is not None else np.zeros(n, np.int64)
+            released = mechanisms.release_predicate(values, selected, kind=query.kind, bound=bound, k=terms.k,
+                                                    cost=terms.epsilon, measure=measure)
+            return ({query.kind: he.encrypt_result(ctx, released)},
+                    _scaled(query.scale if query.kind == "sum" else 0, ["sum"] if query.kind == "sum" else []))
+        return run
+    if isinstance(query, LinearScoreQuery):
+        weights = b64decode(query.weights, "weights ciphertext")
+        he.check_weights(ctx, weights)
+        columns = [_numeric(table, terms, f) for f in query.features]
+        bound = mechanisms.fixed_bound(query.bound, query.scale)
+        he.check_encodable(ctx, n, bound * len(columns), terms.epsilon)
+        group_column = _column(table, terms, query.group_by, predicate=True) if query.group_by else None
+        labels = list(dict.fromkeys(query.groups or []))
+        if group_column is None and n < terms.k:  # n is public: a data-independent refusal
+            raise Forbidden("The asset has fewer rows than the agreement's minimum cohort.", code="cohort_too_small")
+
+        def run() -> tuple[dict, dict]:
+            x = np.stack([_fixed(c, query.scale) for c in columns], axis=1)
+            codes = _codes(group_column, labels) if group_column is not None else None
+            released = mechanisms.release_group_sums(x, codes, len(labels), bound=bound, k=terms.k,
+                                                     cost=terms.epsilon, measure=measure)
+            names = labels if group_column is not None else ["total"]
+            out = {names[g]: he.linear_score(ctx, weights, sums) for g, sums in sorted(released.items())}
+            return out, _scaled(query.scale, list(out))
+        return run
     raise BadRequest("Unknown query type.", code="invalid_query")  # pragma: no cover - pydantic refuses first
-
-
-def _linear_scores(ctx: he.PublicContext, query: LinearScoreQuery, table: pa.Table,
-                   terms: Terms) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """w · Σ_rows clip(x): the per-group feature sums get DP noise *in plaintext* before the encrypted
-    weights touch them, so whatever weights the consumer chose, it learns a post-processing of an
-    epsilon-DP release (L1 sensitivity = bound × features; groups are disjoint: parallel composition)."""
-    scheme = ctx.scheme
-    weights = b64decode(query.weights, "weights ciphertext")
-    bound = _bound(query.bound, scheme, query.scale)
-    x = np.stack([np.clip(_numeric(table, terms, f, scheme, query.scale), -bound, bound) for f in query.features],
-                 axis=1)
-    if query.group_by:
-        column = _column(table, terms, query.group_by, predicate=True)
-        keys = pc_.cast(column, pa.string()).to_pylist()
-        groups: dict[str, list[int]] = {}
-        for i, key in enumerate(keys):
-            groups.setdefault("(null)" if key is None else key, []).append(i)
-        if len(groups) > MAX_GROUPS:
-            raise Unprocessable(f"group_by yields more than {MAX_GROUPS} groups.", code="too_many_groups")
-    else:
-        groups = {"total": list(range(table.num_rows))}
-    sensitivity = bound * len(query.features)
-    out, suppressed = {}, 0
-    for label in sorted(groups):
-        rows = groups[label]
-        if len(rows) < terms.k:
-            suppressed += 1  # too small a cohort: not released (its label is not named either)
-            continue
-        sums = x[rows].sum(axis=0)
-        if scheme == "bfv":
-            noisy = sums.astype(np.int64) + dp.discrete_laplace_noise(sensitivity, terms.epsilon, size=len(sums))
-        else:
-            noisy = sums + dp.laplace_noise(sensitivity, terms.epsilon, size=len(sums))
-        out[label] = he.linear_score(ctx, weights, noisy)
-    if not out:
-        raise Forbidden("Every group selects too few rows to be released.", code="cohort_too_small")
-    return out, {**_scaled(scheme, query.scale, list(out)), "groups_suppressed": suppressed}
 
 
 # --------------------------------------------------------------------------- encrypted queries
 def run_query(runtime, principal: Any, body: EncryptedQueryRequest) -> dict[str, Any]:
-    """Decide, reserve budget, compute, debit and audit one encrypted query (see the module docstring)."""
+    """Decide, check, reserve, compute, charge and audit one encrypted query (see the module docstring)."""
     from broker.catalog import vault
     from broker.policy.service import record_usage
 
@@ -236,53 +219,54 @@ def run_query(runtime, principal: Any, body: EncryptedQueryRequest) -> dict[str,
         terms = _authorize(session, runtime.settings, principal, body.agreement_id, body.epsilon, body.query.type)
         agreement = terms.agreement
         table = vault.load_table(session, agreement.asset_id, agreement.asset_version, settings=runtime.settings)
-        ledger.ensure_budget(session, agreement.id, terms.budget_total)
-        reservation = ledger.reserve(session, agreement.id, terms.epsilon, actor=principal.org_id)
+    compute = _plan(ctx, body.query, table, terms)
+    key = ledger.open_account(runtime.engine, agreement.consumer_id, agreement.asset_id, terms.budget_total,
+                              terms.measure)
+    reservation = ledger.reserve(runtime.engine, key, terms.epsilon)
+    results, facts, reason = None, {}, None
     try:
-        results, facts = _compute(ctx, body.query, table, terms)
-    except BaseException as exc:
-        with session_scope(runtime.engine) as session:
-            ledger.release(session, reservation)
-            code = exc.code if isinstance(exc, TwinSpaceError) else "query_failed"
-            record_event(session, "privacy.query", actor=principal.org_id, outcome="deny",
-                         asset_id=agreement.asset_id, agreement_id=agreement.id,
-                         details={"query_id": query_id, "query": jsonable_query(body.query), "code": code,
-                                  "epsilon_debited": 0})
-        raise
-    hashes = {name: _sha(ct) for name, ct in results.items()}
+        results, facts = compute()  # reads data: from here on every outcome is charged
+    except TwinSpaceError as exc:
+        reason = exc.code
+    except Exception as exc:  # noqa: BLE001 - e.g. an encoder error on a data-dependent value
+        reason = type(exc).__name__
+    hashes = {name: _sha(ct) for name, ct in (results or {}).items()}
+    details = {"query_id": query_id, "scheme": ctx.params.name, "query": jsonable_query(body.query),
+               "rows": table.num_rows, "epsilon": terms.epsilon, "k": terms.k, "account": key,
+               "context_sha256": _sha(ctx.raw), "policy_version": terms.policy_version,
+               "input_hash": terms.input_hash}
+    if results is None:  # the reason stays in the audit log (for the provider and auditors), not the answer
+        details.update(outcome="refused", reason=reason)
+    else:
+        details.update(result_sha256=hashes)
+    ledger.commit(runtime.engine, reservation, actor=principal.org_id, events=[
+        {"kind": "privacy.query", "outcome": "deny" if results is None else "allow", "asset_id": agreement.asset_id,
+         "agreement_id": agreement.id, "details": details}])
+    if results is None:
+        raise QueryRefused()
     with session_scope(runtime.engine) as session:
-        ledger.commit(session, reservation, actor=principal.org_id, details={"query_id": query_id})
         record_usage(session, agreement.id, 0)
-        record_event(session, "privacy.query", actor=principal.org_id, asset_id=agreement.asset_id,
-                     agreement_id=agreement.id,
-                     details={"query_id": query_id, "scheme": ctx.params.name, "query": jsonable_query(body.query),
-                              "rows": table.num_rows, "epsilon": terms.epsilon, "k": terms.k,
-                              "context_sha256": _sha(ctx.raw), "result_sha256": hashes,
-                              "policy_version": terms.policy_version, "input_hash": terms.input_hash})
-        budget = budget_view(session, agreement.id)
+        budget = budget_view(session, agreement)
     return {"query_id": query_id, "agreement_id": agreement.id, "type": body.query.type, "scheme": ctx.params.name,
             "results": {name: b64encode(ct) for name, ct in results.items()}, **facts,
             "epsilon": terms.epsilon, "min_cohort": terms.k, "budget": budget,
-            "noise": {"mechanism": "discrete_laplace" if ctx.scheme == "bfv" else "laplace"}}
+            "noise": {"mechanism": "discrete_laplace" if terms.measure == "pure" else "discrete_gaussian",
+                      "neighbouring": mechanisms.NEIGHBOURING, "source": "opendp"}}
 
 
-def budget_view(session: Session, agreement_id: str) -> dict[str, Any]:
-    from broker.privacy.models import PrivacyBudget
-
-    row = session.get(PrivacyBudget, agreement_id)
-    if row is None:
-        return {"agreement_id": agreement_id, "epsilon_total": None, "epsilon_spent": 0.0, "epsilon_remaining": None,
-                "queries": 0}
-    session.refresh(row)
-    return {"agreement_id": agreement_id, "epsilon_total": row.epsilon_total, "epsilon_spent": row.epsilon_spent,
-            "epsilon_remaining": max(0.0, row.epsilon_total - row.epsilon_spent - row.epsilon_reserved),
-            "queries": row.queries}
+def budget_view(session: Session, agreement: Any) -> dict[str, Any]:
+    """The (consumer, asset) account an agreement draws from (shared with the consumer's other agreements
+    on that asset)."""
+    key = ledger.account_key(agreement.consumer_id, agreement.asset_id)
+    view = ledger.view(session, key) or {"account": key, "measure": "pure", "epsilon_total": None,
+                                         "epsilon_spent": 0.0, "epsilon_remaining": None, "queries": 0}
+    return {"agreement_id": agreement.id, "asset_id": agreement.asset_id, **view}
 
 
 def get_budget(session: Session, settings, principal: Any, agreement_id: str) -> dict[str, Any]:
-    """The agreement's ledger, for its parties and for auditors/operators."""
+    """The account behind an agreement, for its parties and for auditors/operators."""
     agreement = contracts.get_agreement(session, agreement_id, principal)
-    view = budget_view(session, agreement.id)
+    view = budget_view(session, agreement)
     if view["epsilon_total"] is None:
         total = _term((agreement.policy_params or {}).get("privacy_budget") or settings.privacy_budget_default,
                       "privacy_budget", 1e-6, 1e6)
@@ -292,7 +276,8 @@ def get_budget(session: Session, settings, principal: Any, agreement_id: str) ->
 
 # --------------------------------------------------------------------------- secure aggregation
 def open_round(runtime, principal: Any, body: AggregationRoundRequest) -> dict[str, Any]:
-    """Check and debit every named agreement at once (all or nothing), then open the round."""
+    """Check every named agreement and the providers' independence, then open the round. Nothing is
+    charged yet: at release, only the agreements that contributed are (``release``)."""
     raw = b64decode(body.context, "encryption context")
     ctx = he.load_public_context(raw)
     ids = list(dict.fromkeys(body.agreement_ids))
@@ -303,20 +288,27 @@ def open_round(runtime, principal: Any, body: AggregationRoundRequest) -> dict[s
         raise BadRequest("min_providers exceeds the number of agreements.", code="invalid_min_providers")
     round_id = "agg_" + secrets.token_hex(10)
     with session_scope(runtime.engine) as session:
-        providers, epsilons = set(), []
+        providers, epsilons, assets = set(), [], set()
         for agreement_id in ids:
             terms = _authorize(session, runtime.settings, principal, agreement_id, body.epsilon, "secure_aggregation")
             if terms.columns is not None and body.column not in terms.columns:
                 raise Unprocessable(f"Column {body.column!r} is not available under {agreement_id}.",
                                     code="column_not_permitted")
+            if terms.agreement.asset_id in assets:
+                raise BadRequest("Two agreements name the same asset.", code="duplicate_asset")
+            assets.add(terms.agreement.asset_id)
             providers.add(terms.agreement.provider_id)
             epsilons.append(terms.epsilon)
-            ledger.ensure_budget(session, agreement_id, terms.budget_total)
-            reservation = ledger.reserve(session, agreement_id, terms.epsilon, actor=principal.org_id)
-            ledger.commit(session, reservation, actor=principal.org_id, details={"round_id": round_id})
+            key = ledger.open_account(runtime.engine, principal.org_id, terms.agreement.asset_id,
+                                      terms.budget_total, terms.measure)
+            view = ledger.view(session, key)
+            if view is not None and view["epsilon_remaining"] + 1e-9 < terms.epsilon:
+                raise TooManyRequests(f"The privacy budget for the asset of {agreement_id} is exhausted.",
+                                      code="privacy_budget_exhausted")
         if len(providers) < min_providers:
             raise Forbidden("Secure aggregation needs agreements with at least min_providers distinct providers.",
                             code="too_few_providers")
+        _check_independent(session, principal.org_id, sorted(providers))
         epsilon = min(epsilons)  # every provider noises with the strictest epsilon
         spec = {"column": body.column, "bound": body.bound, "scale": body.scale,
                 "statistics": ["sum", "count"], "epsilon": epsilon}
@@ -327,6 +319,30 @@ def open_round(runtime, principal: Any, body: AggregationRoundRequest) -> dict[s
                      details={"round_id": round_id, "agreements": ids, "min_providers": min_providers, **spec})
         session.flush()
         return round_view(session, session.get(AggregationRound, round_id), principal)
+
+
+def _entity(org: Any) -> tuple[str, str | None]:
+    """(legal entity, controlling entity) of an organisation, from the attributes checked at onboarding
+    (``broker/identity/service.py``); an organisation without them is its own entity."""
+    attrs = org.attributes or {}
+    return str(attrs.get("legal_entity_id") or org.id), (str(attrs["controlled_by"]) if attrs.get("controlled_by")
+                                                        else None)
+
+
+def _check_independent(session: Session, consumer_id: str, provider_ids: list[str]) -> None:
+    """Providers of a round must be distinct legal entities, none the consumer or linked to it: a
+    consumer-controlled "provider" would turn the sum into one real provider's release."""
+    from broker.identity.models import Org
+
+    consumer = _entity(session.get(Org, consumer_id))
+    seen: set[str] = set()
+    for provider_id in provider_ids:
+        entity, parent = _entity(session.get(Org, provider_id))
+        linked = {entity, parent} & {consumer[0], consumer[1]} - {None}
+        if entity in seen or linked:
+            raise Forbidden("The round's providers must be distinct legal entities, none linked to the consumer.",
+                            code="providers_not_independent")
+        seen.add(entity)
 
 
 def _round(session: Session, round_id: str, principal: Any) -> AggregationRound:
@@ -417,8 +433,17 @@ def release(session: Session, principal: Any, round_id: str) -> dict[str, Any]:
         if len({p.provider_id for p in parts}) < r.min_providers:
             raise Conflict(f"{len(parts)} of at least {r.min_providers} providers have contributed; try later.",
                            code="round_incomplete", extra={"contributions": len(parts)})
+        from broker.contracts.models import Agreement
+
         ctx = he.load_public_context(r.context)
-        r.result = he.secure_aggregate([p.ciphertext for p in parts], r.min_providers, ctx=ctx)
+        result = he.secure_aggregate([p.ciphertext for p in parts], r.min_providers, ctx=ctx)
+        costs = {}
+        for p in parts:  # only the agreements that contributed released anything: only they are charged
+            a = session.get(Agreement, p.agreement_id)
+            key = ledger.account_key(a.consumer_id, a.asset_id)
+            costs[key] = costs.get(key, 0.0) + r.epsilon
+        ledger.charge_many_in(session, costs, actor=principal.org_id, details={"round_id": round_id})
+        r.result = result
         r.status = "released"
         r.released_at = datetime.now(timezone.utc)
         session.add(r)
@@ -428,17 +453,7 @@ def release(session: Session, principal: Any, round_id: str) -> dict[str, Any]:
     return {**round_view(session, r, principal), "result": b64encode(r.result)}
 
 
-def provider_statistics(values: np.ndarray, *, scheme: str, bound: float, scale: int, epsilon: float,
-                        rng: np.random.Generator | None = None) -> np.ndarray:
-    """What a provider's connector encrypts for a round: [Σ clip(v), count], each with DP noise
-    (epsilon split over the two statistics). Pure; runs on the provider's machine."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    b = _bound(bound, scheme, scale)
-    if scheme == "bfv":
-        clipped = np.clip(np.rint(v * 10 ** scale), -b, b).astype(np.int64)
-        return np.array([int(clipped.sum()) + dp.discrete_laplace_noise(b, epsilon / 2, rng=rng),
-                         len(v) + dp.discrete_laplace_noise(1, epsilon / 2, rng=rng)], dtype=np.int64)
-    clipped = np.clip(v, -b, b)
-    return np.array([clipped.sum() + dp.laplace_noise(b, epsilon / 2, rng=rng),
-                     len(v) + dp.laplace_noise(1, epsilon / 2, rng=rng)])
+def provider_statistics(values: np.ndarray, *, scheme: str, bound: float, scale: int, epsilon: float) -> np.ndarray:
+    """What a provider's connector encrypts for a round: [noised Σ clip(v), noised count], integers in
+    fixed point 10^scale for either scheme (``mechanisms.contribution_statistics``). Pure."""
+    return mechanisms.contribution_statistics(values, bound=bound, scale=scale, cost=epsilon)
