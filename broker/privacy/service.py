@@ -227,7 +227,7 @@ def run_query(runtime, principal: Any, body: EncryptedQueryRequest) -> dict[str,
     try:
         results, facts = compute()  # reads data: from here on every outcome is charged
     except TwinSpaceError as exc:
-        reason = exc.code
+        reason = getattr(exc, "reason", None) or exc.code
     except Exception as exc:  # noqa: BLE001 - e.g. an encoder error on a data-dependent value
         reason = type(exc).__name__
     hashes = {name: _sha(ct) for name, ct in (results or {}).items()}
@@ -288,27 +288,27 @@ def open_round(runtime, principal: Any, body: AggregationRoundRequest) -> dict[s
         raise BadRequest("min_providers exceeds the number of agreements.", code="invalid_min_providers")
     round_id = "agg_" + secrets.token_hex(10)
     with session_scope(runtime.engine) as session:
-        providers, epsilons, assets = set(), [], set()
+        providers, epsilons, accounts = set(), [], {}
         for agreement_id in ids:
             terms = _authorize(session, runtime.settings, principal, agreement_id, body.epsilon, "secure_aggregation")
             if terms.columns is not None and body.column not in terms.columns:
                 raise Unprocessable(f"Column {body.column!r} is not available under {agreement_id}.",
                                     code="column_not_permitted")
-            if terms.agreement.asset_id in assets:
+            if terms.agreement.asset_id in accounts:
                 raise BadRequest("Two agreements name the same asset.", code="duplicate_asset")
-            assets.add(terms.agreement.asset_id)
+            accounts[terms.agreement.asset_id] = (agreement_id, terms)
             providers.add(terms.agreement.provider_id)
             epsilons.append(terms.epsilon)
-            key = ledger.open_account(runtime.engine, principal.org_id, terms.agreement.asset_id,
-                                      terms.budget_total, terms.measure)
-            view = ledger.view(session, key)
-            if view is not None and view["epsilon_remaining"] + 1e-9 < terms.epsilon:
-                raise TooManyRequests(f"The privacy budget for the asset of {agreement_id} is exhausted.",
-                                      code="privacy_budget_exhausted")
         if len(providers) < min_providers:
             raise Forbidden("Secure aggregation needs agreements with at least min_providers distinct providers.",
                             code="too_few_providers")
         _check_independent(session, principal.org_id, sorted(providers))
+    for asset_id, (agreement_id, terms) in accounts.items():  # after the decisions' transaction: lock order
+        key = ledger.open_account(runtime.engine, principal.org_id, asset_id, terms.budget_total, terms.measure)
+        if ledger.remaining(runtime.engine, key) + 1e-9 < min(epsilons):
+            raise TooManyRequests(f"The privacy budget for the asset of {agreement_id} is exhausted.",
+                                  code="privacy_budget_exhausted")
+    with session_scope(runtime.engine) as session:
         epsilon = min(epsilons)  # every provider noises with the strictest epsilon
         spec = {"column": body.column, "bound": body.bound, "scale": body.scale,
                 "statistics": ["sum", "count"], "epsilon": epsilon}

@@ -45,9 +45,10 @@ REFUSED = "query_refused"            # the one refusal code once a query has rea
 class QueryRefused(Forbidden):
     """The single refusal after data was read: the reason is not told (it would be a free oracle)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reason: str = "refused") -> None:
         super().__init__("The query was not answered. Its privacy cost was charged, as for an answer.",
                          code=REFUSED)
+        self.reason = reason  # for the audit log only, never for the answer
 
 
 def blinding_rng() -> secrets.SystemRandom:
@@ -182,13 +183,13 @@ def release_predicate(values: np.ndarray, selected: np.ndarray, *, kind: str, bo
     if kind == "count":
         noisy = noisy_sum(selected.astype(np.int64), 0, 1, cost, measure)
         if noisy < k:
-            raise QueryRefused()
+            raise QueryRefused("noisy_cohort_below_k")
         return noisy
     if kind != "sum":
         raise BadRequest("kind must be 'sum' or 'count'.", code="invalid_query")
     c_threshold, c_value = split(cost, True)
     if not cohort_released(selected, k, c_threshold, measure):
-        raise QueryRefused()
+        raise QueryRefused("noisy_cohort_below_k")
     x = np.where(selected, np.clip(np.asarray(values, dtype=np.int64), -bound, bound), 0)
     return noisy_sum(x, -bound, bound, c_value, measure)
 
@@ -217,7 +218,7 @@ def release_group_sums(features: np.ndarray, groups: np.ndarray | None, n_groups
     noisy = noisy_vector(sums.reshape(-1).tolist(), 2 * bound * f, c_value, measure).reshape(n_groups, f)
     released = {g: noisy[g] for g in range(n_groups) if noisy_counts[g] >= k}
     if not released:
-        raise QueryRefused()
+        raise QueryRefused("every_noisy_group_count_below_k")
     return released
 
 
