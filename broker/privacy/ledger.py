@@ -32,7 +32,7 @@ from broker.errors import ServiceUnavailable, TooManyRequests
 from broker.privacy.models import PrivacyAccount, PrivacyReservation
 from broker.storage.db import session_scope
 
-_EPS = 1e-9            # float slack so a budget of exactly 1.0 admits ten queries of 0.1
+UNIT = 10**9           # amounts are integers of 1e-9 ε: ten queries of 0.1 spend exactly 1.0
 RESERVATION_TTL = 600  # seconds; far longer than any query runs
 ATTEMPTS = 12
 T = TypeVar("T")
@@ -42,7 +42,16 @@ T = TypeVar("T")
 class Reservation:
     id: str
     account: str
-    cost: float
+    units: int
+
+    @property
+    def cost(self) -> float:
+        return self.units / UNIT
+
+
+def units(cost: float) -> int:
+    """A privacy cost in ledger units (rounded up: never charge less than asked)."""
+    return max(1, -(-round(cost * UNIT * 1000) // 1000))
 
 
 def account_key(consumer_id: str, asset_id: str) -> str:
@@ -81,14 +90,18 @@ def _expire(session: Session, key: str, now: float) -> None:
                                                              PrivacyReservation.expires_at < now)).scalars().all()
     for r in stale:
         if session.execute(delete(PrivacyReservation).where(PrivacyReservation.id == r.id)).rowcount == 1:
-            _add(session, key, reserved=-r.cost)
+            _add(session, key, reserved=-r.cost_units)
 
 
-def _add(session: Session, key: str, *, reserved: float = 0.0, spent: float = 0.0, queries: int = 0) -> None:
+def _add(session: Session, key: str, *, reserved: int = 0, spent: int = 0, queries: int = 0) -> None:
     c = PrivacyAccount.__table__.c
     session.execute(update(PrivacyAccount).where(PrivacyAccount.key == key)
-                    .values(epsilon_reserved=c.epsilon_reserved + reserved, epsilon_spent=c.epsilon_spent + spent,
+                    .values(reserved_units=c.reserved_units + reserved, spent_units=c.spent_units + spent,
                             queries=c.queries + queries, updated_at=_utcnow()))
+
+
+def _fits(account: PrivacyAccount, amount: int) -> bool:
+    return account.spent_units + account.reserved_units + amount <= account.total_units
 
 
 def _utcnow():
@@ -101,6 +114,7 @@ def open_account(engine: Engine, consumer_id: str, asset_id: str, total: float, 
     """The account of (consumer, asset), created on first use with the offer's total. A later agreement
     or version naming a larger total never raises it; a smaller one lowers it (the strictest holds)."""
     key = account_key(consumer_id, asset_id)
+    amount = round(total * UNIT)
 
     def step(session: Session) -> str:
         account = _lock(session, key)
@@ -108,12 +122,12 @@ def open_account(engine: Engine, consumer_id: str, asset_id: str, total: float, 
             try:
                 with session.begin_nested():
                     session.add(PrivacyAccount(key=key, consumer_id=consumer_id, asset_id=asset_id,
-                                               measure=measure, epsilon_total=total))
+                                               measure=measure, total_units=amount))
             except IntegrityError:  # another worker created it first: lock and compare below
                 account = _lock(session, key)
-        if account is not None and total < account.epsilon_total:
+        if account is not None and amount < account.total_units:
             session.execute(update(PrivacyAccount).where(PrivacyAccount.key == key)
-                            .values(epsilon_total=total, updated_at=_utcnow()))
+                            .values(total_units=amount, updated_at=_utcnow()))
         return key
 
     return _retrying(engine, step)
@@ -122,6 +136,7 @@ def open_account(engine: Engine, consumer_id: str, asset_id: str, total: float, 
 def reserve(engine: Engine, key: str, cost: float) -> Reservation:
     """Hold ``cost`` on the account, or refuse (429) when it would exceed the total."""
     rid = "res_" + secrets.token_hex(12)
+    amount = units(cost)
 
     def step(session: Session) -> Reservation:
         account = _lock(session, key)
@@ -133,13 +148,13 @@ def reserve(engine: Engine, key: str, cost: float) -> Reservation:
         c = PrivacyAccount.__table__.c
         granted = session.execute(
             update(PrivacyAccount)
-            .where(PrivacyAccount.key == key, c.epsilon_spent + c.epsilon_reserved + cost <= c.epsilon_total + _EPS)
-            .values(epsilon_reserved=c.epsilon_reserved + cost, updated_at=_utcnow())).rowcount == 1
+            .where(PrivacyAccount.key == key, c.spent_units + c.reserved_units + amount <= c.total_units)
+            .values(reserved_units=c.reserved_units + amount, updated_at=_utcnow())).rowcount == 1
         if not granted:
             raise TooManyRequests("The privacy budget for this asset is exhausted; no query was run.",
                                   code="privacy_budget_exhausted")
-        session.add(PrivacyReservation(id=rid, account_key=key, cost=cost, expires_at=now + RESERVATION_TTL))
-        return Reservation(rid, key, cost)
+        session.add(PrivacyReservation(id=rid, account_key=key, cost_units=amount, expires_at=now + RESERVATION_TTL))
+        return Reservation(rid, key, amount)
 
     return _retrying(engine, step)
 
@@ -148,11 +163,11 @@ def _settle(session: Session, r: Reservation, *, spend: bool) -> None:
     account = _lock(session, r.account)
     held = session.execute(delete(PrivacyReservation).where(PrivacyReservation.id == r.id)).rowcount == 1
     if spend:
-        if not held and account.epsilon_spent + account.epsilon_reserved + r.cost > account.epsilon_total + _EPS:
+        if not held and not _fits(account, r.units):
             raise TooManyRequests("The privacy budget for this asset is exhausted.", code="privacy_budget_exhausted")
-        _add(session, r.account, reserved=-r.cost if held else 0.0, spent=r.cost, queries=1)
+        _add(session, r.account, reserved=-r.units if held else 0, spent=r.units, queries=1)
     elif held:
-        _add(session, r.account, reserved=-r.cost)
+        _add(session, r.account, reserved=-r.units)
 
 
 def commit(engine: Engine, r: Reservation, *, actor: str, events: Iterable[dict[str, Any]] = ()) -> None:
@@ -191,12 +206,11 @@ def charge_many_in(session: Session, costs: dict[str, float], *, actor: str, det
     keys = sorted(costs)
     accounts = [_lock(session, key) for key in keys]
     for key, account in zip(keys, accounts):
-        if account is None or (account.epsilon_spent + account.epsilon_reserved + costs[key]
-                               > account.epsilon_total + _EPS):
+        if account is None or not _fits(account, units(costs[key])):
             raise TooManyRequests("A contributing asset's privacy budget is exhausted; nothing was released.",
                                   code="privacy_budget_exhausted")
     for key in keys:
-        _add(session, key, spent=costs[key], queries=1)
+        _add(session, key, spent=units(costs[key]), queries=1)
     for key, account in zip(keys, accounts):
         record_event(session, "privacy.budget_debited", actor=actor, asset_id=account.asset_id,
                      details={"account": key, "epsilon": costs[key], **details})
@@ -211,9 +225,9 @@ def view(session: Session, key: str) -> dict[str, Any] | None:
     if account is None:
         return None
     session.refresh(account)
-    return {"account": key, "measure": account.measure, "epsilon_total": account.epsilon_total,
-            "epsilon_spent": account.epsilon_spent,
-            "epsilon_remaining": max(0.0, account.epsilon_total - account.epsilon_spent - account.epsilon_reserved),
+    return {"account": key, "measure": account.measure, "epsilon_total": account.total_units / UNIT,
+            "epsilon_spent": account.spent_units / UNIT,
+            "epsilon_remaining": max(0, account.total_units - account.spent_units - account.reserved_units) / UNIT,
             "queries": account.queries}
 
 
@@ -226,4 +240,4 @@ def remaining(engine: Engine, key: str) -> float:
 def reserved(engine: Engine, key: str) -> float:
     with session_scope(engine) as session:
         account = session.get(PrivacyAccount, key)
-        return 0.0 if account is None else account.epsilon_reserved
+        return 0.0 if account is None else account.reserved_units / UNIT

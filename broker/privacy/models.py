@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, LargeBinary
+from sqlalchemy import JSON, BigInteger, Column, LargeBinary
 from sqlmodel import Field, SQLModel
 
 from broker.storage.db import utcnow
@@ -19,9 +19,10 @@ class PrivacyAccount(SQLModel, table=True):
     consumer_id: str = Field(index=True, max_length=64)
     asset_id: str = Field(index=True, max_length=64)
     measure: str = Field(default="pure", max_length=8)   # pure (ε adds up) | zcdp (ρ adds up)
-    epsilon_total: float                                 # the smallest total any offer on the asset set
-    epsilon_spent: float = 0.0
-    epsilon_reserved: float = 0.0
+    # amounts in integer units of 10^-9 (``ledger.UNIT``): exact sums, nothing left over by float drift
+    total_units: int = Field(sa_column=Column(BigInteger, nullable=False))  # the smallest total offered
+    spent_units: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    reserved_units: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     queries: int = 0
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -33,7 +34,7 @@ class PrivacyReservation(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=40)
     account_key: str = Field(index=True, max_length=160)
-    cost: float
+    cost_units: int = Field(sa_column=Column(BigInteger, nullable=False))
     expires_at: float                                    # epoch seconds (portable comparisons)
 
 

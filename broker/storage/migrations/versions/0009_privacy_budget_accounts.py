@@ -17,6 +17,7 @@ revision = "0009_privacy_budget_accounts"
 down_revision = "0007_aggregation"
 branch_labels = None
 depends_on = "0005_contracts"  # the fold reads contract_agreement
+UNIT = 10**9  # amounts are stored in integer units of 1e-9 epsilon (broker/privacy/ledger.py)
 
 
 def upgrade() -> None:
@@ -26,9 +27,9 @@ def upgrade() -> None:
         sa.Column("consumer_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("asset_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("measure", sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
-        sa.Column("epsilon_total", sa.Float(), nullable=False),
-        sa.Column("epsilon_spent", sa.Float(), nullable=False),
-        sa.Column("epsilon_reserved", sa.Float(), nullable=False),
+        sa.Column("total_units", sa.BigInteger(), nullable=False),
+        sa.Column("spent_units", sa.BigInteger(), nullable=False),
+        sa.Column("reserved_units", sa.BigInteger(), nullable=False),
         sa.Column("queries", sa.Integer(), nullable=False),
         sa.Column("updated_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("key"),
@@ -39,7 +40,7 @@ def upgrade() -> None:
         "privacy_reservation",
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("account_key", sqlmodel.sql.sqltypes.AutoString(length=160), nullable=False),
-        sa.Column("cost", sa.Float(), nullable=False),
+        sa.Column("cost_units", sa.BigInteger(), nullable=False),
         sa.Column("expires_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -58,8 +59,9 @@ def upgrade() -> None:
         f["queries"] += queries
     if folded:
         op.bulk_insert(account, [
-            {"key": f"{c}|{a}", "consumer_id": c, "asset_id": a, "measure": "pure", "epsilon_total": f["total"],
-             "epsilon_spent": f["spent"], "epsilon_reserved": 0.0, "queries": f["queries"],
+            {"key": f"{c}|{a}", "consumer_id": c, "asset_id": a, "measure": "pure",
+             "total_units": round(f["total"] * UNIT), "spent_units": round(f["spent"] * UNIT), "reserved_units": 0,
+             "queries": f["queries"],
              "updated_at": f["updated_at"]} for (c, a), f in folded.items()])
     op.drop_table("privacy_budget")
 
