@@ -5,7 +5,7 @@ Every reader returns (or writes) an Arrow table with the asset-level facts in it
 (see ``connectors.tables``): ``entity_type``, ``twin_category``, ``source_format``, ``bbox``
 ``[min_lon, min_lat, max_lon, max_lat]`` (WGS84), ``time_start``/``time_end`` and ``rows``.
 Rows keep the provider's id in ``source_id``; when a region is given an ``entity_code`` column
-(see ``connectors.entity_codes``) is added. Geometry becomes ``lon``/``lat`` (centroid) plus a
+(see ``twinspace.entity_codes``) is added. Geometry becomes ``lon``/``lat`` (centroid) plus a
 ``geometry`` column holding the GeoJSON text.
 
 No network I/O; JSON inputs are read whole, CSV is streamed block by block.
@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from connectors.entity_codes import TWIN_CATEGORIES, entity_code
+from twinspace.entity_codes import TWIN_CATEGORIES, entity_code
 from connectors.errors import IngestError
 from connectors.tables import with_meta, write_batches
 

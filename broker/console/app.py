@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.console.auth import csrf_token
 from broker.api.problems import PROBLEM_JSON, _audit_refusal, install_problem_handlers
-from broker.errors import TwinSpaceError
+from twinspace.errors import TwinSpaceError
 from broker.runtime import Runtime
 
 HERE = Path(__file__).resolve().parent
@@ -57,7 +57,7 @@ def wants_html(request: Request) -> bool:
 
 
 def create_console_app(runtime: Runtime) -> FastAPI:
-    from broker.app import api_routes, assert_routes_guarded
+    from broker.api.routes import api_routes, assert_routes_guarded
     from broker.console import pages
 
     console = FastAPI(title="TwinSpace console", docs_url=None, redoc_url=None, openapi_url=None)

@@ -6,18 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
-from broker.contracts import service, signing
-from broker.contracts.messages import (CatalogRequestMessage, ContractAgreementMessage,
+from broker.contracts import service
+from twinspace import agreements
+from twinspace.dsp.messages import (CatalogRequestMessage, ContractAgreementMessage,
                                        ContractAgreementVerificationMessage, ContractNegotiationEventMessage,
                                        ContractNegotiationTerminationMessage, ContractOfferMessage,
                                        ContractRequestMessage)
-from broker.crypto import b64url
-from broker.errors import BadRequest
+from twinspace.crypto import b64url
+from twinspace.errors import BadRequest
 from broker.schemas import StrictModel
 
 router = APIRouter(tags=["contracts"])
@@ -128,8 +129,8 @@ def agreement_draft(pid: str, request: Request, principal: Principal = require_r
                     session: Session = db_session) -> dict[str, Any]:
     """The exact agreement document to sign, with its RFC 8785 bytes (base64url) and hash."""
     doc = service.agreement_draft(session, get_runtime(request).settings, principal, pid)
-    return {"document": doc, "signing_input": b64url(signing.signing_input(doc)),
-            "document_sha256": signing.document_sha256(doc)}
+    return {"document": doc, "signing_input": b64url(agreements.signing_input(doc)),
+            "document_sha256": agreements.document_sha256(doc)}
 
 
 @router.get("/contracts/agreements")
@@ -212,7 +213,7 @@ def accept_negotiation(pid: str, request: Request, principal: Principal = requir
 
 
 def _signable(agreement) -> dict[str, Any]:
-    return {**service.agreement_view(agreement), "signing_input": b64url(signing.signing_input(agreement.document))}
+    return {**service.agreement_view(agreement), "signing_input": b64url(agreements.signing_input(agreement.document))}
 
 
 @router.post("/contracts/negotiations/{pid}/agree", status_code=201)
@@ -240,12 +241,3 @@ def agreement_bundle(agreement_id: str, request: Request, principal: Principal =
     return service.export_bundle(session, runtime.settings, runtime.broker_key, principal, agreement_id)
 
 
-@router.get("/contracts/agreements/{agreement_id}/data")
-def agreement_data(agreement_id: str, request: Request, format: str = Query("csv", pattern="^(csv|json)$"),
-                   principal: Principal = require_roles("consumer"),
-                   session: Session = db_session) -> StreamingResponse:
-    media_type, chunks, summary = service.pull_data(session, get_runtime(request).settings, principal,
-                                                    agreement_id, format)
-    return StreamingResponse(iter(chunks), media_type=media_type,
-                             headers={"X-Content-SHA256": summary["sha256"], "X-Row-Count": str(summary["rows"]),
-                                      "Cache-Control": "no-store"})

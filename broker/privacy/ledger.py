@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
 from broker.audit import record_event
-from broker.errors import ServiceUnavailable, TooManyRequests
+from twinspace.errors import ServiceUnavailable, TooManyRequests
 from broker.privacy.models import PrivacyAccount, PrivacyReservation
 from broker.storage.db import session_scope
 

@@ -30,8 +30,9 @@ from sqlmodel import Session, select
 
 from broker.audit import record_event
 from broker.contracts import service as contracts
-from broker.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, TwinSpaceError, Unprocessable
-from broker.privacy import he, ledger
+from twinspace.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, TwinSpaceError, Unprocessable
+from broker.privacy import ledger
+from twinspace.privacy import he
 from broker.privacy.models import AggregationContribution, AggregationRound
 from twinspace.privacy import mechanisms
 from twinspace.privacy.mechanisms import QueryRefused
@@ -452,8 +453,3 @@ def release(session: Session, principal: Any, round_id: str) -> dict[str, Any]:
                      details={"round_id": round_id, "providers": len(parts), "result_sha256": _sha(r.result)})
     return {**round_view(session, r, principal), "result": b64encode(r.result)}
 
-
-def provider_statistics(values: np.ndarray, *, scheme: str, bound: float, scale: int, epsilon: float) -> np.ndarray:
-    """What a provider's connector encrypts for a round: [noised Σ clip(v), noised count], integers in
-    fixed point 10^scale for either scheme (``mechanisms.contribution_statistics``). Pure."""
-    return mechanisms.contribution_statistics(values, bound=bound, scale=scale, cost=epsilon)

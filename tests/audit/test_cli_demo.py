@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from broker.audit import record_event
-from broker.cli.main import app as cli
+from twinspace.cli.main import app as cli
 from broker.storage.db import session_scope
 
 
@@ -56,8 +56,8 @@ def test_cli_list_prove_receipt_status(local, tmp_path):
 def test_demo_audit_step_verifies_and_anchors(settings, runtime, app, client):
     from rich.console import Console
 
-    from broker.audit.demo import step_audit_verify
-    from broker.cli.demo import DemoContext, step_participants
+    from twinspace.demo.audit import step_audit_verify
+    from twinspace.demo.run import DemoContext, step_participants
 
     console = Console(record=True, width=200)
     ctx = DemoContext(console, settings, runtime, app, client)
@@ -71,15 +71,14 @@ def test_demo_audit_step_verifies_and_anchors(settings, runtime, app, client):
 
 def test_fetch_bundle_through_the_api_then_verify(client, make_org, runtime, tmp_path):
     from broker.audit.service import log_vkey
-    from broker.audit.tools import fetch_bundle
+    from twinspace.audit.bundle import fetch_bundle
 
     auditor = make_org("auditor")
     with session_scope(runtime.engine) as s:
         record_event(s, "negotiation.offer", actor="org-1", agreement_id="agr-2", details={"step": "offer"})
     result = fetch_bundle(auditor.client, tmp_path / "bundle")
     assert result["entries"] >= 3 and result["checkpoints"] >= 1 and result["claimed_vkey"] == log_vkey(runtime)
-    r = CliRunner().invoke(cli, ["audit", "verify", "--entries", str(tmp_path / "bundle" / "log.jsonl"),
-                                 "--checkpoints", str(tmp_path / "bundle" / "checkpoints.jsonl"),
+    r = CliRunner().invoke(cli, ["audit", "verify", "--bundle", str(tmp_path / "bundle"),
                                  "--key", log_vkey(runtime), "--json"])
     assert r.exit_code == 0, r.output
     report = json.loads(r.output)

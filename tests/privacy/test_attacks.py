@@ -16,9 +16,9 @@ import pytest
 import tenseal as ts
 import tenseal.sealapi as sealapi
 
-from broker.privacy import he
-from connectors.query.client import ConsumerKeys, QueryClient, contribute_pending
-from connectors.sdk import BrokerError, negotiate
+from twinspace.privacy import he
+from twinspace.client.query import ConsumerKeys, QueryClient, contribute_pending
+from twinspace.client.broker import BrokerError, negotiate
 from tests.privacy.test_query_api import N, make_table, publish, setup  # noqa: F401  (fixture)
 from twinspace.privacy import mechanisms
 

@@ -8,7 +8,7 @@ import threading
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from broker.errors import ServiceUnavailable, TooManyRequests
+from twinspace.errors import ServiceUnavailable, TooManyRequests
 from broker.privacy import ledger
 from broker.runtime import Runtime
 from broker.settings import Settings

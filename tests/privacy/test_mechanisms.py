@@ -10,7 +10,7 @@ import numpy as np
 import opendp.prelude as odp
 import pytest
 
-from broker.errors import BadRequest
+from twinspace.errors import BadRequest
 from twinspace.privacy import mechanisms as m
 
 N, B = 10, 50

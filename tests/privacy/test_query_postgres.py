@@ -14,8 +14,8 @@ import pytest
 
 from broker.privacy import ledger
 from broker.settings import Settings
-from connectors.query.client import ConsumerKeys, QueryClient
-from connectors.sdk import BrokerClient, BrokerError, negotiate
+from twinspace.client.query import ConsumerKeys, QueryClient
+from twinspace.client.broker import BrokerClient, BrokerError, negotiate
 from tests.privacy.test_query_api import (  # noqa: F401  (re-run here on PostgreSQL)
     bfv_keys, make_table, publish, setup, test_predicate_sum_and_count_match_plaintext_within_the_noise,
     test_secure_aggregation_across_providers, test_the_budget_is_enforced_and_plain_reads_are_refused,

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import opendp.prelude as odp
 
-from broker.errors import BadRequest, Forbidden
+from twinspace.errors import BadRequest, Forbidden
 
 odp.enable_features("contrib")
 

@@ -10,7 +10,7 @@ has a noise term that depends on the data beyond those DP values (circuit privac
 ``masked_sums`` (encrypted 0/1 masks) is kept for benchmarks only; the broker refuses encrypted-mask
 queries (docs/privacy-queries.md explains the noise channel of a crafted mask ciphertext).
 
-Pure code: no HTTP, no database. Errors are ``broker.errors`` with stable codes and no internals.
+Pure code: no HTTP, no database. Errors are ``twinspace.errors`` with stable codes and no internals.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Sequence
 import numpy as np
 import tenseal as ts
 
-from broker.errors import BadRequest, Forbidden, PayloadTooLarge, TwinSpaceError, Unprocessable
+from twinspace.errors import BadRequest, Forbidden, PayloadTooLarge, TwinSpaceError, Unprocessable
 from twinspace.privacy import mechanisms
-from broker.privacy.params import (ALLOWED, MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES, MAX_REQUEST_BYTES,
+from twinspace.privacy.params import (ALLOWED, MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES, MAX_REQUEST_BYTES,
                                    ParamSet, identify)
 
 PARALLEL_MIN_ROWS = 262_144   # below this, process start-up costs more than it saves
@@ -407,5 +407,12 @@ def secure_aggregate(ciphertexts: Sequence[bytes], min_providers: int, *, ctx: P
 
 
 __all__ = ["PublicContext", "load_public_context", "masked_sums", "masked_sum", "masked_count", "histogram",
-           "linear_score", "encrypt_result", "check_weights", "check_encodable", "encrypt_statistics", "secure_aggregate", "check_ciphertext",
-           "ALLOWED"]
+           "linear_score", "encrypt_result", "check_weights", "check_encodable", "encrypt_statistics",
+           "secure_aggregate", "check_ciphertext", "provider_statistics", "ALLOWED"]
+
+
+def provider_statistics(values: np.ndarray, *, scheme: str, bound: float, scale: int, epsilon: float) -> np.ndarray:
+    """What a provider's connector encrypts for a round: [noised Σ clip(v), noised count], integers in
+    fixed point 10^scale whatever the scheme (``mechanisms.contribution_statistics``). Pure; runs on the
+    provider's machine. ``scheme`` is accepted for the callers' symmetry: the noise never depends on it."""
+    return mechanisms.contribution_statistics(values, bound=bound, scale=scale, cost=epsilon)
