@@ -19,8 +19,8 @@ router = APIRouter(prefix="/queries", tags=["privacy-preserving queries"])
 @router.post("")
 async def encrypted_query(body: EncryptedQueryRequest, request: Request,
                           principal: Principal = require_roles("consumer")) -> dict[str, Any]:
-    """Run an encrypted aggregate (masked sum/count, histogram, linear score, predicate) under an agreement.
-    Returns ciphertexts only the consumer can decrypt, with DP noise; debits the agreement's budget."""
+    """Run an encrypted predicate query or linear score under an agreement (encrypted masks are refused).
+    Returns fresh ciphertexts of DP-noised values; charges the (consumer, asset) budget, refusals included."""
     runtime = get_runtime(request)
     return await run_in_threadpool(service.run_query, runtime, principal, body)
 
@@ -28,14 +28,14 @@ async def encrypted_query(body: EncryptedQueryRequest, request: Request,
 @router.get("/budgets/{agreement_id}")
 def budget(agreement_id: str, request: Request, principal: Principal = require_roles(*ALL_ROLES),
            session: Session = db_session) -> dict[str, Any]:
-    """The agreement's privacy budget (epsilon total, spent, remaining, queries)."""
+    """The (consumer, asset) privacy budget the agreement draws from (account, epsilon total, spent, remaining, queries)."""
     return service.get_budget(session, get_runtime(request).settings, principal, agreement_id)
 
 
 @router.post("/aggregations", status_code=201)
 async def open_aggregation(body: AggregationRoundRequest, request: Request,
                            principal: Principal = require_roles("consumer")) -> dict[str, Any]:
-    """Open a secure-aggregation round over several providers' assets (each agreement is debited)."""
+    """Open a secure-aggregation round over independent providers' assets (contributors are charged at release)."""
     return await run_in_threadpool(service.open_round, get_runtime(request), principal, body)
 
 
