@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
 from broker.audit import record_event
-from twinspace.errors import ServiceUnavailable, TooManyRequests
+from twinspace.errors import Forbidden, ServiceUnavailable, TooManyRequests
 from broker.privacy.models import PrivacyAccount, PrivacyReservation
 from broker.storage.db import session_scope
 
@@ -111,8 +111,9 @@ def _utcnow():
 
 
 def open_account(engine: Engine, consumer_id: str, asset_id: str, total: float, measure: str = "pure") -> str:
-    """The account of (consumer, asset), created on first use with the offer's total. A later agreement
-    or version naming a larger total never raises it; a smaller one lowers it (the strictest holds)."""
+    """The account of (consumer, asset), created on first use with the offer's total and measure. A later
+    agreement or version naming a larger total never raises it; a smaller one lowers it (the strictest
+    holds); one naming another measure is refused."""
     key = account_key(consumer_id, asset_id)
     amount = round(total * UNIT)
 
@@ -125,6 +126,9 @@ def open_account(engine: Engine, consumer_id: str, asset_id: str, total: float, 
                                                measure=measure, total_units=amount))
             except IntegrityError:  # another worker created it first: lock and compare below
                 account = _lock(session, key)
+        if account is not None and account.measure != measure:  # ε and ρ do not add up: fail closed
+            raise Forbidden("The asset's offers name different privacy measures; no query is run.",
+                            code="invalid_privacy_terms")
         if account is not None and amount < account.total_units:
             session.execute(update(PrivacyAccount).where(PrivacyAccount.key == key)
                             .values(total_units=amount, updated_at=_utcnow()))

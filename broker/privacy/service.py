@@ -100,7 +100,11 @@ def _authorize(session: Session, settings, principal: Any, agreement_id: str, re
         raise Forbidden("Encrypted-mask queries are not offered; use a predicate or a linear score.",
                         code="encrypted_mask_not_allowed")
     declared = params.get("query_columns")
-    return Terms(agreement=agreement, epsilon=mechanisms.check_epsilon(epsilon), k=max(1, k),
+    measure = params.get("privacy_measure", "pure")
+    if measure not in mechanisms.MEASURES:
+        raise Forbidden(f"The agreement's privacy_measure is not one of {', '.join(mechanisms.MEASURES)}; "
+                        "no query is run.", code="invalid_privacy_terms")
+    return Terms(agreement=agreement, epsilon=mechanisms.check_epsilon(epsilon), k=max(1, k), measure=measure,
                  budget_total=_term(params.get("privacy_budget") or settings.privacy_budget_default,
                                     "privacy_budget", 1e-6, 1e6),
                  columns=merge_obligations(obligations, agreement.obligations)["columns"],
@@ -298,6 +302,8 @@ def open_round(runtime, principal: Any, body: AggregationRoundRequest) -> dict[s
             if terms.agreement.asset_id in accounts:
                 raise BadRequest("Two agreements name the same asset.", code="duplicate_asset")
             accounts[terms.agreement.asset_id] = (agreement_id, terms)
+            if terms.measure != next(iter(accounts.values()))[1].measure:
+                raise Forbidden("The agreements of a round must use one privacy measure.", code="invalid_privacy_terms")
             providers.add(terms.agreement.provider_id)
             epsilons.append(terms.epsilon)
         if len(providers) < min_providers:
@@ -311,8 +317,9 @@ def open_round(runtime, principal: Any, body: AggregationRoundRequest) -> dict[s
                                   code="privacy_budget_exhausted")
     with session_scope(runtime.engine) as session:
         epsilon = min(epsilons)  # every provider noises with the strictest epsilon
+        measure = next(iter(accounts.values()))[1].measure
         spec = {"column": body.column, "bound": body.bound, "scale": body.scale,
-                "statistics": ["sum", "count"], "epsilon": epsilon}
+                "statistics": ["sum", "count"], "epsilon": epsilon, "measure": measure}
         session.add(AggregationRound(id=round_id, consumer_id=principal.org_id, scheme=ctx.scheme, context=raw,
                                      context_sha256=_sha(raw), agreement_ids=ids, spec=spec,
                                      min_providers=min_providers, epsilon=epsilon))

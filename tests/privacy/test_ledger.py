@@ -124,3 +124,13 @@ def test_concurrent_reservations_never_overspend(rt):
         t.join()
     assert ledger.remaining(e, key) == pytest.approx(0.0, abs=1e-9) and ledger.reserved(e, key) == 0
     assert len(granted) == 10 and len(refused) == 30
+
+
+def test_an_account_keeps_one_measure(rt):
+    from twinspace.errors import Forbidden
+
+    key = ledger.open_account(rt.engine, "c1", "a7", 1.0, "zcdp")
+    with pytest.raises(Forbidden) as err:  # ε and ρ never add up on one account
+        ledger.open_account(rt.engine, "c1", "a7", 1.0, "pure")
+    assert err.value.code == "invalid_privacy_terms"
+    assert ledger.remaining(rt.engine, key) == pytest.approx(1.0)

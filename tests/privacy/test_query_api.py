@@ -220,6 +220,35 @@ def test_two_agreements_on_one_asset_share_one_budget(setup, bfv_keys):
     assert QueryClient(other.client, bfv_keys).predicate(a["id"], DAAN)["budget"]["epsilon_spent"] == EPS
 
 
+def test_every_version_of_the_asset_draws_from_the_same_budget(setup, bfv_keys):
+    q = QueryClient(setup["consumer"].client, bfv_keys)
+    asset = setup["asset"]
+    q.predicate(setup["agreement"]["id"], DAAN)  # on v1, before v2 supersedes it
+    v2 = setup["provider"].client.catalog_publish(
+        prepare(ipc(setup["table"]), title="Buildings", classification="public", domain="planning", offers=[
+            {"id": "agg", "policy_id": "aggregation-only", "params": {"epsilon_per_query": EPS, "privacy_budget": 99.0,
+                                                                    "min_cohort": 5}}],
+            twin_category="building_structure", entity_type="Building"), ipc(setup["table"]), asset_id=asset["id"])
+    assert v2["version"] == 2
+    a2 = negotiate(setup["consumer"].client, setup["provider"].client,
+                   f"urn:twinspace:offer:{asset['id']}:v2:agg", "research")
+    view = q.predicate(a2["id"], DAAN)["budget"]
+    assert view["epsilon_spent"] == 2 * EPS and view["epsilon_total"] == 45.0  # v2's 99 does not add budget
+
+
+def test_a_zcdp_offer_is_answered_with_the_discrete_gaussian_and_charged_in_rho(setup, bfv_keys):
+    q = QueryClient(setup["consumer"].client, bfv_keys)
+    asset = publish(setup["provider"], setup["table"], offers=[{"id": "agg", "policy_id": "aggregation-only",
+                    "params": {"privacy_measure": "zcdp", "epsilon_per_query": 0.5, "privacy_budget": 2.0,
+                               "min_cohort": 5}}])
+    a = negotiate(setup["consumer"].client, setup["provider"].client, f"urn:twinspace:offer:{asset['id']}:v1:agg",
+                  "research")
+    out = q.predicate(a["id"], DAAN)
+    assert out["noise"]["mechanism"] == "discrete_gaussian" and out["budget"]["measure"] == "zcdp"
+    assert abs(out["values"]["count"] - 30) < 20  # σ = 1/√(2·0.5) = 1
+    assert out["budget"]["epsilon_spent"] == 0.5
+
+
 def test_another_consumer_cannot_use_the_agreement_and_revocation_stops_queries(setup, bfv_keys):
     other = setup["make_org"]("consumer", org_type="enterprise")
     agreement_id = setup["agreement"]["id"]

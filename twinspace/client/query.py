@@ -244,8 +244,9 @@ def contribute_pending(provider: Any, tables: dict[str, Any]) -> list[dict[str, 
                 raise ValueError(f"round {rnd['round_id']} asks epsilon {spec['epsilon']}, above the "
                                  f"{terms['epsilon_per_query']} of agreement {item['agreement_id']}")
             values = table.column(spec["column"]).to_numpy(zero_copy_only=False).astype(float)
+            # the measure, too, comes from the signed agreement (under zCDP the cost is a rho)
             stats = provider_statistics(values, scheme=pc.scheme, bound=spec["bound"], scale=spec["scale"],
-                                        epsilon=spec["epsilon"])
+                                        epsilon=spec["epsilon"], measure=terms.get("privacy_measure", "pure"))
             ct = he.encrypt_statistics(pc, stats)
             sent.append(provider.post(f"/queries/aggregations/{rnd['round_id']}/contributions",
                                       json={"agreement_id": item["agreement_id"], "ciphertext": _b64(ct)}))

@@ -411,8 +411,9 @@ __all__ = ["PublicContext", "load_public_context", "masked_sums", "masked_sum", 
            "secure_aggregate", "check_ciphertext", "provider_statistics", "ALLOWED"]
 
 
-def provider_statistics(values: np.ndarray, *, scheme: str, bound: float, scale: int, epsilon: float) -> np.ndarray:
+def provider_statistics(values: np.ndarray, *, scheme: str, bound: float, scale: int, epsilon: float,
+                        measure: str = "pure") -> np.ndarray:
     """What a provider's connector encrypts for a round: [noised Σ clip(v), noised count], integers in
     fixed point 10^scale whatever the scheme (``mechanisms.contribution_statistics``). Pure; runs on the
     provider's machine. ``scheme`` is accepted for the callers' symmetry: the noise never depends on it."""
-    return mechanisms.contribution_statistics(values, bound=bound, scale=scale, cost=epsilon)
+    return mechanisms.contribution_statistics(values, bound=bound, scale=scale, cost=epsilon, measure=measure)
