@@ -135,6 +135,7 @@ app.add_typer(__import__("twinspace.cli.connector", fromlist=["connector_app"]).
 app.add_typer(__import__("twinspace.cli.audit", fromlist=["audit_app"]).audit_app, name="audit")
 app.add_typer(__import__("twinspace.cli.contract", fromlist=["contract_app"]).contract_app, name="contract")
 app.add_typer(__import__("twinspace.cli.query", fromlist=["query_app"]).query_app, name="query")
+app.add_typer(__import__("twinspace.cli.twins", fromlist=["twin_app"]).twin_app, name="twin")
 
 
 def main() -> None:
