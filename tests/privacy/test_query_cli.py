@@ -55,3 +55,10 @@ def test_keygen_aggregate_where_budget_and_refusal(make_org, served, tmp_path):
     r = runner.invoke(cli, ["query", "aggregate", agreement["id"], "--column", "floor_area", "--bound", "5",
                             "--mask-file", str(mask), *auth])
     assert r.exit_code == 2 and "only 0 and 1" in r.output
+    # a linear score per named group; --group-by alone is refused before anything is sent
+    r = runner.invoke(cli, ["query", "score", agreement["id"], "--feature", "floor_area", "--weight", "2",
+                            "--bound", "500", "--group-by", "district", *auth])
+    assert r.exit_code == 2 and "--group" in r.output
+    r = runner.invoke(cli, ["query", "score", agreement["id"], "--feature", "floor_area", "--weight", "2",
+                            "--bound", "500", "--group-by", "district", "--group", "Daan", "--group", "Xinyi", *auth])
+    assert r.exit_code == 0 and "Daan" in r.output, r.output
