@@ -158,7 +158,7 @@ def authenticate(session: Session, settings: Settings, replay: ReplayStore, brok
                               audience=settings.issuer, max_lifetime=settings.assertion_max_lifetime_seconds,
                               leeway=settings.clock_skew_seconds)
     ttl = settings.assertion_max_lifetime_seconds + 2 * settings.clock_skew_seconds
-    if not replay.claim(f"{org.id}:{claims.jti}", ttl):
+    if not replay.claim(f"{org.id}:{claims.jti}", ttl, session):
         raise Unauthorized("This client assertion was already used.", code="replayed_assertion")
     token, expires_in = issue_access_token(broker_key, issuer=settings.issuer, org_id=org.id, role=org.role,
                                            org_key_kid=kid, ttl=settings.access_token_ttl_seconds)
