@@ -8,22 +8,24 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from connectors.errors import ConnectorError
 
 connector_app = typer.Typer(help="Provider-side connector: ingest, de-identify and publish twin-entity assets.",
                             no_args_is_help=True)
-console = Console(stderr=True)
+# Data (names, ids, file paths) is printed as is: no emoji codes (`:id:`), no markup, no highlighting.
+console = Console(stderr=True, emoji=False, highlight=False)
 
 
 def _fail(exc: ConnectorError) -> None:
-    console.print(f"[bold red]error[/] ({exc.code}): {exc.message}")
+    console.print(f"[bold red]error[/] ({exc.code}): {escape(exc.message)}")
     raise typer.Exit(1)
 
 
 def _progress(label: str) -> Progress:
-    return Progress(TextColumn(f"[cyan]{label}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+    return Progress(TextColumn(f"[cyan]{escape(label)}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                     TimeRemainingColumn(), console=console, transient=True)
 
 
@@ -34,8 +36,9 @@ def ingest(inputs: list[Path] = typer.Argument(..., exists=True, dir_okay=False,
            entity_type: Optional[str] = typer.Option(None, help="Entity type (required for CSV; filters NGSI)."),
            category: Optional[str] = typer.Option(None, help="Twin category (default from the entity type)."),
            region: Optional[str] = typer.Option(None, help="ISO 3166 region for entity codes, e.g. TW-TPE."),
-           delimiter: str = typer.Option(",", help="CSV delimiter."),
-           encoding: str = typer.Option("utf8", help="CSV text encoding (utf8, big5, cp950, latin-1...)."),
+           delimiter: Optional[str] = typer.Option(None, help="CSV separator (default: detected among , ; tab |)."),
+           encoding: Optional[str] = typer.Option(None, help="CSV text encoding (default: detected among UTF-8, "
+                                                  "GBK, Big5; else utf-8, gbk, big5, cp950, latin-1...)."),
            require: list[str] = typer.Option([], help="CSV column that must be present (repeatable)."),
            column_type: list[str] = typer.Option([], help="CSV column type name=arrow_type (repeatable)."),
            id_column: Optional[str] = typer.Option(None, help="CSV column with the provider's entity id."),
@@ -70,15 +73,17 @@ def ingest(inputs: list[Path] = typer.Argument(..., exists=True, dir_okay=False,
             elif kind == "taipei":
                 result = ing.ingest_taipei_parking(inputs[0], region=region or "TW-TPE")
             else:
-                raise ConnectorError(f"unknown format {kind!r}")
+                raise ConnectorError(f"unknown format {kind!r}; choose one of auto, {', '.join(ing.FORMATS)}")
             result.content_hash = write_table(out, result.table)
         for w in result.warnings:
-            console.print(f"[yellow]warning[/]: {w}")
+            console.print(f"[yellow]warning[/]: {escape(w)}")
     except ConnectorError as exc:
         _fail(exc)
     m = result.meta
-    typer.echo(f"{m['rows']} {m['entity_type']} rows ({m['twin_category']}) → {out}  bbox={m.get('bbox')}  "
-               f"sha256={result.content_hash}")
+    bbox = ", ".join(str(v) for v in m["bbox"]) if m.get("bbox") else "none (no location)"
+    dialect = f"  read as {m['csv_dialect']}" if m.get("csv_dialect") else ""
+    typer.echo(f"{m['rows']} {m['entity_type']} rows ({m['twin_category']}) → {out}  bbox={bbox}  "
+               f"sha256={result.content_hash}{dialect}")
 
 
 @connector_app.command()
@@ -146,7 +151,7 @@ def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
     except ConnectorError as exc:
         _fail(exc)
     except BrokerError as exc:
-        console.print(f"[bold red]broker refused[/] ({exc.code}): {exc.problem.get('detail', '')}")
+        console.print(f"[bold red]broker refused[/] ({exc.code}): {escape(str(exc.problem.get('detail', '')))}")
         raise typer.Exit(1)
     typer.echo(f"published {asset['id']} v{asset['version']} ({asset['row_count']} rows, sha256 {asset['content_hash']})")
 
@@ -163,7 +168,7 @@ def withdraw(asset_id: str, broker: str = typer.Option(..., envvar="TWINSPACE_BR
     try:
         BrokerClient.connect(broker, org_id, key, audience=audience).catalog_withdraw(asset_id, reason)
     except BrokerError as exc:
-        console.print(f"[bold red]broker refused[/] ({exc.code}): {exc.problem.get('detail', '')}")
+        console.print(f"[bold red]broker refused[/] ({exc.code}): {escape(str(exc.problem.get('detail', '')))}")
         raise typer.Exit(1)
     typer.echo(f"withdrew {asset_id}")
 
