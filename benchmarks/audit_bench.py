@@ -33,11 +33,12 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from broker.audit import record_event  # noqa: E402
-from broker.audit.log import Event, GroupCommitWriter, ZERO_HASH, append, leaf_hex  # noqa: E402
-from broker.audit.merkle import MerkleTree, verify_consistency, verify_inclusion  # noqa: E402
-from broker.audit.note import Checkpoint, sign_checkpoint, vkey_string  # noqa: E402
-from broker.audit.verify import verify_log  # noqa: E402
-from broker.canonical import canonical_json  # noqa: E402
+from broker.audit.log import GroupCommitWriter, append  # noqa: E402
+from twinspace.audit.entries import ZERO_HASH, Event, leaf_hex  # noqa: E402
+from twinspace.audit.merkle import MerkleTree, verify_consistency, verify_inclusion  # noqa: E402
+from twinspace.audit.note import Checkpoint, sign_checkpoint, vkey_string  # noqa: E402
+from twinspace.audit.verify import verify_log  # noqa: E402
+from twinspace.canonical import canonical_json  # noqa: E402
 from broker.storage.db import make_engine, migrate, session_scope  # noqa: E402
 
 PG_BASE = os.environ.get("TWINSPACE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -205,7 +206,7 @@ def bench_service(n: int, tmp: Path) -> None:
 
     from broker.audit.service import create_checkpoint, inclusion_proof, log_vkey, tree_view
     from broker.audit.tools import db_checkpoint_notes, db_head, db_lines_checked
-    from broker.crypto import generate_key
+    from twinspace.crypto import generate_key
     from broker.runtime import Runtime
     from broker.settings import Settings
 

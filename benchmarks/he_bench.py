@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from broker.privacy import he  # noqa: E402
-from connectors.query.client import ConsumerKeys  # noqa: E402
+from twinspace.privacy import he  # noqa: E402
+from twinspace.client.query import ConsumerKeys  # noqa: E402
 
 VALUE_MAX = 1000            # values are integers in [0, VALUE_MAX]; also the declared clipping bound
 PAILLIER_BITS = 2048

@@ -20,7 +20,7 @@ from rich.table import Table  # noqa: E402
 
 from broker.policy.engine import EmbeddedEngine, OpaServerEngine  # noqa: E402
 from broker.policy.library import load_library  # noqa: E402
-from broker.policy.opa_standin import create_opa_standin  # noqa: E402
+from twinspace.testing.opa_standin import create_opa_standin  # noqa: E402
 from tests.policy.cases import CASES  # noqa: E402
 from tests.serving import serve_app  # noqa: E402
 

@@ -8,7 +8,7 @@ from functools import cached_property
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
 
-from broker.crypto import key_id, load_or_create_private_key, public_key_b64
+from twinspace.crypto import key_id, load_or_create_private_key, public_key_b64
 from broker.identity.replay import ReplayStore, make_replay_store
 from broker.settings import Settings
 from broker.storage.db import make_engine, migrate

@@ -11,9 +11,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from broker.canonical import canonical_json
+from twinspace.canonical import canonical_json
 from connectors.deid.engine import unmet_message
-from connectors.deid.privacy import check_privacy
+from twinspace.privacy.kanonymity import check_privacy
 from connectors.errors import PrivacyError, PublishError
 from connectors.tables import get_meta, ipc_bytes_to_table, schema_description
 

@@ -18,7 +18,7 @@ from broker.app import create_app
 from broker.identity.onboarding import create_org_with_key
 from broker.runtime import Runtime
 from broker.settings import Settings
-from connectors.sdk import BrokerClient
+from twinspace.client.broker import BrokerClient
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import yaml
 from typer.main import get_command
 
-from broker.cli.main import app as cli
+from twinspace.cli.main import app as cli
 from broker.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.main import get_command
 
-from broker.cli.main import app as cli
+from twinspace.cli.main import app as cli
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]

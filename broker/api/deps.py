@@ -14,9 +14,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
-from broker.errors import Forbidden, Unauthorized
+from twinspace.errors import Forbidden, Unauthorized
 from broker.identity.service import active_key
-from broker.identity.tokens import decode_access_token
+from twinspace.tokens import decode_access_token
 from broker.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False, description="Broker access token from POST /auth/token")

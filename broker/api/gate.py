@@ -8,8 +8,8 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.api.problems import problem_response
-from broker.errors import Unauthorized
-from broker.identity.tokens import decode_access_token
+from twinspace.errors import Unauthorized
+from twinspace.tokens import decode_access_token
 
 
 class AuthGateMiddleware:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 
 from broker import __version__
 from broker.api.deps import get_runtime, public_route
-from broker.errors import ServiceUnavailable
+from twinspace.errors import ServiceUnavailable
 from broker.runtime import Runtime
 from broker.storage.db import ping
 

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker.errors import TwinSpaceError
+from twinspace.errors import TwinSpaceError
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("twinspace.errors")

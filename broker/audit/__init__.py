@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from broker.audit.log import Event, GroupCommitWriter, append
+from broker.audit.log import GroupCommitWriter, append
+from twinspace.audit.entries import Event
 
 
 def record_event(session: Session, kind: str, *, actor: str | None, outcome: str = "ok",

@@ -26,8 +26,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from broker.audit.models import AuditAnchor, AuditChainContract
-from broker.audit.verify import AnchorRecord
-from broker.errors import ServiceUnavailable
+from twinspace.audit.verify import AnchorRecord
+from twinspace.errors import ServiceUnavailable
 
 log = logging.getLogger("broker.audit.anchor")
 CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"

@@ -18,7 +18,7 @@ from sqlmodel import Session
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from broker.audit import log_event, service
 from broker.audit.anchor import AuditDaemon, ChainUnavailable, effective_mode, get_anchorer, read_anchor_events
-from broker.errors import Forbidden
+from twinspace.errors import Forbidden
 from broker.runtime import Runtime
 
 

@@ -1,13 +1,6 @@
-"""Appending to the audit log: entry format, gap-free sequencing, group commit.
+"""Appending to the audit log: gap-free sequencing and group commit.
 
-Entry body (RFC 8785 canonical JSON, exactly the bytes hashed into the Merkle tree)::
-
-    {"_prev":"<hex leaf hash of entry seq-1, 64 zeros for the first>","_seq":<n>,"_v":1,
-     "actor":..,"agreement_id":..,"asset_id":..,"details":{..},"kind":..,"outcome":..,"time":".."}
-
-``_seq`` is 1-based (leaf index = seq - 1; a tree of size n ends with entry n). ``_prev`` chains each
-entry to its predecessor so a verifier can name the exact entry that was edited, deleted,
-inserted or moved, not only the checkpoint range in which the tree diverges.
+The entry format is ``twinspace.audit.entries`` (pure, shared with the offline verifier).
 
 Sequencing: every append first updates the single ``audit_head`` row (``size = size + k``). That
 row lock (PostgreSQL) or the database write lock (SQLite) is held until the surrounding
@@ -17,154 +10,18 @@ gap-free (a rolled-back append rolls back its number too) and entries commit in 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
-from decimal import Decimal
-from enum import Enum
+from datetime import datetime, timezone
 from typing import Any
-from uuid import UUID
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit.models import AuditEntry
-from broker.canonical import canonical_json
-
-FORMAT_VERSION = 1
-ZERO_HASH = "0" * 64
-MAX_DETAILS_BYTES = 16_384
-_SECRET_WORDS = ("password", "secret", "private", "assertion", "credential", "passphrase", "plaintext",
-                 "ciphertext", "api_key", "apikey", "access_token", "refresh_token", "id_token", "bearer")
-_SECRET_KEYS = {"token", "key_pem", "pem", "jwt", "authorization", "cookie", "row", "rows_data", "data",
-                "records", "payload", "values"}
-_MAX_STRING = 1024
-_MAX_LIST = 64
-
-
-@dataclass
-class Event:
-    kind: str
-    actor: str | None = None
-    outcome: str = "ok"
-    asset_id: str | None = None
-    agreement_id: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    time: datetime | None = None
-
-
-def _is_secret_key(key: str) -> bool:
-    k = key.lower()
-    return k in _SECRET_KEYS or any(w in k for w in _SECRET_WORDS)
-
-
-def sanitize(value: Any, *, _depth: int = 0) -> Any:
-    """Make ``details`` safe for a permanent log: JSON types only, secrets and bulk data removed.
-
-    Keys that name secrets or row data are replaced by ``"[redacted]"``; long strings and long
-    lists are summarised; non-JSON scalars (datetime, UUID, Decimal, Enum) become strings;
-    floats that are not finite become strings. Counts (``rows``, ``bytes``) and hashes stay.
-    """
-    if _depth > 6:
-        return "[too deep]"
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            k = str(k)
-            if _is_secret_key(k) and not (v is None or isinstance(v, (bool, int))):
-                out[k] = "[redacted]"  # numbers (counts, sizes) under such keys are harmless
-            else:
-                out[k] = sanitize(v, _depth=_depth + 1)
-        return out
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = list(value)
-        if len(items) > _MAX_LIST:
-            return {"summary": f"list of {len(items)} items (not logged)"}
-        return [sanitize(v, _depth=_depth + 1) for v in items]
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value if abs(value) < 2**53 else str(value)
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
-    if isinstance(value, str):
-        return value if len(value) <= _MAX_STRING else value[:_MAX_STRING] + f"…[{len(value)} chars]"
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"summary": f"{len(value)} bytes (not logged)", "sha256": hashlib.sha256(bytes(value)).hexdigest()}
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat() if value.tzinfo else value.isoformat()
-    if isinstance(value, Enum):
-        return sanitize(value.value, _depth=_depth + 1)
-    if isinstance(value, (date, UUID, Decimal)):
-        return str(value)
-    return str(value)
-
-
-def _plain(value: Any) -> bool:
-    """True when json.dumps(sort_keys) already yields RFC 8785: no floats, ASCII keys, no surrogates."""
-    if isinstance(value, str):
-        return True
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and k.isascii() and _plain(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_plain(v) for v in value)
-    return value is None or isinstance(value, (bool, int))
-
-
-def canonical(obj: Any) -> bytes:
-    """RFC 8785 bytes; the stdlib encoder is used where it provably gives the same output."""
-    if _plain(obj):
-        try:
-            return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                              allow_nan=False).encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: let rfc8785 reject or handle them
-            pass
-    return canonical_json(obj)
-
-
-def entry_body(seq: int, prev: str, ev: Event, now: datetime) -> bytes:
-    details = sanitize(ev.details or {})
-    body = {"_prev": prev, "_seq": seq, "_v": FORMAT_VERSION, "kind": ev.kind, "actor": ev.actor,
-            "outcome": ev.outcome, "asset_id": ev.asset_id, "agreement_id": ev.agreement_id,
-            "details": details, "time": (ev.time or now).astimezone(timezone.utc).isoformat()}
-    data = canonical(body)
-    if len(data) > MAX_DETAILS_BYTES + 1024:
-        body["details"] = {"summary": "details too large (not logged)",
-                           "sha256": hashlib.sha256(canonical(details)).hexdigest()}
-        data = canonical(body)
-    return data
-
-
-def leaf_hex(body: bytes) -> str:
-    return hashlib.sha256(b"\x00" + body).hexdigest()
-
-
-_PREFIX = b'{"_prev":"'
-_SEQ_KEY = b'","_seq":'
-
-
-def chain_fields(line: bytes) -> tuple[int | None, str | None]:
-    """(seq, prev) of an entry; a fast path for canonical bodies, JSON parsing otherwise."""
-    if line.startswith(_PREFIX) and line[74:83] == _SEQ_KEY:
-        end = line.find(b",", 83)
-        digits = line[83:end]
-        if end > 0 and digits.isdigit():
-            return int(digits), line[10:74].decode("ascii", "replace")
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        return None, None
-    if not isinstance(obj, dict):
-        return None, None
-    seq, prev = obj.get("_seq"), obj.get("_prev")
-    return (seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
-            prev if isinstance(prev, str) else None)
-
+from twinspace.audit.entries import ZERO_HASH, Event, entry_body, leaf_hex
 
 _STATEMENTS: dict[str, tuple[str, str, str, str, str]] = {}
 

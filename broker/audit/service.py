@@ -23,11 +23,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from broker.audit.log import ZERO_HASH, chain_fields
-from broker.audit.merkle import MerkleTree, ProofError
+from twinspace.audit.entries import ZERO_HASH, chain_fields
+from twinspace.audit.merkle import MerkleTree, ProofError
 from broker.audit.models import AuditCheckpoint, AuditEntry
-from broker.audit.note import Checkpoint, Verifier, parse_vkey, sign_checkpoint, vkey_string
-from broker.errors import BadRequest, Conflict, NotFound
+from twinspace.audit.note import Checkpoint, Verifier, parse_vkey, sign_checkpoint, vkey_string
+from twinspace.errors import BadRequest, Conflict, NotFound
 from broker.settings import Settings
 
 RECEIPT_FORMAT = "twinspace-audit-receipt/v1"
@@ -318,8 +318,8 @@ def make_receipt(runtime, session: Session, seq: int) -> dict[str, Any]:
 
 def verify_receipt(receipt: dict[str, Any], vkey: str) -> dict[str, Any]:
     """Check a receipt with only the log's verifier key; returns the entry. Raises ValueError."""
-    from broker.audit.merkle import verify_inclusion
-    from broker.audit.note import open_checkpoint
+    from twinspace.audit.merkle import verify_inclusion
+    from twinspace.audit.note import open_checkpoint
 
     if receipt.get("format") != RECEIPT_FORMAT:
         raise ValueError("not a TwinSpace audit receipt")

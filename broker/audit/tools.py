@@ -102,7 +102,7 @@ def db_anchor_target(engine: Engine) -> tuple[int, str] | None:
 def fetch_bundle(client, out_dir: Path) -> dict:
     """Download the full export and every checkpoint through the API as an auditor.
 
-    ``client`` is a ``connectors.sdk.BrokerClient``. Writes ``log.jsonl`` and ``checkpoints.jsonl``
+    ``client`` is a ``twinspace.client.broker.BrokerClient``. Writes ``log.jsonl`` and ``checkpoints.jsonl``
     into ``out_dir``; returns counts and the key the broker *claims* (compare it with yours).
     """
     out_dir = Path(out_dir)

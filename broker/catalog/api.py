@@ -13,7 +13,7 @@ from sqlmodel import Session
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from broker.catalog import dcat, service
 from broker.catalog.schemas import AssetMetadata, Classification, TwinCategory, UploadOut
-from broker.errors import BadRequest, NotFound
+from twinspace.errors import BadRequest, NotFound
 from broker.schemas import StrictModel
 
 router = APIRouter(prefix="/catalog", tags=["catalog"])

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import jwt
 
-from broker.crypto import key_id, load_private_key
-from broker.errors import Forbidden, ServiceUnavailable
+from twinspace.crypto import key_id, load_private_key
+from twinspace.errors import Forbidden, ServiceUnavailable
 from broker.settings import Settings
 
 AUDIENCE = "twinspace-connector"

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from broker.canonical import canonical_json
+from twinspace.canonical import canonical_json
 from broker.schemas import StrictModel
 
 TwinCategory = Literal["natural_person", "legal_person", "natural_entity", "management_entity",

@@ -23,11 +23,11 @@ from sqlalchemy import String, and_, cast, delete, or_
 from sqlmodel import Session, col, select
 
 from broker.audit import record_event
-from broker.canonical import canonical_json
+from twinspace.canonical import canonical_json
 from broker.catalog import vault
 from broker.catalog.models import Asset, CatalogUpload, CatalogUploadPart
 from broker.catalog.schemas import CLASSIFICATION_ORDER, AssetMetadata
-from broker.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, PayloadTooLarge, Unprocessable
+from twinspace.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, PayloadTooLarge, Unprocessable
 from broker.settings import Settings
 
 ENTITY_CODE_SCHEME = "<region>:<category code>:<entity type>:<local id> (docs/connectors.md#entity-codes)"
@@ -149,7 +149,7 @@ def _check_table(meta: AssetMetadata, data: bytes, settings: Settings) -> pa.Tab
         if missing:
             raise Unprocessable(f"Report columns missing from the table: {', '.join(missing)}",
                                 code="deid_report_mismatch")
-        from connectors.deid.privacy import check_privacy  # the same pure checker the connector uses
+        from twinspace.privacy.kanonymity import check_privacy  # the same pure checker the connector uses
 
         check = check_privacy(table, qis, sens)
         if not report.get("meets_policy") or not check.meets(req_k, req_l):

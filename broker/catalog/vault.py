@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlmodel import Session
 
 from broker.catalog.models import AssetBlob
-from broker.errors import NotFound, ServiceUnavailable
+from twinspace.errors import NotFound, ServiceUnavailable
 from broker.settings import Settings
 
 _keys: dict[Path, bytes] = {}

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.console.auth import csrf_token
 from broker.api.problems import PROBLEM_JSON, _audit_refusal, install_problem_handlers
-from broker.errors import TwinSpaceError
+from twinspace.errors import TwinSpaceError
 from broker.runtime import Runtime
 
 HERE = Path(__file__).resolve().parent

@@ -12,8 +12,8 @@ from fastapi import Depends, Request
 from sqlmodel import Session
 
 from broker.api.deps import Principal, RoleGuard, authenticate_token, db_session, get_runtime
-from broker.crypto import b64url, sign
-from broker.errors import Forbidden, Unauthorized
+from twinspace.crypto import b64url, sign
+from twinspace.errors import Forbidden, Unauthorized
 from broker.runtime import Runtime
 
 SESSION_COOKIE = "ts_console"

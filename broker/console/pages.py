@@ -23,7 +23,7 @@ from broker.console import charts
 from broker.console.app import templates
 from broker.console.auth import (COOKIE_PATH, LOGIN_COOKIE, SESSION_COOKIE, console_roles, csrf_token,
                                  new_login_nonce, revoke_session, same_origin)
-from broker.errors import BadRequest, Forbidden, NotFound, TwinSpaceError
+from twinspace.errors import BadRequest, Forbidden, NotFound, TwinSpaceError
 from broker.schemas import StrictModel
 
 router = APIRouter()
@@ -60,7 +60,7 @@ def _redirect(request: Request, path: str, message: str | None = None) -> Redire
 
 
 def _dsp(type_: str, **fields: Any) -> dict[str, Any]:
-    from broker.contracts.messages import CONTEXT
+    from twinspace.dsp.messages import CONTEXT
 
     return {"@context": CONTEXT, "@type": type_, **{k: v for k, v in fields.items() if v is not None}}
 
@@ -306,7 +306,7 @@ def request_contract(request: Request, offer: str = Form(..., max_length=300), p
                      scenario: str = Form("", max_length=100), principal: Principal = console_roles(*CONSUMER),
                      session: Session = db_session) -> Response:
     from broker.contracts import service
-    from broker.contracts.messages import ContractRequestMessage
+    from twinspace.dsp.messages import ContractRequestMessage
 
     msg = ContractRequestMessage.model_validate(_dsp(
         "ContractRequestMessage", consumerPid=f"urn:uuid:{uuid.uuid4()}", offer={"@id": offer},
@@ -336,12 +336,12 @@ def negotiation(pid: str, request: Request, principal: Principal = console_roles
         agreement = service.agreement_view(service.get_agreement(session, neg.agreement_id, principal))
     sign_data = None
     if agreement and neg.state == "AGREED" and principal.org_id == neg.consumer_id:
-        from broker.contracts import signing
-        from broker.crypto import b64url
+        from twinspace import agreements
+        from twinspace.crypto import b64url
 
         doc = agreement["document"]
         terms = view["twin:negotiation"]
-        sign_data = {"signing_input": b64url(signing.signing_input(doc)), "org_id": principal.org_id,
+        sign_data = {"signing_input": b64url(agreements.signing_input(doc)), "org_id": principal.org_id,
                      "expect": {"consumer_id": principal.org_id, "asset_id": terms["asset_id"],
                                 "asset_version": terms["asset_version"], "purpose": terms["purpose"],
                                 "scenario": terms["scenario"]}}
@@ -360,7 +360,7 @@ def _pids(session: Session, principal: Principal, pid: str) -> dict[str, str]:
 def offer(pid: str, request: Request, max_rows: str = Form("", max_length=12),
           principal: Principal = console_roles(*PROVIDER), session: Session = db_session) -> Response:
     from broker.contracts import service
-    from broker.contracts.messages import ContractOfferMessage
+    from twinspace.dsp.messages import ContractOfferMessage
 
     neg = service.get_negotiation(session, pid, principal)
     terms: dict[str, Any] = {}
@@ -378,7 +378,7 @@ def offer(pid: str, request: Request, max_rows: str = Form("", max_length=12),
 
 def _event(request: Request, session: Session, principal: Principal, pid: str, event: str) -> None:
     from broker.contracts import service
-    from broker.contracts.messages import ContractNegotiationEventMessage
+    from twinspace.dsp.messages import ContractNegotiationEventMessage
 
     runtime = get_runtime(request)
     msg = ContractNegotiationEventMessage.model_validate(_dsp("ContractNegotiationEventMessage", eventType=event,
@@ -405,7 +405,7 @@ def terminate(pid: str, request: Request, reason: str = Form("", max_length=300)
               principal: Principal = console_roles("consumer", "provider", "operator"),
               session: Session = db_session) -> Response:
     from broker.contracts import service
-    from broker.contracts.messages import ContractNegotiationTerminationMessage
+    from twinspace.dsp.messages import ContractNegotiationTerminationMessage
 
     msg = ContractNegotiationTerminationMessage.model_validate(_dsp(
         "ContractNegotiationTerminationMessage", reason=[reason] if reason else None, **_pids(session, principal, pid)))
@@ -417,11 +417,12 @@ def terminate(pid: str, request: Request, reason: str = Form("", max_length=300)
 def draft(pid: str, request: Request, principal: Principal = console_roles(*PROVIDER),
           session: Session = db_session) -> dict[str, Any]:
     """The exact agreement bytes (RFC 8785) the provider's browser signs."""
-    from broker.contracts import service, signing
-    from broker.crypto import b64url
+    from broker.contracts import service
+    from twinspace import agreements
+    from twinspace.crypto import b64url
 
     doc = service.agreement_draft(session, get_runtime(request).settings, principal, pid)
-    return {"signing_input": b64url(signing.signing_input(doc)), "document_sha256": signing.document_sha256(doc),
+    return {"signing_input": b64url(agreements.signing_input(doc)), "document_sha256": agreements.document_sha256(doc),
             "org_id": principal.org_id,
             "expect": {"provider_id": principal.org_id}}
 
@@ -435,8 +436,8 @@ class SignatureIn(StrictModel):
 def _signed_document(body: SignatureIn) -> dict[str, Any]:
     import json
 
-    from broker.canonical import canonical_json
-    from broker.crypto import b64url_decode
+    from twinspace.canonical import canonical_json
+    from twinspace.crypto import b64url_decode
 
     raw = b64url_decode(body.signing_input)
     try:
@@ -452,7 +453,7 @@ def _signed_document(body: SignatureIn) -> dict[str, Any]:
 def agree(pid: str, body: SignatureIn, principal: Principal = console_roles(*PROVIDER),
           session: Session = db_session) -> dict[str, Any]:
     from broker.contracts import service
-    from broker.contracts.messages import ContractAgreementMessage
+    from twinspace.dsp.messages import ContractAgreementMessage
 
     doc = _signed_document(body)
     entry = {"role": "provider", "org_id": principal.org_id, "kid": body.kid, "alg": "EdDSA",
@@ -465,13 +466,14 @@ def agree(pid: str, body: SignatureIn, principal: Principal = console_roles(*PRO
 @router.post("/negotiations/{pid}/verify")
 def verify(pid: str, body: SignatureIn, principal: Principal = console_roles(*CONSUMER),
            session: Session = db_session) -> dict[str, Any]:
-    from broker.contracts import service, signing
-    from broker.contracts.messages import ContractAgreementVerificationMessage
+    from broker.contracts import service
+    from twinspace import agreements
+    from twinspace.dsp.messages import ContractAgreementVerificationMessage
 
     doc = _signed_document(body)
     neg = service.get_negotiation(session, pid, principal)
     stored = service.get_agreement(session, neg.agreement_id, principal) if neg.agreement_id else None
-    if stored is None or signing.signing_input(stored.document) != signing.signing_input(doc):
+    if stored is None or agreements.signing_input(stored.document) != agreements.signing_input(doc):
         raise BadRequest("You signed a different document than the agreement on record.", code="document_mismatch")
     entry = {"role": "consumer", "org_id": principal.org_id, "kid": body.kid, "alg": "EdDSA",
              "signature": body.signature}
@@ -537,7 +539,7 @@ def start_transfer(agreement_id: str, request: Request, principal: Principal = c
                    session: Session = db_session) -> dict[str, Any]:
     """Start a transfer (DSP TransferRequestMessage); the browser then pulls with a proof of possession."""
     from broker.transfer import service
-    from broker.transfer.messages import TransferRequestMessage
+    from twinspace.dsp.transfer_messages import TransferRequestMessage
 
     runtime = get_runtime(request)
     msg = TransferRequestMessage.model_validate(_dsp("TransferRequestMessage", consumerPid=f"urn:uuid:{uuid.uuid4()}",
@@ -677,7 +679,7 @@ def audit_verify(request: Request, principal: Principal = console_roles(*AUDITOR
     """One click: sign a fresh checkpoint, then recompute the whole tree from the stored entries and check
     every checkpoint signature, the hash chain and the indexed columns (what ``twinspace audit verify`` does)."""
     from broker.audit import log_event, service, tools
-    from broker.audit.verify import verify_log
+    from twinspace.audit.verify import verify_log
 
     runtime = get_runtime(request)
     try:

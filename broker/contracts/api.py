@@ -11,13 +11,14 @@ from pydantic import Field
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
-from broker.contracts import service, signing
-from broker.contracts.messages import (CatalogRequestMessage, ContractAgreementMessage,
+from broker.contracts import service
+from twinspace import agreements
+from twinspace.dsp.messages import (CatalogRequestMessage, ContractAgreementMessage,
                                        ContractAgreementVerificationMessage, ContractNegotiationEventMessage,
                                        ContractNegotiationTerminationMessage, ContractOfferMessage,
                                        ContractRequestMessage)
-from broker.crypto import b64url
-from broker.errors import BadRequest
+from twinspace.crypto import b64url
+from twinspace.errors import BadRequest
 from broker.schemas import StrictModel
 
 router = APIRouter(tags=["contracts"])
@@ -128,8 +129,8 @@ def agreement_draft(pid: str, request: Request, principal: Principal = require_r
                     session: Session = db_session) -> dict[str, Any]:
     """The exact agreement document to sign, with its RFC 8785 bytes (base64url) and hash."""
     doc = service.agreement_draft(session, get_runtime(request).settings, principal, pid)
-    return {"document": doc, "signing_input": b64url(signing.signing_input(doc)),
-            "document_sha256": signing.document_sha256(doc)}
+    return {"document": doc, "signing_input": b64url(agreements.signing_input(doc)),
+            "document_sha256": agreements.document_sha256(doc)}
 
 
 @router.get("/contracts/agreements")
@@ -212,7 +213,7 @@ def accept_negotiation(pid: str, request: Request, principal: Principal = requir
 
 
 def _signable(agreement) -> dict[str, Any]:
-    return {**service.agreement_view(agreement), "signing_input": b64url(signing.signing_input(agreement.document))}
+    return {**service.agreement_view(agreement), "signing_input": b64url(agreements.signing_input(agreement.document))}
 
 
 @router.post("/contracts/negotiations/{pid}/agree", status_code=201)

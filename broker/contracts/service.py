@@ -27,17 +27,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import Session, col, select
 
 from broker.audit import record_event
-from broker.canonical import canonical_json
-from broker.contracts import signing
-from broker.contracts.messages import (ContractAgreementMessage, ContractAgreementVerificationMessage,
+from twinspace.canonical import canonical_json
+from twinspace import agreements
+from twinspace.dsp.messages import (ContractAgreementMessage, ContractAgreementVerificationMessage,
                                        ContractNegotiationEventMessage, ContractNegotiationTerminationMessage,
                                        ContractOfferMessage, ContractRequestMessage, negotiation_message,
                                        offer_iri, parse_offer_iri)
 from broker.contracts.models import Agreement, ContractNegotiation
-from broker.contracts.states import NegotiationState as S
-from broker.contracts.states import check_negotiation
-from broker.crypto import public_key_b64
-from broker.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unprocessable
+from twinspace.dsp.states import NegotiationState as S
+from twinspace.dsp.states import check_negotiation
+from twinspace.crypto import public_key_b64
+from twinspace.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unprocessable
 from broker.settings import Settings
 
 READ_ALL_ROLES = ("operator", "auditor")
@@ -56,7 +56,7 @@ def _utc(dt: datetime | None) -> datetime | None:
 
 def _parse_time(text: str, field: str) -> datetime:
     try:
-        value = signing.parse_iso(text)
+        value = agreements.parse_iso(text)
     except ValueError:
         raise BadRequest(f"{field} must be an ISO 8601 date-time.", code="invalid_time") from None
     return _utc(value)
@@ -259,7 +259,7 @@ def offer_contract(session: Session, principal: Any, negotiation_id: str, msg: C
         if t.max_rows is not None:
             terms["max_rows"] = t.max_rows
         if t.not_after is not None:
-            terms["not_after"] = signing.iso(_parse_time(t.not_after, "terms.not_after"))
+            terms["not_after"] = agreements.iso(_parse_time(t.not_after, "terms.not_after"))
         if t.params:
             reserved = {"max_rows", "columns"} & set(t.params)
             if reserved:
@@ -293,7 +293,7 @@ def _effective_terms(neg: ContractNegotiation, settings: Settings, start: dateti
         elif key in neg.offer_params:
             obligations[key] = neg.offer_params[key]
     ends = [e for e in (neg.requested_not_after,
-                        signing.parse_iso(neg.terms["not_after"]) if neg.terms.get("not_after") else None) if e]
+                        agreements.parse_iso(neg.terms["not_after"]) if neg.terms.get("not_after") else None) if e]
     end = _validity_end(settings, start, min(_utc(e) for e in ends) if ends else None)
     return params, obligations, end
 
@@ -312,7 +312,7 @@ def agreement_draft(session: Session, settings: Settings, principal: Any, negoti
         issued = now()
         params, obligations, end = _effective_terms(neg, settings, issued)
         asset = get_asset(session, neg.asset_id, neg.asset_version)
-        neg.draft = signing.agreement_document(
+        neg.draft = agreements.agreement_document(
             agreement_id="agr_" + secrets.token_hex(12), negotiation_id=neg.id, asset_id=neg.asset_id,
             asset_version=neg.asset_version, content_hash=neg.content_hash, dataset=dataset_iri(asset),
             offer_id=neg.offer_id, provider_id=neg.provider_id, consumer_id=neg.consumer_id, purpose=neg.purpose,
@@ -333,10 +333,10 @@ def _check_party_signature(session: Session, entry: dict[str, Any], document: di
     org, key = active_key(session, entry["kid"])  # Unauthorized unknown_key / revoked_key
     if key.org_id != org_id:
         raise Forbidden("The signing key belongs to another organisation.", code="wrong_signer")
-    if not signing.verify_signature_entry(entry, document, key.public_key):
+    if not agreements.verify_signature_entry(entry, document, key.public_key):
         raise BadRequest(f"The {role} signature does not verify over the RFC 8785 canonical agreement document.",
                          code="invalid_signature")
-    return signing.public_key_entry(key.kid, org.id, org.role, key.public_key, key.status)
+    return agreements.public_key_entry(key.kid, org.id, org.role, key.public_key, key.status)
 
 
 def agree(session: Session, principal: Any, negotiation_id: str, msg: ContractAgreementMessage) -> ContractNegotiation:
@@ -394,7 +394,7 @@ def _finalize(session: Session, settings: Settings, broker_key: Ed25519PrivateKe
     check_negotiation(neg.state, S.FINALIZED.value)
     agreement = get_agreement(session, neg.agreement_id)
     keys = []
-    for role in signing.PARTY_ROLES:
+    for role in agreements.PARTY_ROLES:
         entries = [s for s in agreement.signatures if s["role"] == role]
         if len(entries) != 1:
             raise Conflict(f"The agreement lacks the {role} signature.", code="missing_signature")
@@ -404,9 +404,9 @@ def _finalize(session: Session, settings: Settings, broker_key: Ed25519PrivateKe
     if latest.version != agreement.asset_version or latest.content_hash != agreement.content_hash:
         raise Conflict("The asset changed since the offer; negotiate the new version.", code="asset_version_changed")
     finalized = now()
-    payload = signing.countersignature_payload(agreement.document, agreement.signatures, keys,
+    payload = agreements.countersignature_payload(agreement.document, agreement.signatures, keys,
                                                finalized_at=finalized, issuer=settings.issuer)
-    agreement.countersignature = signing.countersign(broker_key, payload)
+    agreement.countersignature = agreements.countersign(broker_key, payload)
     agreement.registry_keys = keys
     agreement.status = S.FINALIZED.value
     agreement.finalized_at = finalized
@@ -467,12 +467,12 @@ def _row_matches_document(a: Agreement) -> bool:
     """Defence against edits to the indexed columns: they must agree with the signed document."""
     d = a.document
     try:
-        return (signing.document_sha256(d) == a.document_sha256 and d["id"] == a.id
+        return (agreements.document_sha256(d) == a.document_sha256 and d["id"] == a.id
                 and d["consumer_id"] == a.consumer_id and d["provider_id"] == a.provider_id
                 and d["asset"]["id"] == a.asset_id and d["asset"]["version"] == a.asset_version
                 and d["asset"]["content_hash"] == a.content_hash
-                and signing.parse_iso(d["validity"]["not_after"]) == _utc(a.not_after)
-                and signing.parse_iso(d["validity"]["not_before"]) == _utc(a.not_before)
+                and agreements.parse_iso(d["validity"]["not_after"]) == _utc(a.not_after)
+                and agreements.parse_iso(d["validity"]["not_before"]) == _utc(a.not_before)
                 and d["policy"]["id"] == a.policy_id and d["policy"]["version"] == a.policy_version
                 and d["obligations"] == a.obligations and d["policy"]["params"] == a.policy_params)
     except (KeyError, TypeError, ValueError):
@@ -485,7 +485,7 @@ def require_active_agreement(session: Session, agreement_id: str, consumer_id: s
     / ``agreement_expired`` / ``asset_withdrawn``, Forbidden ``agreement_not_yet_valid``, Conflict
     ``asset_version_changed``, ServiceUnavailable ``agreement_integrity``."""
     from broker.catalog.service import get_asset
-    from broker.errors import ServiceUnavailable
+    from twinspace.errors import ServiceUnavailable
 
     agreement = session.get(Agreement, agreement_id)
     if agreement is None:
@@ -533,7 +533,7 @@ def negotiation_view(neg: ContractNegotiation) -> dict[str, Any]:
                 "policy_version": neg.policy_version, "offer_params": neg.offer_params, "terms": neg.terms,
                 "purpose": neg.purpose, "scenario": neg.scenario, "precheck": neg.precheck,
                 "agreement_id": neg.agreement_id, "has_draft": neg.draft is not None,
-                "created_at": signing.iso(_utc(neg.created_at)), "updated_at": signing.iso(_utc(neg.updated_at))}}
+                "created_at": agreements.iso(_utc(neg.created_at)), "updated_at": agreements.iso(_utc(neg.updated_at))}}
 
 
 def agreement_view(a: Agreement) -> dict[str, Any]:
@@ -541,11 +541,11 @@ def agreement_view(a: Agreement) -> dict[str, Any]:
             "asset_version": a.asset_version, "content_hash": a.content_hash, "consumer_id": a.consumer_id,
             "provider_id": a.provider_id, "purpose": a.purpose, "scenario": a.scenario, "policy_id": a.policy_id,
             "policy_version": a.policy_version, "policy_params": a.policy_params, "obligations": a.obligations,
-            "not_before": signing.iso(_utc(a.not_before)), "not_after": signing.iso(_utc(a.not_after)),
+            "not_before": agreements.iso(_utc(a.not_before)), "not_after": agreements.iso(_utc(a.not_after)),
             "document": a.document, "document_sha256": a.document_sha256, "signatures": a.signatures,
             "countersignature": a.countersignature,
-            "finalized_at": signing.iso(_utc(a.finalized_at)) if a.finalized_at else None,
-            "revoked_at": signing.iso(_utc(a.revoked_at)) if a.revoked_at else None, "revoked_by": a.revoked_by,
+            "finalized_at": agreements.iso(_utc(a.finalized_at)) if a.finalized_at else None,
+            "revoked_at": agreements.iso(_utc(a.revoked_at)) if a.revoked_at else None, "revoked_by": a.revoked_by,
             "revocation_reason": a.revocation_reason}
 
 
@@ -562,10 +562,10 @@ def export_bundle(session: Session, settings: Settings, broker_key: Ed25519Priva
         row = session.get(OrgKey, key["kid"])
         keys.append({**key, "status": row.status if row else "unknown"})
     status = {"status": agreement.status, "revoked": agreement.status == "REVOKED",
-              "revoked_at": signing.iso(_utc(agreement.revoked_at)) if agreement.revoked_at else None}
+              "revoked_at": agreements.iso(_utc(agreement.revoked_at)) if agreement.revoked_at else None}
     record_event(session, "contract.exported", actor=principal.org_id, asset_id=agreement.asset_id,
                  agreement_id=agreement.id)
-    return signing.bundle(agreement.document, agreement.signatures, agreement.countersignature, keys,
+    return agreements.bundle(agreement.document, agreement.signatures, agreement.countersignature, keys,
                           issuer=settings.issuer, broker_public_key=public_key_b64(broker_key.public_key()),
                           snapshot_at=now(), status=status)
 
@@ -606,7 +606,7 @@ def _log_refusal(session: Session, kind: str, *, actor: str, agreement: Agreemen
 
 # --------------------------------------------------------------------------- management API (broker-hosted)
 def _dsp(msg_type: str, **fields: Any) -> dict[str, Any]:
-    return {"@context": [signing.DSP_CONTEXT, signing.TWIN_CONTEXT], "@type": msg_type, **fields}
+    return {"@context": [agreements.DSP_CONTEXT, agreements.TWIN_CONTEXT], "@type": msg_type, **fields}
 
 
 def open_negotiation(session: Session, settings: Settings, principal: Any, *, asset_id: str, offer_id: str,
@@ -659,9 +659,9 @@ def _new_agreement(neg: ContractNegotiation, doc: dict[str, Any], signatures: li
         content_hash=neg.content_hash, consumer_id=neg.consumer_id, provider_id=neg.provider_id,
         purpose=neg.purpose, scenario=neg.scenario, policy_id=neg.policy_id, policy_version=neg.policy_version,
         policy_params=doc["policy"]["params"], obligations=doc["obligations"],
-        not_before=signing.parse_iso(doc["validity"]["not_before"]),
-        not_after=signing.parse_iso(doc["validity"]["not_after"]), document=doc,
-        document_sha256=signing.document_sha256(doc), signatures=signatures, registry_keys=keys,
+        not_before=agreements.parse_iso(doc["validity"]["not_before"]),
+        not_after=agreements.parse_iso(doc["validity"]["not_after"]), document=doc,
+        document_sha256=agreements.document_sha256(doc), signatures=signatures, registry_keys=keys,
         status=S.AGREED.value)
 
 
@@ -712,7 +712,7 @@ def add_signature(session: Session, settings: Settings, broker_key: Ed25519Priva
     record_event(session, "contract.signed", actor=principal.org_id, asset_id=agreement.asset_id,
                  agreement_id=agreement.id,
                  details={"role": role, "kid": kid, "document_sha256": agreement.document_sha256})
-    if {s["role"] for s in agreement.signatures} == set(signing.PARTY_ROLES):
+    if {s["role"] for s in agreement.signatures} == set(agreements.PARTY_ROLES):
         agreement.status = S.VERIFIED.value
         session.add(agreement)
         _move(session, neg, S.VERIFIED, actor=principal.org_id, kind="contract.verified")

@@ -12,10 +12,10 @@ from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, public_route, require_roles
 from broker.audit import record_event
-from broker.errors import BadRequest, TwinSpaceError
+from twinspace.errors import BadRequest, TwinSpaceError
 from broker.identity import service
 from broker.identity.models import Org, Role
-from broker.identity.tokens import ASSERTION_TYPE
+from twinspace.tokens import ASSERTION_TYPE
 from broker.runtime import Runtime
 from broker.schemas import StrictModel
 from broker.storage.db import session_scope

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from broker.crypto import generate_key, public_key_b64, save_private_key
+from twinspace.crypto import generate_key, public_key_b64, save_private_key
 from broker.identity.models import Org
 from broker.identity.service import register_org
 from broker.storage.db import session_scope

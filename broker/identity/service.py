@@ -12,11 +12,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from broker.audit import record_event
-from broker.crypto import key_id, public_key_from_b64
-from broker.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from twinspace.crypto import key_id, public_key_from_b64
+from twinspace.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from broker.identity.models import Org, OrgKey, Role
 from broker.identity.replay import ReplayStore
-from broker.identity.tokens import issue_access_token, unverified_kid, verify_assertion
+from twinspace.tokens import issue_access_token, unverified_kid, verify_assertion
 from broker.settings import Settings
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
-from broker.canonical import canonical_sha256
+from twinspace.canonical import canonical_sha256
 from broker.policy.library import DEFAULT_DIR, Library, PolicySource, load_library
 
 Resolver = Callable[[str, "str | None"], PolicySource]

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from broker.audit import record_event
-from broker.errors import BadRequest, Conflict, Forbidden, NotFound
+from twinspace.errors import BadRequest, Conflict, Forbidden, NotFound
 from broker.policy.engine import Decision, EmbeddedEngine, PolicyError, engine_for, get_pdp, policies_dir
 from broker.policy.library import POLICY_ID, PolicySource, declared_package, load_library, package_for, versioned
 from broker.policy.models import PolicyVersion, ScenarioApproval, UsageCounter

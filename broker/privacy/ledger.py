@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from broker.audit import record_event
-from broker.errors import BadRequest, TooManyRequests
+from twinspace.errors import BadRequest, TooManyRequests
 from broker.privacy.models import PrivacyBudget
 
 _EPS = 1e-12  # float slack so a budget of exactly 1.0 admits ten queries of 0.1

@@ -1,7 +1,7 @@
 """Request bodies of the encrypted-query API, validated at the boundary.
 
 Ciphertexts and contexts travel as standard base64 strings; their sizes are capped here (before any
-decoding) and again on the decoded bytes in ``broker/privacy/he.py``.
+decoding) and again on the decoded bytes in ``twinspace/privacy/he.py``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
-from broker.errors import BadRequest
-from broker.privacy.params import MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES
+from twinspace.errors import BadRequest
+from twinspace.privacy.params import MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES
 from broker.schemas import StrictModel
 
 _B64_CONTEXT = 4 * (MAX_CONTEXT_BYTES // 3 + 1)

@@ -27,8 +27,9 @@ from sqlmodel import Session, select
 
 from broker.audit import record_event
 from broker.contracts import service as contracts
-from broker.errors import BadRequest, Conflict, Forbidden, NotFound, TwinSpaceError, Unprocessable
-from broker.privacy import dp, he, ledger
+from twinspace.errors import BadRequest, Conflict, Forbidden, NotFound, TwinSpaceError, Unprocessable
+from broker.privacy import ledger
+from twinspace.privacy import dp, he
 from broker.privacy.models import AggregationContribution, AggregationRound
 from broker.privacy.schemas import (AggregateQuery, AggregationRoundRequest, ContributionRequest,
                                     EncryptedQueryRequest, HistogramQuery, LinearScoreQuery, PredicateQuery,
@@ -120,10 +121,6 @@ def _numeric(table: pa.Table, terms: Terms, name: str, scheme: str, scale: int) 
     return values
 
 
-def _bound(bound: float, scheme: str, scale: int) -> float:
-    return float(np.ceil(bound * 10 ** scale)) if scheme == "bfv" else float(bound)
-
-
 def _where(table: pa.Table, terms: Terms, conditions) -> np.ndarray:
     ops = {"eq": pc_.equal, "ne": pc_.not_equal, "lt": pc_.less, "le": pc_.less_equal, "gt": pc_.greater,
            "ge": pc_.greater_equal}
@@ -163,7 +160,7 @@ def _compute(ctx: he.PublicContext, query, table: pa.Table, terms: Terms) -> tup
         mask = [b64decode(c, "mask chunk") for c in query.mask]
         values = _numeric(table, terms, query.column, scheme, query.scale)
         eps = terms.epsilon / len(query.outputs)  # sequential composition over the outputs
-        columns = {"sum": (values, _bound(query.bound, scheme, query.scale)), "count": (np.ones(n, dtype=np.int64), 1)}
+        columns = {"sum": (values, he.scaled_bound(query.bound, scheme, query.scale)), "count": (np.ones(n, dtype=np.int64), 1)}
         names = list(dict.fromkeys(query.outputs))
         cts = he.masked_sums(ctx, mask, [columns[k][0] for k in names], [columns[k][1] for k in names], epsilon=eps)
         out = dict(zip(names, cts))
@@ -181,7 +178,7 @@ def _compute(ctx: he.PublicContext, query, table: pa.Table, terms: Terms) -> tup
         values = (_numeric(table, terms, query.column, scheme, query.scale) if query.kind == "sum"
                   else np.zeros(n, dtype=np.int64))
         ct = he.predicate_aggregate(ctx, values, selected, k=terms.k, epsilon=terms.epsilon,
-                                    bound=_bound(query.bound, scheme, query.scale), kind=query.kind)
+                                    bound=he.scaled_bound(query.bound, scheme, query.scale), kind=query.kind)
         return {query.kind: ct}, _scaled(scheme, query.scale, ["sum"] if query.kind == "sum" else [])
     raise BadRequest("Unknown query type.", code="invalid_query")  # pragma: no cover - pydantic refuses first
 
@@ -193,7 +190,7 @@ def _linear_scores(ctx: he.PublicContext, query: LinearScoreQuery, table: pa.Tab
     epsilon-DP release (L1 sensitivity = bound × features; groups are disjoint: parallel composition)."""
     scheme = ctx.scheme
     weights = b64decode(query.weights, "weights ciphertext")
-    bound = _bound(query.bound, scheme, query.scale)
+    bound = he.scaled_bound(query.bound, scheme, query.scale)
     x = np.stack([np.clip(_numeric(table, terms, f, scheme, query.scale), -bound, bound) for f in query.features],
                  axis=1)
     if query.group_by:
@@ -426,19 +423,3 @@ def release(session: Session, principal: Any, round_id: str) -> dict[str, Any]:
         record_event(session, "privacy.aggregation_released", actor=principal.org_id,
                      details={"round_id": round_id, "providers": len(parts), "result_sha256": _sha(r.result)})
     return {**round_view(session, r, principal), "result": b64encode(r.result)}
-
-
-def provider_statistics(values: np.ndarray, *, scheme: str, bound: float, scale: int, epsilon: float,
-                        rng: np.random.Generator | None = None) -> np.ndarray:
-    """What a provider's connector encrypts for a round: [Σ clip(v), count], each with DP noise
-    (epsilon split over the two statistics). Pure; runs on the provider's machine."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    b = _bound(bound, scheme, scale)
-    if scheme == "bfv":
-        clipped = np.clip(np.rint(v * 10 ** scale), -b, b).astype(np.int64)
-        return np.array([int(clipped.sum()) + dp.discrete_laplace_noise(b, epsilon / 2, rng=rng),
-                         len(v) + dp.discrete_laplace_noise(1, epsilon / 2, rng=rng)], dtype=np.int64)
-    clipped = np.clip(v, -b, b)
-    return np.array([clipped.sum() + dp.laplace_noise(b, epsilon / 2, rng=rng),
-                     len(v) + dp.laplace_noise(1, epsilon / 2, rng=rng)])

@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
-from broker.contracts.states import TransferState as TS
+from twinspace.dsp.states import TransferState as TS
 from broker.transfer import dataplane, service
-from broker.transfer.messages import (TransferCompletionMessage, TransferRequestMessage, TransferStartMessage,
+from twinspace.dsp.transfer_messages import (TransferCompletionMessage, TransferRequestMessage, TransferStartMessage,
                                       TransferSuspensionMessage, TransferTerminationMessage)
 
 router = APIRouter(tags=["transfer"])

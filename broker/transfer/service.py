@@ -16,13 +16,13 @@ from sqlmodel import Session, col, select
 
 from broker.audit import record_event
 from broker.contracts import service as contracts
-from broker.contracts.states import TransferState as TS
-from broker.contracts.states import check_transfer
-from broker.crypto import public_key_from_b64
-from broker.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from broker.transfer import tokens
+from twinspace.dsp.states import TransferState as TS
+from twinspace.dsp.states import check_transfer
+from twinspace.crypto import public_key_from_b64
+from twinspace.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from twinspace import transfer_tokens
 from broker.transfer.dataplane import apply_obligations, merge_obligations
-from broker.transfer.messages import start_message, transfer_process
+from twinspace.dsp.transfer_messages import start_message, transfer_process
 from broker.transfer.models import TransferProcess
 
 FORMATS = ("csv", "json", "parquet")
@@ -86,7 +86,7 @@ def _start(session: Session, settings, broker_key, principal: Any, tp: TransferP
 def _issue(session: Session, settings, broker_key, principal: Any, tp: TransferProcess, agreement) -> tuple[str, int]:
     if principal.org_id != tp.consumer_id:
         raise Forbidden("Transfer tokens are issued to the agreement's consumer only.", code="wrong_party")
-    token, exp = tokens.issue_transfer_token(
+    token, exp = transfer_tokens.issue_transfer_token(
         broker_key, issuer=settings.issuer, consumer_id=tp.consumer_id, consumer_kid=principal.cnf_kid,
         transfer_id=tp.id, agreement_id=tp.agreement_id,
         asset={"id": agreement.asset_id, "version": agreement.asset_version, "content_hash": agreement.content_hash},
@@ -194,20 +194,20 @@ def authorize_pull(session: Session, runtime, principal: Any, transfer_id: str, 
     if not token or not proof:
         raise Unauthorized("Data-plane requests need TwinSpace-Transfer-Token and TwinSpace-PoP headers.",
                            code="missing_transfer_token")
-    claims = tokens.decode_transfer_token(token, runtime.broker_key.public_key(), issuer=settings.issuer,
+    claims = transfer_tokens.decode_transfer_token(token, runtime.broker_key.public_key(), issuer=settings.issuer,
                                           leeway=settings.clock_skew_seconds)
     if claims["sub"] != principal.org_id:
         raise Forbidden("This transfer token was issued to another consumer.", code="token_not_yours")
     if claims.get("tpid") != transfer_id:
         raise Forbidden("This transfer token is for another transfer process.", code="token_wrong_transfer")
-    kid = tokens.pop_kid(proof)
+    kid = transfer_tokens.pop_kid(proof)
     if kid != claims["cnf"].get("kid"):
         raise Unauthorized("The proof of possession is not signed with the key the token is bound to.",
                            code="invalid_pop")
     org, key = active_key(session, kid)
     if org.id != principal.org_id:
         raise Unauthorized("The proof of possession key belongs to another organisation.", code="invalid_pop")
-    pop = tokens.verify_pop(proof, public_key_from_b64(key.public_key), method=method, path=path, token=token,
+    pop = transfer_tokens.verify_pop(proof, public_key_from_b64(key.public_key), method=method, path=path, token=token,
                             max_age=settings.transfer_pop_max_age_seconds, leeway=settings.clock_skew_seconds)
     tp = session.get(TransferProcess, transfer_id)
     if tp is None or tp.consumer_id != principal.org_id:

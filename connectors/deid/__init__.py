@@ -6,7 +6,7 @@ Pure code: no network, file access only for the tables and hierarchy files it is
 
 from connectors.deid.config import ColumnRule, DeidConfig, PrivacyModel, load_config
 from connectors.deid.engine import DeidResult, deidentify
-from connectors.deid.privacy import PrivacyCheck, check_privacy
+from twinspace.privacy.kanonymity import PrivacyCheck, check_privacy
 
 __all__ = ["ColumnRule", "DeidConfig", "PrivacyModel", "load_config", "DeidResult", "deidentify",
            "PrivacyCheck", "check_privacy"]

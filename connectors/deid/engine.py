@@ -21,9 +21,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from broker.canonical import canonical_json
+from twinspace.canonical import canonical_json
 from connectors.deid.config import DeidConfig
-from connectors.deid.privacy import ClassStats, PrivacyCheck
+from twinspace.privacy.kanonymity import ClassStats, PrivacyCheck
 from connectors.deid.techniques import Technique, build
 from connectors.errors import PrivacyError
 from connectors.tables import file_sha256, get_meta, iter_batches, with_meta

@@ -12,7 +12,7 @@ Every reader returns (or writes) an Arrow table with the asset-level facts in it
 (see ``connectors.tables``): ``entity_type``, ``twin_category``, ``source_format``, ``bbox``
 ``[min_lon, min_lat, max_lon, max_lat]`` (WGS84), ``time_start``/``time_end`` and ``rows``.
 Rows keep the provider's id in ``source_id``; when a region is given an ``entity_code`` column
-(see ``connectors.entity_codes``) is added. Geometry becomes ``lon``/``lat`` (true centroid),
+(see ``twinspace.entity_codes``) is added. Geometry becomes ``lon``/``lat`` (true centroid),
 ``area_m2`` for polygons, plus a ``geometry`` column holding the GeoJSON text. No network I/O.
 """
 

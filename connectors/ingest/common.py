@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.entity_codes import TWIN_CATEGORIES, entity_code
+from twinspace.entity_codes import TWIN_CATEGORIES, entity_code
 from connectors.errors import IngestError
 from connectors.tables import with_meta
 

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from connectors.entity_codes import entity_code
+from twinspace.entity_codes import entity_code
 from connectors.errors import IngestError
 from connectors.ingest.common import Extent, IngestResult, Progress, category_for, parse_time
 from connectors.ingest.sniff import ENCODING_HINT, SAMPLE_BYTES, Dialect, sniff

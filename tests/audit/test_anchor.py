@@ -15,8 +15,8 @@ from broker.audit import record_event
 from broker.audit.anchor import Chain, get_anchorer, read_anchor_events
 from broker.audit.service import create_checkpoint, log_vkey
 from broker.audit.tools import db_checkpoint_notes, db_lines
-from broker.audit.verify import AnchorRecord, verify_log
-from broker.cli.main import app as cli
+from twinspace.audit.verify import AnchorRecord, verify_log
+from twinspace.cli.main import app as cli
 from broker.runtime import Runtime
 from broker.settings import Settings
 from broker.storage.db import session_scope
@@ -121,7 +121,7 @@ def test_node_down_log_keeps_working_and_anchoring_catches_up(tmp_path):
     app = create_app(settings, runtime=rt)
     with TestClient(app) as client:
         from broker.identity.onboarding import create_org_with_key
-        from connectors.sdk import BrokerClient
+        from twinspace.client.broker import BrokerClient
 
         new = create_org_with_key(rt.engine, name="Auditor", role="auditor", key_dir=settings.data_dir / "keys")
         auditor = BrokerClient(client, new.org_id, new.private_key, audience=settings.issuer)

@@ -7,10 +7,10 @@ import base64
 import pytest
 
 from broker.audit import record_event
-from broker.audit.merkle import verify_consistency, verify_inclusion
-from broker.audit.note import open_checkpoint, parse_vkey
+from twinspace.audit.merkle import verify_consistency, verify_inclusion
+from twinspace.audit.note import open_checkpoint, parse_vkey
 from broker.audit.service import verify_receipt
-from broker.audit.verify import verify_log
+from twinspace.audit.verify import verify_log
 from broker.storage.db import session_scope
 
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from broker.audit import record_event
-from broker.cli.main import app as cli
+from twinspace.cli.main import app as cli
 from broker.storage.db import session_scope
 
 
@@ -56,8 +56,8 @@ def test_cli_list_prove_receipt_status(local, tmp_path):
 def test_demo_audit_step_verifies_and_anchors(settings, runtime, app, client):
     from rich.console import Console
 
-    from broker.audit.demo import step_audit_verify
-    from broker.cli.demo import DemoContext, step_participants
+    from twinspace.demo.audit import step_audit_verify
+    from twinspace.demo.run import DemoContext, step_participants
 
     console = Console(record=True, width=200)
     ctx = DemoContext(console, settings, runtime, app, client)

@@ -8,8 +8,8 @@ import json
 from sqlmodel import Session, select
 
 from broker.audit.models import AuditEntry
-from broker.crypto import generate_key, public_key_b64
-from broker.identity.tokens import ASSERTION_TYPE, make_assertion
+from twinspace.crypto import generate_key, public_key_b64
+from twinspace.tokens import ASSERTION_TYPE, make_assertion
 
 NIGHT = """package twinspace.policies.night_only
 import rego.v1

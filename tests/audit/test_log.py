@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import text
 
 from broker.audit import log_event, record_event
-from broker.audit.log import GroupCommitWriter, ZERO_HASH, chain_fields, leaf_hex, sanitize
+from broker.audit.log import GroupCommitWriter
+from twinspace.audit.entries import ZERO_HASH, chain_fields, leaf_hex, sanitize
 from broker.audit.tools import db_head, db_lines
-from broker.canonical import canonical_json
+from twinspace.canonical import canonical_json
 from broker.storage.db import session_scope
 
 
@@ -162,7 +163,7 @@ def test_fast_canonical_form_equals_rfc8785():
 
     import rfc8785
 
-    from broker.audit.log import canonical
+    from twinspace.audit.entries import canonical
 
     rng = random.Random(5)
     alphabet = ["a", "Z", "_", "é", "€", "\u2028", "\n", "\t", '"', "\\", "\x01", "\x7f", "😀", "中"]

@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from broker.audit import merkle
-from broker.audit.merkle import MerkleTree, ProofError
+from twinspace.audit import merkle
+from twinspace.audit.merkle import MerkleTree, ProofError
 
 LEAVES = [bytes.fromhex(h) for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",
                                     "606162636465666768696a6b6c6d6e6f"]]

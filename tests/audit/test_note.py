@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.audit.note import (Checkpoint, NoteError, open_checkpoint, open_note, parse_checkpoint, parse_vkey,
+from twinspace.audit.note import (Checkpoint, NoteError, open_checkpoint, open_note, parse_checkpoint, parse_vkey,
                                sign_checkpoint, sign_note, vkey_string)
 
 C2SP_VKEY = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k"

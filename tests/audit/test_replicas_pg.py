@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.audit.log import ZERO_HASH, chain_fields, leaf_hex
+from twinspace.audit.entries import ZERO_HASH, chain_fields, leaf_hex
 from broker.audit.service import create_checkpoint, log_vkey
 from broker.audit.tools import db_checkpoint_notes, db_head, db_lines
-from broker.audit.verify import verify_log
+from twinspace.audit.verify import verify_log
 from broker.runtime import Runtime
 from broker.settings import Settings
 from broker.storage.db import make_engine, migrate
@@ -55,7 +55,7 @@ def test_replicas_append_one_gap_free_chained_log(pg_url, tmp_path):
 
     # two replicas sign checkpoints of the same log at the same time: one tree, no conflict
     rts = [Runtime(settings=Settings(data_dir=tmp_path / f"rep{i}", database_url=pg_url), engine=make_engine(pg_url),
-                   broker_key=__import__("broker.crypto", fromlist=["x"]).load_or_create_private_key(tmp_path / "k.pem"),
+                   broker_key=__import__("twinspace.crypto", fromlist=["x"]).load_or_create_private_key(tmp_path / "k.pem"),
                    replay=None) for i in range(2)]
     with ThreadPoolExecutor(2) as pool:
         cps = list(pool.map(create_checkpoint, rts))

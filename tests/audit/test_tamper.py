@@ -9,11 +9,11 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from broker.audit import record_event
-from broker.audit.log import Event, entry_body, leaf_hex
+from twinspace.audit.entries import Event, entry_body, leaf_hex
 from broker.audit.service import LogIntegrityError, create_checkpoint, log_vkey
 from broker.audit.tools import db_checkpoint_notes, db_head, db_lines
-from broker.audit.verify import verify_log
-from broker.cli.main import app as cli
+from twinspace.audit.verify import verify_log
+from twinspace.cli.main import app as cli
 from broker.storage.db import make_engine, session_scope
 from tests.audit.tamper_helpers import drop_append_only_guards
 

@@ -12,13 +12,13 @@ from sqlmodel import Session, select
 from broker.audit.models import AuditEntry
 from broker.catalog import service, vault
 from broker.catalog.models import Asset, AssetBlob, CatalogUpload
-from connectors import synthetic
+from twinspace.testing import synthetic
 from connectors.deid import deidentify
 from connectors.deid.config import parse_config
 from connectors.errors import PrivacyError
 from connectors.ingest import ingest_ngsi, ingest_taipei_parking
 from connectors.publish import prepare, publish_file
-from connectors.sdk import BrokerError
+from twinspace.client.broker import BrokerError
 from connectors.tables import read_table, write_table
 from tests.connectors.helpers import plain_k, plain_l
 
@@ -200,7 +200,7 @@ def test_privacy_refusals_local_and_at_the_broker(cast, tmp_path, runtime):
     meta = prepare(data, report=None, twin_category="other", title="x", classification="public", domain="health",
                    offers=OPEN)
     meta.update(twin_category="natural_person", deid_report=lie,
-                deid_report_hash=hashlib.sha256(__import__("broker.canonical", fromlist=["x"]).canonical_json(lie)).hexdigest())
+                deid_report_hash=hashlib.sha256(__import__("twinspace.canonical", fromlist=["x"]).canonical_json(lie)).hexdigest())
     with pytest.raises(BrokerError) as info:
         cast["prov"].client.catalog_publish(meta, data)
     assert info.value.code == "privacy_model_not_met"

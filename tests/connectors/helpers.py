@@ -1,5 +1,5 @@
 """Independent privacy counters for tests: a deliberately plain implementation, separate from
-connectors.deid.privacy, so the engine's claims are checked by different code."""
+twinspace.privacy.kanonymity, so the engine's claims are checked by different code."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from broker.cli.main import app as cli
+from twinspace.cli.main import app as cli
 from broker.identity.onboarding import create_org_with_key
 from tests.serving import serve_app
 

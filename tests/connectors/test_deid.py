@@ -8,8 +8,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from broker.canonical import canonical_json
-from connectors import synthetic
+from twinspace.canonical import canonical_json
+from twinspace.testing import synthetic
 from connectors.deid import check_privacy, deidentify, load_config
 from connectors.deid.config import parse_config
 from connectors.deid.engine import render_report

@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from connectors.entity_codes import entity_code, is_entity_code
+from twinspace.entity_codes import entity_code, is_entity_code
 from connectors.errors import IngestError
 from connectors.ingest import ingest_csv, ingest_geojson, ingest_ngsi, ingest_taipei_parking
 from connectors.tables import get_meta, read_table

@@ -13,9 +13,9 @@ from sqlmodel import Session
 from typer.testing import CliRunner
 
 from broker.catalog.models import Asset, AssetBlob
-from broker.crypto import public_key_b64
+from twinspace.crypto import public_key_b64
 from broker.identity.onboarding import create_org_with_key
-from broker.cli.main import app as cli
+from twinspace.cli.main import app as cli
 from connectors.tables import ipc_bytes_to_table, with_meta, write_table
 from tests.contracts.helpers import table_bytes
 from tests.serving import free_port, serve_app
@@ -30,7 +30,7 @@ def test_serve_then_publish_by_reference(app, runtime, settings, tmp_path):
     write_table(served / "buildings.arrow", table)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWINSPACE_")}
-    proc = subprocess.Popen([sys.executable, "-c", "from broker.cli.main import app; app()", "connector", "serve",
+    proc = subprocess.Popen([sys.executable, "-c", "from twinspace.cli.main import app; app()", "connector", "serve",
                              str(served), "--broker-key", public_key_b64(runtime.broker_key.public_key()),
                              "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from rich.console import Console
 
-from broker.identity.tokens import make_assertion
+from twinspace.tokens import make_assertion
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def login_nonce(client: TestClient) -> str:
 def console_login(client: TestClient, org_id: str, private_key, audience: str = "twinspace-broker") -> str:
     """Log ``client`` in as the org (what console.js does in the browser); returns the page's CSRF token."""
     nonce = login_nonce(client)
-    from broker.crypto import key_id
+    from twinspace.crypto import key_id
 
     found = client.post("/console/login/lookup", json={"kid": key_id(private_key.public_key()), "nonce": nonce})
     assert found.status_code == 200, found.text
@@ -50,9 +50,9 @@ def csrf_of(client: TestClient) -> str:
 @pytest.fixture
 def demo(settings, runtime, app, client):
     """The demo's participants, the two published assets and the negotiated building-stock agreement."""
-    from broker.catalog.demo import step_catalog_publish
-    from broker.cli.demo import DemoContext, step_participants
-    from broker.contracts.demo import step_contract_negotiate
+    from twinspace.demo.catalog import step_catalog_publish
+    from twinspace.demo.run import DemoContext, step_participants
+    from twinspace.demo.contracts import step_contract_negotiate
 
     ctx = DemoContext(Console(file=io.StringIO(), width=200), settings, runtime, app, client)
     for step in (step_participants, step_catalog_publish, step_contract_negotiate):

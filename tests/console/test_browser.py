@@ -79,7 +79,7 @@ def login(browser, url: str, demo, label: str, screenshot: str | None = None):
 
 
 def test_login_refuses_an_unregistered_key(browser, served, demo, tmp_path):
-    from broker.crypto import generate_key, save_private_key
+    from twinspace.crypto import generate_key, save_private_key
 
     stranger = tmp_path / "stranger.pem"
     save_private_key(stranger, generate_key())
@@ -278,8 +278,8 @@ def test_checkpoint_check_accepts_a_log_key_whose_base64_contains_plus(browser, 
     check used to split at every "+" (so it failed for some broker keys, i.e. at random)."""
     import base64
 
-    from broker.audit.note import sign_note, vkey_string
-    from broker.crypto import generate_key
+    from twinspace.audit.note import sign_note, vkey_string
+    from twinspace.crypto import generate_key
 
     name = "twinspace.test/log"
     for _ in range(1000):

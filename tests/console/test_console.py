@@ -182,7 +182,7 @@ def test_finalize_by_the_consumer_is_refused_by_the_api_too(demo):
     consumer = demo.participants["consumer"]
     neg = demo.http.get(f"/contracts/negotiations/{agreement['negotiation_id']}",
                         headers=consumer.client.headers()).json()
-    from broker.contracts.messages import CONTEXT
+    from twinspace.dsp.messages import CONTEXT
 
     r = demo.http.post(f"/dsp/negotiations/{neg['providerPid']}/events", headers=consumer.client.headers(),
                        json={"@context": CONTEXT, "@type": "ContractNegotiationEventMessage", "eventType": "FINALIZED",
@@ -292,8 +292,8 @@ def test_the_csrf_token_is_bound_to_the_session(app, demo, settings):
 
 
 def test_login_refuses_cross_origin_and_a_missing_or_foreign_nonce(app, demo, settings):
-    from broker.crypto import key_id
-    from broker.identity.tokens import make_assertion
+    from twinspace.crypto import key_id
+    from twinspace.tokens import make_assertion
 
     org = demo.participants["consumer"].org
     client = _client(app)
@@ -366,8 +366,8 @@ def test_a_logged_out_session_is_refused_even_if_the_cookie_is_replayed(app, dem
 
 
 def _forged(settings, runtime, org, *, ttl=600, key=None, **extra) -> str:
-    from broker.crypto import key_id
-    from broker.identity.tokens import issue_access_token
+    from twinspace.crypto import key_id
+    from twinspace.tokens import issue_access_token
 
     token, _ = issue_access_token(key or runtime.broker_key, issuer=settings.issuer, org_id=org.org_id,
                                   role=org.role, org_key_kid=key_id(org.private_key.public_key()), ttl=ttl,
@@ -376,7 +376,7 @@ def _forged(settings, runtime, org, *, ttl=600, key=None, **extra) -> str:
 
 
 def test_expired_tampered_and_foreign_cookies_are_refused(app, demo, settings, runtime):
-    from broker.crypto import generate_key
+    from twinspace.crypto import generate_key
 
     org = demo.participants["consumer"].org
     good = _forged(settings, runtime, org)

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from rich.console import Console
 from sqlmodel import Session
 
-from broker.crypto import load_private_key
+from twinspace.crypto import load_private_key
 from broker.identity.service import list_orgs
 from tests.console.conftest import console_login
 
@@ -18,7 +18,7 @@ from tests.console.conftest import console_login
 def test_demo_serve_serves_the_demo_data_and_its_keys_log_in(tmp_path, monkeypatch):
     import uvicorn
 
-    from broker.cli.demo import run_demo
+    from twinspace.demo.run import run_demo
     from broker.settings import get_settings
 
     monkeypatch.chdir(tmp_path)

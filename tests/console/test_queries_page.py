@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from connectors.query.client import ConsumerKeys, QueryClient
+from twinspace.client.query import ConsumerKeys, QueryClient
 from tests.console.conftest import console_login
 from tests.privacy.test_query_api import N, setup  # noqa: F401  (fixture)
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from connectors.publish import prepare
-from connectors.sdk import negotiate
+from twinspace.client.broker import negotiate
 
 N_ROWS = 60
 

@@ -6,8 +6,8 @@ import copy
 import json
 from datetime import datetime, timedelta, timezone
 
-from broker.contracts import signing
-from broker.crypto import b64url, generate_key, key_id, public_key_b64, sign
+from twinspace import agreements
+from twinspace.crypto import b64url, generate_key, key_id, public_key_b64, sign
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -17,7 +17,7 @@ def _parties():
 
 
 def _document() -> dict:
-    return signing.agreement_document(
+    return agreements.agreement_document(
         agreement_id="agr_1", negotiation_id="neg_1", asset_id="ast_1", asset_version=2, content_hash="ab" * 32,
         dataset="urn:twinspace:dataset:ast_1:v2", offer_id="research", provider_id="org_p", consumer_id="org_c",
         purpose="research", scenario="flood", policy_id="purpose-restricted", policy_version="builtin",
@@ -28,12 +28,12 @@ def _document() -> dict:
 def _bundle(keys, doc=None, sigs=None) -> dict:
     doc = doc or _document()
     orgs = {"provider": "org_p", "consumer": "org_c"}
-    sigs = sigs or [signing.sign_document(keys[r], doc, role=r, org_id=orgs[r]) for r in signing.PARTY_ROLES]
-    reg = [signing.public_key_entry(key_id(keys[r].public_key()), orgs[r], r, public_key_b64(keys[r].public_key()),
-                                    "active") for r in signing.PARTY_ROLES]
-    payload = signing.countersignature_payload(doc, sigs, reg, finalized_at=T0, issuer="twinspace-broker")
-    counter = signing.countersign(keys["broker"], payload)
-    return signing.bundle(doc, sigs, counter, reg, issuer="twinspace-broker",
+    sigs = sigs or [agreements.sign_document(keys[r], doc, role=r, org_id=orgs[r]) for r in agreements.PARTY_ROLES]
+    reg = [agreements.public_key_entry(key_id(keys[r].public_key()), orgs[r], r, public_key_b64(keys[r].public_key()),
+                                    "active") for r in agreements.PARTY_ROLES]
+    payload = agreements.countersignature_payload(doc, sigs, reg, finalized_at=T0, issuer="twinspace-broker")
+    counter = agreements.countersign(keys["broker"], payload)
+    return agreements.bundle(doc, sigs, counter, reg, issuer="twinspace-broker",
                           broker_public_key=public_key_b64(keys["broker"].public_key()), snapshot_at=T0,
                           status={"status": "FINALIZED", "revoked": False, "revoked_at": None})
 
@@ -41,36 +41,36 @@ def _bundle(keys, doc=None, sigs=None) -> dict:
 def test_valid_bundle_has_no_problems_and_signatures_cover_rfc8785_bytes():
     keys = _parties()
     b = _bundle(keys)
-    assert signing.verify_agreement_bundle(b) == []
+    assert agreements.verify_agreement_bundle(b) == []
     broker = public_key_b64(keys["broker"].public_key())
-    assert signing.verify_agreement_bundle(b, trusted_broker_keys=[broker]) == []
+    assert agreements.verify_agreement_bundle(b, trusted_broker_keys=[broker]) == []
     # key order / whitespace do not change the signed bytes
     reordered = json.loads(json.dumps(b["document"], sort_keys=False, indent=3))
-    assert signing.signing_input(reordered) == signing.signing_input(dict(reversed(list(b["document"].items()))))
+    assert agreements.signing_input(reordered) == agreements.signing_input(dict(reversed(list(b["document"].items()))))
 
 
 def test_tampered_document_is_reported():
     b = _bundle(_parties())
     bad = copy.deepcopy(b)
     bad["document"]["obligations"]["max_rows"] = 10_000
-    problems = signing.verify_agreement_bundle(bad)
+    problems = agreements.verify_agreement_bundle(bad)
     assert any("altered" in p for p in problems)
     assert any("provider signature does not verify" in p for p in problems)
     assert any("countersigned a different document" in p for p in problems)
     bad2 = copy.deepcopy(b)
     bad2["document"]["validity"]["not_after"] = "2099-01-01T00:00:00Z"
-    bad2["document_sha256"] = signing.document_sha256(bad2["document"])  # even with a recomputed hash
-    assert signing.verify_agreement_bundle(bad2)
+    bad2["document_sha256"] = agreements.document_sha256(bad2["document"])  # even with a recomputed hash
+    assert agreements.verify_agreement_bundle(bad2)
 
 
 def test_signature_over_a_different_canonical_form_is_refused():
     keys = _parties()
     doc = _document()
     pretty = json.dumps(doc, indent=2).encode()  # not RFC 8785
-    sigs = [signing.sign_document(keys["provider"], doc, role="provider", org_id="org_p"),
+    sigs = [agreements.sign_document(keys["provider"], doc, role="provider", org_id="org_p"),
             {"role": "consumer", "org_id": "org_c", "kid": key_id(keys["consumer"].public_key()), "alg": "EdDSA",
              "signature": b64url(sign(keys["consumer"], pretty))}]
-    problems = signing.verify_agreement_bundle(_bundle(keys, doc, sigs))
+    problems = agreements.verify_agreement_bundle(_bundle(keys, doc, sigs))
     assert problems == ["the consumer signature does not verify over the canonical document"]
 
 
@@ -79,18 +79,18 @@ def test_wrong_key_and_forged_countersignature_are_refused():
     b = _bundle(keys)
     # a signature by another key, claimed under the registered kid
     forged = copy.deepcopy(b)
-    forged["signatures"][1]["signature"] = signing.sign_document(generate_key(), b["document"], role="consumer",
+    forged["signatures"][1]["signature"] = agreements.sign_document(generate_key(), b["document"], role="consumer",
                                                                  org_id="org_c")["signature"]
-    assert any("consumer signature" in p for p in signing.verify_agreement_bundle(forged))
+    assert any("consumer signature" in p for p in agreements.verify_agreement_bundle(forged))
     # swapping the consumer key in the registry snapshot breaks the broker attestation
     swapped = copy.deepcopy(b)
     evil = generate_key()
     swapped["registry"]["keys"][1].update(kid=key_id(evil.public_key()), public_key=public_key_b64(evil.public_key()))
-    swapped["signatures"][1] = signing.sign_document(evil, b["document"], role="consumer", org_id="org_c")
-    assert signing.verify_agreement_bundle(swapped)
+    swapped["signatures"][1] = agreements.sign_document(evil, b["document"], role="consumer", org_id="org_c")
+    assert agreements.verify_agreement_bundle(swapped)
     # a bundle re-countersigned by someone else fails against the pinned broker key
     other = _bundle({**keys, "broker": generate_key()})
-    assert signing.verify_agreement_bundle(other) == []
-    pinned = signing.verify_agreement_bundle(other, trusted_broker_keys=[public_key_b64(keys["broker"].public_key())])
+    assert agreements.verify_agreement_bundle(other) == []
+    pinned = agreements.verify_agreement_bundle(other, trusted_broker_keys=[public_key_b64(keys["broker"].public_key())])
     assert any("countersignature does not verify" in p for p in pinned)
-    assert signing.verify_agreement_bundle({"format": "nope"}) == ["not a twinspace-agreement-bundle/1 file"]
+    assert agreements.verify_agreement_bundle({"format": "nope"}) == ["not a twinspace-agreement-bundle/1 file"]

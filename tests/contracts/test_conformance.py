@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.contracts.messages import CONTEXT
+from twinspace.dsp.messages import CONTEXT
 from tests.conftest import SHARED_DIR
 
 DSP_DIR = SHARED_DIR / "conformance" / "dsp"

@@ -12,9 +12,9 @@ import pytest
 from sqlmodel import Session, select
 
 from broker.audit.models import AuditEntry
-from broker.contracts.signing import verify_bundle
-from broker.crypto import public_key_b64
-from connectors.sdk import BrokerError
+from twinspace.agreements import verify_bundle
+from twinspace.crypto import public_key_b64
+from twinspace.client.broker import BrokerError
 
 
 def test_negotiate_sign_download_revoke(world, runtime):

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from broker.audit.models import AuditEntry
 from broker.contracts import service
-from broker.contracts.cli import contract_app
-from broker.contracts.signing import sign_document, signing_input, verify_agreement_bundle
-from broker.crypto import b64url, generate_key, key_id, public_key_b64, sign
+from twinspace.cli.contract import contract_app
+from twinspace.agreements import sign_document, signing_input, verify_agreement_bundle
+from twinspace.crypto import b64url, generate_key, key_id, public_key_b64, sign
 from broker.identity.service import add_key, revoke_key
 
 

@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 from broker.audit.models import AuditEntry
 from broker.contracts import service
 from broker.contracts.models import Agreement
-from broker.errors import Conflict, Forbidden, Gone, NotFound, ServiceUnavailable
+from twinspace.errors import Conflict, Forbidden, Gone, NotFound, ServiceUnavailable
 from tests.contracts.helpers import offer_iri, publish, table_bytes
 
 

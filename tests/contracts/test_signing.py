@@ -9,12 +9,12 @@ import pytest
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from broker.cli.main import app as cli
-from broker.contracts.messages import CONTEXT
-from broker.contracts.signing import sign_document, verify_bundle
-from broker.crypto import b64url, generate_key, key_id, public_key_b64, sign
+from twinspace.cli.main import app as cli
+from twinspace.dsp.messages import CONTEXT
+from twinspace.agreements import sign_document, verify_bundle
+from twinspace.crypto import b64url, generate_key, key_id, public_key_b64, sign
 from broker.identity.service import add_key, revoke_key
-from connectors.sdk import BrokerError
+from twinspace.client.broker import BrokerError
 from tests.contracts.helpers import offer_iri
 
 
@@ -105,7 +105,7 @@ def test_offline_verification_detects_tampering(world, runtime, tmp_path):
 
     def more_rows_rehashed(b):
         more_rows(b)
-        from broker.contracts.signing import document_sha256
+        from twinspace.agreements import document_sha256
         b["document_sha256"] = document_sha256(b["document"])
 
     def swap_key(b):  # attacker replaces the consumer key and signature with their own

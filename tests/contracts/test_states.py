@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from broker.contracts.messages import CONTEXT
-from broker.contracts.states import (NEGOTIATION_TRANSITIONS, TRANSFER_TRANSITIONS, NegotiationState,
+from twinspace.dsp.messages import CONTEXT
+from twinspace.dsp.states import (NEGOTIATION_TRANSITIONS, TRANSFER_TRANSITIONS, NegotiationState,
                                      TransferState, check_negotiation, check_transfer)
-from broker.errors import Conflict
-from connectors.sdk import BrokerError
+from twinspace.errors import Conflict
+from twinspace.client.broker import BrokerError
 from tests.contracts.helpers import offer_iri
 
 N = NegotiationState

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from broker.app import create_app
-from broker.crypto import generate_key, key_id, public_key_b64
+from twinspace.crypto import generate_key, key_id, public_key_b64
 from broker.identity.onboarding import create_org_with_key
-from broker.identity.tokens import ASSERTION_TYPE, make_assertion
+from twinspace.tokens import ASSERTION_TYPE, make_assertion
 from broker.runtime import Runtime
 from broker.settings import Settings
 
@@ -167,7 +167,7 @@ def test_forged_assertions_are_refused_and_issue_nothing(broker, case):
     from sqlmodel import Session, select
 
     from broker.audit.models import AuditEntry
-    from broker.crypto import public_raw
+    from twinspace.crypto import public_raw
 
     settings, runtime, http = broker
     org = _provider(settings, runtime)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import stat
 
-from broker.crypto import load_or_create_private_key, public_key_b64
+from twinspace.crypto import load_or_create_private_key, public_key_b64
 
 
 def _make(path: str, start, out) -> None:

@@ -6,7 +6,7 @@ import stat
 
 from typer.testing import CliRunner
 
-from broker.cli.main import app
+from twinspace.cli.main import app
 
 runner = CliRunner()
 

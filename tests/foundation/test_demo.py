@@ -8,8 +8,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from broker.cli import demo as demo_module
-from broker.cli.main import app as cli
+from twinspace.demo import run as demo_module
+from twinspace.cli.main import app as cli
 
 
 @pytest.fixture

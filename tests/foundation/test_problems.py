@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from broker.crypto import generate_key, public_key_b64
+from twinspace.crypto import generate_key, public_key_b64
 from broker.identity.models import Org
 from broker.settings import Settings
 

@@ -10,7 +10,7 @@ import pytest
 
 from broker.api.deps import RoleGuard, public_marker
 from broker.app import _dependency_calls
-from broker.crypto import generate_key
+from twinspace.crypto import generate_key
 
 
 def _concrete(path: str) -> str:

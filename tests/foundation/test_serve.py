@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broker.identity.onboarding import create_org_with_key
-from connectors.sdk import BrokerClient, BrokerError
+from twinspace.client.broker import BrokerClient, BrokerError
 from tests.serving import serve_app
 
 
@@ -31,7 +31,7 @@ def test_twinspace_serve_with_two_workers(tmp_path):
     import httpx
     from typer.testing import CliRunner
 
-    from broker.cli.main import app as cli
+    from twinspace.cli.main import app as cli
     from tests.serving import free_port
 
     data = tmp_path / "state"
@@ -46,7 +46,7 @@ def test_twinspace_serve_with_two_workers(tmp_path):
     log = tmp_path / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWINSPACE_")}
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", "from broker.cli.main import app; app()", "serve",
+        proc = subprocess.Popen([sys.executable, "-c", "from twinspace.cli.main import app; app()", "serve",
                                  "--workers", "2", "--port", str(port), "--data-dir", str(data)],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:

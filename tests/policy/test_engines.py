@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 
 from broker.policy.engine import EmbeddedEngine, OpaServerEngine, PolicyDecisionPoint, decide_with
 from broker.policy.library import Library, PolicySource, load_library
-from broker.policy.opa_standin import create_opa_standin
+from twinspace.testing.opa_standin import create_opa_standin
 from tests.policy.cases import BASE, CASES
 from tests.serving import free_port, serve_app
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from broker.api.deps import Principal
-from broker.canonical import canonical_sha256
+from twinspace.canonical import canonical_sha256
 from broker.policy import service
 from broker.policy.engine import PolicyDecisionPoint, engine_for, get_pdp
 from broker.policy.input import build_policy_input

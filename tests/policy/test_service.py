@@ -111,7 +111,7 @@ def test_policy_evaluate_needs_operator_or_auditor(client, make_org):
 
 def test_opa_engine_configured_through_settings(tmp_path):
     """TWINSPACE_OPA_URL switches the broker to the OPA path; same decision as embedded."""
-    from broker.policy.opa_standin import create_opa_standin
+    from twinspace.testing.opa_standin import create_opa_standin
     from tests.serving import serve_app
 
     with serve_app(create_opa_standin()) as url:

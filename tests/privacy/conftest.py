@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.privacy import he
-from connectors.query.client import ConsumerKeys
+from twinspace.privacy import he
+from twinspace.client.query import ConsumerKeys
 
 
 @pytest.fixture(scope="session")

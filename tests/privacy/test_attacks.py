@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from broker.errors import Forbidden, TooManyRequests
-from broker.privacy import dp, he
+from twinspace.errors import Forbidden, TooManyRequests
+from twinspace.privacy import dp, he
 
 N = 300
 BOUND = 1000

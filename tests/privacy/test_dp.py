@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from broker.errors import BadRequest, Forbidden, TooManyRequests
-from broker.privacy import dp, he
+from twinspace.errors import BadRequest, Forbidden, TooManyRequests
+from twinspace.privacy import dp, he
 
 
 @pytest.mark.parametrize("sensitivity,epsilon", [(1.0, 0.5), (100.0, 2.0)])

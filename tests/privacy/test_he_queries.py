@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from broker.privacy import he
+from twinspace.privacy import he
 
 SCHEMES = ["bfv", "ckks"]
 N = 10_000  # > one chunk for both schemes (8192 / 4096 slots), last chunk partial

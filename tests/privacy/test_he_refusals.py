@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tenseal as ts
 
-from broker.errors import BadRequest, Forbidden, PayloadTooLarge, TwinSpaceError, Unprocessable
-from broker.privacy import he
-from broker.privacy.params import MAX_CONTEXT_BYTES
+from twinspace.errors import BadRequest, Forbidden, PayloadTooLarge, TwinSpaceError, Unprocessable
+from twinspace.privacy import he
+from twinspace.privacy.params import MAX_CONTEXT_BYTES
 
 
 def _code(exc_type, fn, *a, **kw) -> str:

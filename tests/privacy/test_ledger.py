@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from broker.errors import TooManyRequests
+from twinspace.errors import TooManyRequests
 from broker.privacy import ledger
 from broker.runtime import Runtime
 from broker.settings import Settings

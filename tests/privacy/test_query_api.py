@@ -14,8 +14,8 @@ from sqlmodel import select
 from broker.audit.models import AuditEntry
 from broker.storage.db import session_scope
 from connectors.publish import prepare
-from connectors.query.client import ConsumerKeys, QueryClient, contribute_pending
-from connectors.sdk import BrokerError, negotiate
+from twinspace.client.query import ConsumerKeys, QueryClient, contribute_pending
+from twinspace.client.broker import BrokerError, negotiate
 
 N = 90
 DISTRICTS = ["Daan", "Xinyi", "Zhongshan"]

@@ -8,9 +8,9 @@ import stat
 import pytest
 from typer.testing import CliRunner
 
-from broker.cli.main import app as cli
-from broker.crypto import save_private_key
-from connectors.sdk import negotiate
+from twinspace.cli.main import app as cli
+from twinspace.crypto import save_private_key
+from twinspace.client.broker import negotiate
 from tests.privacy.test_query_api import make_table, publish
 from tests.serving import serve_app
 

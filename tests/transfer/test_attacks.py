@@ -13,10 +13,10 @@ import pytest
 from sqlmodel import Session, select
 
 from broker.audit.models import AuditEntry
-from broker.crypto import generate_key, key_id
+from twinspace.crypto import generate_key, key_id
 from broker.policy.service import get_usage
-from broker.transfer.tokens import POP_TYP, make_pop, token_hash
-from connectors.sdk import BrokerError
+from twinspace.transfer_tokens import POP_TYP, make_pop, token_hash
+from twinspace.client.broker import BrokerError
 from tests.contracts.helpers import publish
 
 

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from broker.catalog.models import Asset, AssetBlob
 from connectors.publish import prepare
-from connectors.sdk import BrokerError, negotiate
+from twinspace.client.broker import BrokerError, negotiate
 from connectors.serve import create_connector_app
 from tests.contracts.helpers import OFFERS, table_bytes
 from tests.serving import serve_app

@@ -12,7 +12,7 @@ from broker.app import create_app
 from broker.identity.onboarding import create_org_with_key
 from broker.runtime import Runtime
 from broker.settings import Settings
-from connectors.sdk import BrokerClient, BrokerError, negotiate
+from twinspace.client.broker import BrokerClient, BrokerError, negotiate
 from tests.contracts.helpers import offer_iri, publish
 
 pytestmark = pytest.mark.postgres

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.sdk import BrokerError
+from twinspace.client.broker import BrokerError
 
 
 def _code(call) -> tuple[int, str]:

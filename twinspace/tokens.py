@@ -13,8 +13,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from broker.crypto import key_id
-from broker.errors import Unauthorized
+from twinspace.crypto import key_id
+from twinspace.errors import Unauthorized
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ALGORITHMS = ["EdDSA"]

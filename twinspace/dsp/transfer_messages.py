@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from broker.contracts.messages import CONTEXT, PID, DspMessage
+from twinspace.dsp.messages import CONTEXT, PID, DspMessage
 
 PULL_FORMAT = "HttpData-PULL"
 AUTH_TYPE = "twinspace-transfer+pop"

@@ -40,8 +40,8 @@ def _publish(client, table: pa.Table, title: str) -> dict:
 def step_encrypted_query(ctx) -> None:
     """Encrypted queries: the consumer's secret key stays with it; the broker computes on ciphertexts and
     returns DP-noised aggregates only; each query is debited from the agreement's privacy budget."""
-    from connectors.query.client import ConsumerKeys, QueryClient
-    from connectors.sdk import BrokerError, negotiate
+    from twinspace.client.query import ConsumerKeys, QueryClient
+    from twinspace.client.broker import BrokerError, negotiate
 
     consumer = ctx.client("consumer")
     tables = {"provider2": _energy_table(800, seed=1), "provider": _energy_table(500, seed=2)}
@@ -87,7 +87,7 @@ def step_encrypted_query(ctx) -> None:
 def step_secure_aggregation(ctx) -> None:
     """Secure aggregation: each provider encrypts its own noised statistics under the consumer's public
     context; the broker adds ciphertexts and releases only the total, once."""
-    from connectors.query.client import QueryClient, contribute_pending
+    from twinspace.client.query import QueryClient, contribute_pending
 
     energy = ctx.state["energy"]
     q = QueryClient(ctx.client("consumer"), energy["keys"])

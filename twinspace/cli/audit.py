@@ -105,7 +105,7 @@ def fetch(url: str = typer.Option(..., help="Broker base URL, e.g. https://broke
           out_dir: Path = typer.Option(Path("audit-bundle"), help="Where to write log.jsonl and checkpoints.jsonl."),
           audience: str = typer.Option("twinspace-broker", help="The broker's issuer name.")) -> None:
     """Download the full log and all checkpoints through the API, for `twinspace audit verify`."""
-    from connectors.sdk import BrokerClient
+    from twinspace.client.broker import BrokerClient
 
     from broker.audit.tools import fetch_bundle
 
@@ -245,7 +245,7 @@ def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries J
     """Recompute the tree from the entries, check every checkpoint signature and their consistency, the
     on-chain anchors, and name the first bad entry. Exit code 0 = verified, 1 = problems found."""
     from broker.audit import tools
-    from broker.audit.verify import verify_log
+    from twinspace.audit.verify import verify_log
 
     head = None
     total = None
@@ -272,7 +272,7 @@ def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries J
             raise typer.BadParameter("--key is required when verifying an export", param_hint="--key")
         lines = tools.file_lines(entries)
         source = str(entries)
-    from broker.audit.note import NoteError, parse_vkey
+    from twinspace.audit.note import NoteError, parse_vkey
 
     try:
         parse_vkey(key)

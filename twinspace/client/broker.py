@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.crypto import key_id, load_private_key
-from broker.identity.tokens import ASSERTION_TYPE, make_assertion
+from twinspace.crypto import key_id, load_private_key
+from twinspace.tokens import ASSERTION_TYPE, make_assertion
 
 
 class BrokerError(Exception):
@@ -131,7 +131,7 @@ class BrokerClient:
     # --- contracts and transfers (owner: contracts; docs/contracts.md) ----------------------
     # The org's private key signs agreements and proofs of possession here; it never leaves this process.
     def _dsp(self, type_: str, **fields: Any) -> dict[str, Any]:
-        from broker.contracts.messages import CONTEXT
+        from twinspace.dsp.messages import CONTEXT
 
         return {"@context": CONTEXT, "@type": type_, **{k: v for k, v in fields.items() if v is not None}}
 
@@ -171,7 +171,7 @@ class BrokerClient:
 
     def contract_agree(self, negotiation_id: str) -> dict[str, Any]:
         """Provider: fetch the drafted agreement, sign its RFC 8785 form locally, send it."""
-        from broker.contracts.signing import sign_document
+        from twinspace.agreements import sign_document
 
         draft = self.post(f"/contracts/negotiations/{negotiation_id}/agreement-draft")
         doc = draft["document"]
@@ -185,7 +185,7 @@ class BrokerClient:
         """Consumer: check the agreement names us and the terms we negotiated (asset, purpose, scenario),
         then sign it with our key (ContractAgreementVerificationMessage). The broker checks the provider's
         signature; ``twinspace contract verify`` re-checks everything offline after finalisation."""
-        from broker.contracts.signing import sign_document
+        from twinspace.agreements import sign_document
 
         neg = self.get(f"/contracts/negotiations/{negotiation_id}")
         doc = neg["agreement"]["document"]
@@ -241,7 +241,7 @@ class BrokerClient:
 
     def transfer_pull(self, start: dict[str, Any], fmt: str = "csv", columns: list[str] | None = None) -> bytes:
         """Pull the data: bearer token + transfer token + a fresh proof of possession (signed here)."""
-        from broker.transfer.tokens import make_pop
+        from twinspace.transfer_tokens import make_pop
 
         endpoint, token = self.data_address(start)
         path = httpx.URL(endpoint).path

@@ -21,7 +21,7 @@ Audience = typer.Option("twinspace-broker", help="The broker's issuer name.")
 
 
 def _client(url: str, org: str, key: Path, audience: str):
-    from connectors.sdk import BrokerClient
+    from twinspace.client.broker import BrokerClient
 
     return BrokerClient.connect(url, org, key, audience=audience)
 
@@ -39,7 +39,7 @@ def verify(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="E
            as_json: bool = typer.Option(False, "--json", help="Print the verification report as JSON.")) -> None:
     """Verify an agreement offline: canonical document hash, both party signatures with the registered
     keys in the bundle, and the broker's countersignature. Exit 0 valid, 1 invalid."""
-    from broker.contracts.signing import verify_bundle
+    from twinspace.agreements import verify_bundle
 
     try:
         data = json.loads(file.read_text(encoding="utf-8"))

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.audit.log import ZERO_HASH, chain_fields
-from broker.audit.merkle import MerkleTree, ProofError, verify_consistency
-from broker.audit.note import Checkpoint, NoteError, Verifier, open_checkpoint, parse_vkey
+from twinspace.audit.entries import ZERO_HASH, chain_fields
+from twinspace.audit.merkle import MerkleTree, ProofError, verify_consistency
+from twinspace.audit.note import Checkpoint, NoteError, Verifier, open_checkpoint, parse_vkey
 
 
 @dataclass(frozen=True)

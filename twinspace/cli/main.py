@@ -120,13 +120,13 @@ def demo(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Keep 
          serve_after: bool = typer.Option(False, "--serve", help="Leave the broker running with the demo data."),
          port: int = typer.Option(8000, help="Port for --serve.")) -> None:
     """Run the data space end to end on embedded defaults (no network, no services)."""
-    from broker.cli.demo import run_demo
+    from twinspace.demo.run import run_demo
 
     raise typer.Exit(run_demo(data_dir=data_dir, serve=serve_after, port=port))
 
 
 # Feature sub-apps: one line each.
-app.add_typer(__import__("connectors.cli", fromlist=["connector_app"]).connector_app, name="connector")
-app.add_typer(__import__("broker.audit.cli", fromlist=["audit_app"]).audit_app, name="audit")
-app.add_typer(__import__("broker.contracts.cli", fromlist=["contract_app"]).contract_app, name="contract")
-app.add_typer(__import__("connectors.query.cli", fromlist=["query_app"]).query_app, name="query")
+app.add_typer(__import__("twinspace.cli.connector", fromlist=["connector_app"]).connector_app, name="connector")
+app.add_typer(__import__("twinspace.cli.audit", fromlist=["audit_app"]).audit_app, name="audit")
+app.add_typer(__import__("twinspace.cli.contract", fromlist=["contract_app"]).contract_app, name="contract")
+app.add_typer(__import__("twinspace.cli.query", fromlist=["query_app"]).query_app, name="query")

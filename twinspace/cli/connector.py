@@ -137,7 +137,7 @@ def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
     """Check the table against its report locally, then publish it (metadata + encrypted-at-rest table,
     or metadata only with --data-endpoint)."""
     from connectors.publish import load_report, parse_offer, publish_file
-    from connectors.sdk import BrokerClient, BrokerError
+    from twinspace.client.broker import BrokerClient, BrokerError
 
     try:
         offers = [parse_offer(s) for s in offer]
@@ -163,7 +163,7 @@ def withdraw(asset_id: str, broker: str = typer.Option(..., envvar="TWINSPACE_BR
              reason: Optional[str] = typer.Option(None),
              audience: str = typer.Option("twinspace-broker")) -> None:
     """Withdraw one of this provider's assets (all versions)."""
-    from connectors.sdk import BrokerClient, BrokerError
+    from twinspace.client.broker import BrokerClient, BrokerError
 
     try:
         BrokerClient.connect(broker, org_id, key, audience=audience).catalog_withdraw(asset_id, reason)
@@ -183,7 +183,7 @@ def serve(directory: Path = typer.Argument(..., exists=True, file_okay=False, he
     with a broker-signed token); publish them with `publish --data-endpoint http(s)://this-host:PORT`."""
     import uvicorn
 
-    from broker.crypto import public_key_from_b64
+    from twinspace.crypto import public_key_from_b64
     from connectors.serve import create_connector_app
 
     try:

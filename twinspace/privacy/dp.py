@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from broker.errors import BadRequest, Forbidden, TooManyRequests
+from twinspace.errors import BadRequest, Forbidden, TooManyRequests
 
 _EPS = 1e-12  # float slack: a budget of 1.0 admits ten queries of 0.1
 MAX_EPSILON_PER_QUERY = 10.0

@@ -27,7 +27,7 @@ from broker.app import create_app
 from broker.identity.onboarding import NewOrg, create_org_with_key
 from broker.runtime import Runtime
 from broker.settings import Settings
-from connectors.sdk import BrokerClient
+from twinspace.client.broker import BrokerClient
 
 
 @dataclass
@@ -80,14 +80,14 @@ def step_participants(ctx: DemoContext) -> None:
 # Steps run in this order; features append theirs (one line each).
 STEPS: list[Callable[[DemoContext], None]] = [
     step_participants,
-    __import__("broker.catalog.demo", fromlist=["x"]).step_catalog_publish,
-    __import__("broker.catalog.demo", fromlist=["x"]).step_catalog_list,
-    __import__("broker.policy.demo", fromlist=["x"]).step_policies,
-    __import__("broker.contracts.demo", fromlist=["x"]).step_contract_negotiate,
-    __import__("broker.contracts.demo", fromlist=["x"]).step_contract_download,
-    __import__("broker.privacy.demo", fromlist=["x"]).step_encrypted_query,
-    __import__("broker.privacy.demo", fromlist=["x"]).step_secure_aggregation,
-    __import__("broker.audit.demo", fromlist=["x"]).step_audit_verify,  # keep last: verifies everything above
+    __import__("twinspace.demo.catalog", fromlist=["x"]).step_catalog_publish,
+    __import__("twinspace.demo.catalog", fromlist=["x"]).step_catalog_list,
+    __import__("twinspace.demo.policy", fromlist=["x"]).step_policies,
+    __import__("twinspace.demo.contracts", fromlist=["x"]).step_contract_negotiate,
+    __import__("twinspace.demo.contracts", fromlist=["x"]).step_contract_download,
+    __import__("twinspace.demo.privacy", fromlist=["x"]).step_encrypted_query,
+    __import__("twinspace.demo.privacy", fromlist=["x"]).step_secure_aggregation,
+    __import__("twinspace.demo.audit", fromlist=["x"]).step_audit_verify,  # keep last: verifies everything above
 ]
 
 

@@ -12,8 +12,8 @@ from rich.table import Table
 def step_contract_negotiate(ctx) -> None:
     """Contract negotiation (DSP): request → offer → accept → agree (provider signs) → verify (consumer
     signs) → finalise (broker countersigns); the exported agreement verifies offline."""
-    from broker.contracts.signing import verify_bundle
-    from broker.crypto import public_key_b64
+    from twinspace.agreements import verify_bundle
+    from twinspace.crypto import public_key_b64
 
     consumer, provider = ctx.client("consumer"), ctx.client("provider2")
     asset = consumer.catalog_get(ctx.state["catalog_assets"]["buildings"])
@@ -56,7 +56,7 @@ def step_contract_download(ctx) -> None:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from connectors.sdk import BrokerError
+    from twinspace.client.broker import BrokerError
 
     consumer, provider = ctx.client("consumer"), ctx.client("provider2")
     agreement = ctx.state["agreement"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from connectors.entity_codes import entity_code
+from twinspace.entity_codes import entity_code
 from connectors.tables import with_meta
 
 TAIPEI_DISTRICTS = ["中正區", "大同區", "中山區", "松山區", "大安區", "萬華區", "信義區", "士林區", "北投區",

@@ -18,7 +18,8 @@ SHARED_TAIPEI = Path(__file__).resolve().parents[2].parent / "shared" / "data" /
 
 def step_catalog_publish(ctx) -> None:
     """Providers ingest, de-identify and publish assets (Taipei parking lots, a building stock)."""
-    from connectors import ingest, synthetic
+    from connectors import ingest
+    from twinspace.testing import synthetic
 
     work = ctx.settings.data_dir / "connector-work"
     work.mkdir(parents=True, exist_ok=True)

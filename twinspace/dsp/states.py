@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from broker.errors import Conflict
+from twinspace.errors import Conflict
 
 
 class NegotiationState(str, Enum):

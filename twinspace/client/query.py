@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import tenseal as ts
 
-from broker.privacy.params import ALLOWED, ParamSet, identify, new_context
+from twinspace.privacy.params import ALLOWED, ParamSet, identify, new_context
 
 
 def center_mod(x: int, t: int) -> int:
@@ -138,7 +138,7 @@ class QueryClient:
     numbers, already divided back from BFV fixed point.
     """
 
-    broker: Any  # connectors.sdk.BrokerClient
+    broker: Any  # twinspace.client.broker.BrokerClient
     keys: ConsumerKeys
 
     def _send(self, agreement_id: str, query: dict[str, Any], epsilon: float | None) -> dict[str, Any]:
@@ -219,8 +219,8 @@ def contribute_pending(provider: Any, tables: dict[str, Any]) -> list[dict[str, 
     of its agreements, compute [noised sum, noised count] of the round's column from its own table
     (``tables``: asset id → pyarrow Table), encrypt under the consumer's public context and send it.
     The broker only ever sees the ciphertext."""
-    from broker.privacy import he
-    from broker.privacy.service import provider_statistics
+    from twinspace.privacy import he
+    from twinspace.privacy.he import provider_statistics
 
     sent = []
     for rnd in provider.get("/queries/aggregations/pending")["items"]:

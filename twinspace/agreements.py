@@ -17,8 +17,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.canonical import canonical_json
-from broker.crypto import b64url, b64url_decode, key_id, public_key_b64, public_key_from_b64, sign, verify
+from twinspace.canonical import canonical_json
+from twinspace.crypto import b64url, b64url_decode, key_id, public_key_b64, public_key_from_b64, sign, verify
 
 DOCUMENT_TYPE = "twinspace-agreement/1"
 BUNDLE_FORMAT = "twinspace-agreement-bundle/1"

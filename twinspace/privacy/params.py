@@ -1,7 +1,7 @@
 """Allow-listed homomorphic-encryption parameter sets (all ~128-bit security, HE standard).
 
-Shared by the consumer client (``connectors/query/client.py``) and the compute side
-(``broker/privacy/he.py``). A public context is accepted only if its SEAL ``parms_id`` (a hash of
+Shared by the consumer client (``twinspace/client/query.py``) and the compute side
+(``twinspace/privacy/he.py``). A public context is accepted only if its SEAL ``parms_id`` (a hash of
 scheme, poly-modulus degree, coefficient moduli and plain modulus) equals the one of a reference
 context built from this list, so nothing but these exact parameter sets gets through.
 """

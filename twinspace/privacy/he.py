@@ -13,7 +13,7 @@ Plaintext-predicate mode (safer default, ``predicate_aggregate``): the predicate
 clear on declared columns, the cohort must be ≥ k, DP noise is added and only the noised result is
 freshly encrypted under the consumer's public context.
 
-Pure code: no HTTP, no database. Errors are ``broker.errors`` with stable codes and no internals.
+Pure code: no HTTP, no database. Errors are ``twinspace.errors`` with stable codes and no internals.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Sequence
 import numpy as np
 import tenseal as ts
 
-from broker.errors import BadRequest, Forbidden, PayloadTooLarge, TwinSpaceError, Unprocessable
-from broker.privacy import dp
-from broker.privacy.params import (ALLOWED, MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES, MAX_REQUEST_BYTES,
+from twinspace.errors import BadRequest, Forbidden, PayloadTooLarge, TwinSpaceError, Unprocessable
+from twinspace.privacy import dp
+from twinspace.privacy.params import (ALLOWED, MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES, MAX_REQUEST_BYTES,
                                    ParamSet, identify)
 
 PARALLEL_MIN_ROWS = 262_144   # below this, process start-up costs more than it saves
@@ -433,3 +433,24 @@ def secure_aggregate(ciphertexts: Sequence[bytes], min_providers: int, *, ctx: P
 __all__ = ["PublicContext", "load_public_context", "masked_sums", "masked_sum", "masked_count", "histogram",
            "linear_score", "predicate_aggregate", "encrypt_statistics", "secure_aggregate", "check_ciphertext",
            "ALLOWED"]
+
+
+def scaled_bound(bound: float, scheme: str, scale: int) -> float:
+    """The clipping bound in the units the scheme computes in (BFV: fixed-point integers)."""
+    return float(np.ceil(bound * 10 ** scale)) if scheme == "bfv" else float(bound)
+
+
+def provider_statistics(values: np.ndarray, *, scheme: str, bound: float, scale: int, epsilon: float,
+                        rng: np.random.Generator | None = None) -> np.ndarray:
+    """What a provider's connector encrypts for a round: [Σ clip(v), count], each with DP noise
+    (epsilon split over the two statistics). Pure; runs on the provider's machine."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    b = scaled_bound(bound, scheme, scale)
+    if scheme == "bfv":
+        clipped = np.clip(np.rint(v * 10 ** scale), -b, b).astype(np.int64)
+        return np.array([int(clipped.sum()) + dp.discrete_laplace_noise(b, epsilon / 2, rng=rng),
+                         len(v) + dp.discrete_laplace_noise(1, epsilon / 2, rng=rng)], dtype=np.int64)
+    clipped = np.clip(v, -b, b)
+    return np.array([clipped.sum() + dp.laplace_noise(b, epsilon / 2, rng=rng),
+                     len(v) + dp.laplace_noise(1, epsilon / 2, rng=rng)])

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from broker.crypto import public_raw
+from twinspace.crypto import public_raw
 
 ALG_ED25519 = 0x01
 SIG_PREFIX = "\u2014 "  # em dash + space

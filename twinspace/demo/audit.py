@@ -7,7 +7,7 @@ import time
 from rich.table import Table
 
 from broker.audit.anchor import get_anchorer, read_anchor_events
-from broker.audit.verify import verify_log
+from twinspace.audit.verify import verify_log
 
 
 def step_audit_verify(ctx) -> None:

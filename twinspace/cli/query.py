@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from broker.contracts.cli import Audience, KeyFile, OrgId, Url, _client
+from twinspace.cli.contract import Audience, KeyFile, OrgId, Url, _client
 
 query_app = typer.Typer(help="Privacy-preserving queries: homomorphic encryption, DP noise, budgets.",
                         no_args_is_help=True)
@@ -31,7 +31,7 @@ def _fail(exc: Exception) -> None:
 
 
 def _query_client(url: str, org: str, key: Path, audience: str, he_key: Path):
-    from connectors.query.client import ConsumerKeys, QueryClient
+    from twinspace.client.query import ConsumerKeys, QueryClient
 
     if not he_key.exists():
         _fail(FileNotFoundError(f"{he_key} not found: run `twinspace query keygen --out {he_key}` first"))
@@ -54,7 +54,7 @@ def _mask(mask_file: Optional[Path], all_rows: bool, rows: int) -> np.ndarray:
 
 def _rows(client, agreement_id: str) -> int:
     """How many rows the agreement's asset version has (public catalog metadata), to size a full mask."""
-    from connectors.sdk import BrokerError
+    from twinspace.client.broker import BrokerError
 
     try:
         agreement = client.broker.contract_agreement(agreement_id)
@@ -75,7 +75,7 @@ def _show(answer: dict, title: str) -> None:
 
 
 def _run(call, title: str) -> None:
-    from connectors.sdk import BrokerError
+    from twinspace.client.broker import BrokerError
 
     try:
         _show(call(), title)
@@ -88,7 +88,7 @@ def keygen(scheme: str = typer.Option("bfv", help="bfv (exact integers) or ckks 
            out: Path = typer.Option(None, help="Where to keep the secret context (default .twinspace/he/<scheme>.tenseal)."),
            force: bool = typer.Option(False, help="Overwrite an existing key.")) -> None:
     """Make a TenSEAL context (128-bit security) and keep its secret key in a 0600 file on this machine."""
-    from connectors.query.client import ConsumerKeys
+    from twinspace.client.query import ConsumerKeys
 
     out = out or Path(f".twinspace/he/{scheme}.tenseal")
     if out.exists() and not force:
@@ -178,7 +178,7 @@ def where(agreement_id: str, condition: list[str] = typer.Option(..., "--where",
 def budget(agreement_id: str, url: str = Url, org: str = OrgId, key: Path = KeyFile,
            audience: str = Audience) -> None:
     """The agreement's privacy budget."""
-    from connectors.sdk import BrokerError
+    from twinspace.client.broker import BrokerError
 
     try:
         b = _client(url, org, key, audience).get(f"/queries/budgets/{agreement_id}")
@@ -194,7 +194,7 @@ def across(agreement_ids: list[str], column: str = typer.Option(...), bound: flo
            min_providers: Optional[int] = typer.Option(None), url: str = Url, org: str = OrgId, key: Path = KeyFile,
            audience: str = Audience, he_key: Path = HeKey) -> None:
     """Open a secure-aggregation round over several providers' assets (one agreement each)."""
-    from connectors.sdk import BrokerError
+    from twinspace.client.broker import BrokerError
 
     q = _query_client(url, org, key, audience, he_key)
     try:
@@ -220,8 +220,8 @@ def contribute(data: list[str] = typer.Option(..., help="asset_id=FILE.arrow of 
     """Provider side: answer pending secure-aggregation rounds from local data (encrypted here)."""
     import pyarrow as pa
 
-    from connectors.query.client import contribute_pending
-    from connectors.sdk import BrokerError
+    from twinspace.client.query import contribute_pending
+    from twinspace.client.broker import BrokerError
 
     tables = {}
     for item in data:

@@ -20,8 +20,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from broker.crypto import b64url, key_id
-from broker.errors import Unauthorized
+from twinspace.crypto import b64url, key_id
+from twinspace.errors import Unauthorized
 
 POP_TYP = "twinspace-pop+jwt"
 ALGORITHMS = ["EdDSA"]
