@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from connectors.errors import ConnectorError
+from twinspace.cli.common import Connection, connected
 
 connector_app = typer.Typer(help="Provider-side connector: ingest, de-identify and publish twin-entity assets.",
                             no_args_is_help=True)
@@ -120,10 +121,8 @@ def deidentify(table: Path = typer.Argument(..., exists=True, dir_okay=False, he
 
 
 @connector_app.command()
+@connected
 def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
-            broker: str = typer.Option(..., envvar="TWINSPACE_BROKER_URL", help="Broker base URL."),
-            org_id: str = typer.Option(..., envvar="TWINSPACE_ORG_ID"),
-            key: Path = typer.Option(..., envvar="TWINSPACE_ORG_KEY", exists=True, help="The org's private key (PEM)."),
             title: str = typer.Option(...), classification: str = typer.Option(...), domain: str = typer.Option(...),
             offer: list[str] = typer.Option([], help="Offer id=policy_id[:{json params}] (repeatable)."),
             offers_file: Optional[Path] = typer.Option(None, exists=True, help="JSON list of offers."),
@@ -133,7 +132,7 @@ def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
             data_endpoint: Optional[str] = typer.Option(None, help="Keep the table here: the base URL of this "
                                                         "machine's `twinspace connector serve`, from which the "
                                                         "broker fetches it on each access."),
-            audience: str = typer.Option("twinspace-broker", help="The broker's issuer name.")) -> None:
+            *, conn: Connection) -> None:
     """Check the table against its report locally, then publish it (metadata + encrypted-at-rest table,
     or metadata only with --data-endpoint)."""
     from connectors.publish import load_report, parse_offer, publish_file
@@ -144,7 +143,7 @@ def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
         if offers_file:
             offers += json.loads(offers_file.read_text(encoding="utf-8"))
         rep = load_report(report) if report else None
-        client = BrokerClient.connect(broker, org_id, key, audience=audience)
+        client = conn.client()
         asset = publish_file(client, table, report=rep, asset_id=asset_id, title=title, description=description,
                              keywords=list(keyword), classification=classification, domain=domain, offers=offers,
                              data_endpoint=data_endpoint)
@@ -157,16 +156,13 @@ def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
 
 
 @connector_app.command()
-def withdraw(asset_id: str, broker: str = typer.Option(..., envvar="TWINSPACE_BROKER_URL"),
-             org_id: str = typer.Option(..., envvar="TWINSPACE_ORG_ID"),
-             key: Path = typer.Option(..., envvar="TWINSPACE_ORG_KEY", exists=True),
-             reason: Optional[str] = typer.Option(None),
-             audience: str = typer.Option("twinspace-broker")) -> None:
+@connected
+def withdraw(asset_id: str, reason: Optional[str] = typer.Option(None), *, conn: Connection) -> None:
     """Withdraw one of this provider's assets (all versions)."""
     from twinspace.client.broker import BrokerClient, BrokerError
 
     try:
-        BrokerClient.connect(broker, org_id, key, audience=audience).catalog_withdraw(asset_id, reason)
+        conn.client().catalog_withdraw(asset_id, reason)
     except BrokerError as exc:
         console.print(f"[bold red]broker refused[/] ({exc.code}): {escape(str(exc.problem.get('detail', '')))}")
         raise typer.Exit(1)
