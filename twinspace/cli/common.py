@@ -176,6 +176,9 @@ def guarded(broker_url: str | None = None) -> Iterator[None]:
         fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), "check the path", 2)
     except ValueError as exc:  # raised by client-side checks with a sentence for the user
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, None, 2)
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, never a traceback
+        fail(f"internal error ({type(exc).__name__}: {str(exc)[:200]})",
+             "please report it with the command you ran; nothing was changed on your side", 70)
 
 
 def fail(message: str, hint: str | None = None, code: int = 2) -> None:
