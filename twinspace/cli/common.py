@@ -32,8 +32,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 # Data (names, ids, values) is printed as is: no emoji codes (`:id:`), no markup, no highlighting.
-console = Console(emoji=False, highlight=False)
-err_console = Console(stderr=True, emoji=False, highlight=False)
+console = Console(emoji=False, highlight=False, soft_wrap=True)  # ids stay whole when copied
+err_console = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
 
 PROFILE_FILE_ENV = "TWINSPACE_PROFILE_FILE"
 DEFAULT_PROFILE_FILE = Path("~/.config/twinspace/profiles.toml")

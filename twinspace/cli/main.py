@@ -134,3 +134,4 @@ app.add_typer(__import__("twinspace.cli.catalog", fromlist=["catalog_app"]).cata
 app.add_typer(__import__("twinspace.cli.negotiate", fromlist=["negotiate_app"]).negotiate_app, name="negotiate")
 app.add_typer(__import__("twinspace.cli.transfer", fromlist=["transfer_app"]).transfer_app, name="transfer")
 app.command("download")(__import__("twinspace.cli.transfer", fromlist=["download"]).download)
+app.add_typer(__import__("twinspace.cli.policy", fromlist=["policy_app"]).policy_app, name="policy")
