@@ -23,6 +23,47 @@ from broker.console.auth import (
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
+
+
+def human(value: Any) -> str:
+    """A value for people, never a Python repr: dicts read `k = v, ...`, lists `a, b`, nothing reads `—`."""
+    if value is None or value == "" or value == [] or value == {}:
+        return "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} = {human(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(human(v) for v in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.6g}"
+    return str(value)
+
+
+def span(start: Any, end: Any) -> str:
+    """A time window: `start to end`, an open end reads `…`; no window at all reads `—`."""
+    if not start and not end:
+        return "—"
+    return f"{start or '…'} to {end or '…'}"
+
+
+def deid_summary(report: dict | None) -> str:
+    if not report:
+        return "—"
+    a = report.get("achieved") or {}
+    parts = [f"k = {a['k']}"] if a.get("k") is not None else []
+    if a.get("l_min"):
+        parts.append(f"distinct l = {a['l_min']}")
+    if a.get("equivalence_classes") is not None:
+        parts.append(f"{a['equivalence_classes']} equivalence classes")
+    if report.get("rows_suppressed") is not None:
+        parts.append(f"{report['rows_suppressed']} rows suppressed")
+    return ", ".join(parts) or "—"
+
+
+templates.env.filters["human"] = human
+templates.env.globals["span"] = span
+templates.env.filters["deid"] = deid_summary
 PROVIDER, CONSUMER, AUDITOR = ("provider",), ("consumer",), ("auditor",)
 
 

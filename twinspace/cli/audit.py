@@ -326,7 +326,9 @@ def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries J
             report.add(seq, "altered", f"entry {seq} was altered: its stored {column} column differs from the "
                                        "signed entry (it would be hidden from or misfiled in filtered queries)")
     if as_json:
-        print(json.dumps(report.to_json(), indent=2))
+        out = report.to_json()
+        out["root_hash"] = base64.b64encode(report.root_hash).decode()  # one encoding for roots: base64
+        print(json.dumps(out, indent=2))
     else:
         print_report(console, report)
     raise typer.Exit(0 if report.ok else 1)

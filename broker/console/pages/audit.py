@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from datetime import datetime, timezone
 from typing import Any
 
@@ -149,6 +151,7 @@ def audit_verify(request: Request, principal: Principal = console_roles(*AUDITOR
     for seq, message in mismatches:
         report.add(seq, "column_mismatch", message)
     result = report.to_json()
+    result["root_hash"] = base64.b64encode(report.root_hash).decode()  # as in checkpoints and proofs
     log_event(runtime.engine, "audit.verified", actor=principal.org_id, outcome="ok" if report.ok else "error",
               details={"ok": report.ok, "entries": result.get("entries_verified", result.get("entries"))})
     return result

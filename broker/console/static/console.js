@@ -312,7 +312,7 @@ function setupVerify() {
     status(out, "Verifying…");
     try {
       const r = await postJson(button.dataset.url);
-      if (r.ok) status(out, "VERIFIED: " + r.entries + " entries, " + r.checkpoints_verified + " signed checkpoints, root " + r.root_hash.slice(0, 16) + "…", "ok");
+      if (r.ok) status(out, "VERIFIED: " + r.entries + " entries, " + r.checkpoints_verified + " signed checkpoints, root " + r.root_hash, "ok");
       else status(out, "PROBLEMS: " + (r.first_bad ? "entry " + r.first_bad.seq + ": " + r.first_bad.message : r.problems.length + " problems"), "bad");
     } catch (err) {
       status(out, "Verification failed: " + err.message, "bad");
