@@ -236,26 +236,35 @@ def test_provider_changes_offers_and_withdraws_an_asset(browser, served, demo):
     provider.click("text=My assets")
     row = provider.locator("#my-assets tr", has_text="Taipei public parking lots").first
     expect(row).to_contain_text("v1")
-    provider.click("summary:has-text('Edit offers of Taipei public parking lots')")
-    editor = provider.locator("form[action$='/offers']").first
-    current = json.loads(editor.locator("textarea").input_value())
-    assert [o["id"] for o in current] == ["open"]
-    offers = current + [{"id": "research", "policy_id": "purpose-restricted",
-                         "params": {"purposes": ["research", "traffic_planning"],
-                                    "audience": {"org_types": ["enterprise"]}}}]
-    editor.locator("textarea").fill(json.dumps(offers, indent=2))
+    provider.click("summary:has-text('Add or change an offer of Taipei public parking lots')")
+    form = provider.locator("form.offer-form").first
+    form.locator("input.offer-id").fill("research")
+    form.locator("input.offer-purposes").fill("research, traffic_planning")
+    form.locator("input.offer-until").fill("2030-12-31")
+    form.locator("input.offer-count").fill("20")
     shot(provider, "10-provider-edit-offers")
-    editor.locator("button.save-offers").click()
+    form.locator("button.save-offer-form").click()
     expect(provider.locator(".flash")).to_contain_text("version 2")
     row = provider.locator("#my-assets tr", has_text="Taipei public parking lots").first
-    expect(row).to_contain_text("v2")
+    expect(row).to_contain_text("purposes = research, traffic_planning")
+    provider.click("summary:has-text('Advanced: edit all offers of Taipei public parking lots as JSON')")
+    editor = provider.locator("form[action$='/offers']").first
+    current = json.loads(editor.locator("textarea").input_value())
+    assert [o["id"] for o in current] == ["open", "research"]
+    editor.locator("textarea").fill(json.dumps(current[:1] + [{**current[1], "params": {
+        **current[1]["params"], "max_rows": 50}}], indent=2))
+    editor.locator("button.save-offers").click()
+    expect(provider.locator(".flash")).to_contain_text("version 3")
+    row = provider.locator("#my-assets tr", has_text="Taipei public parking lots").first
+    expect(row).to_contain_text("v3")
     expect(row).to_contain_text("purpose-restricted")
 
     consumer = login(browser, served, demo, "consumer")
     consumer.click("text=Catalog")
     consumer.click(".assets a:has-text('Taipei public parking lots')")
-    expect(consumer.locator("main")).to_contain_text("v2")
+    expect(consumer.locator("main")).to_contain_text("v3")
     assert "research" in consumer.locator("select#offer").inner_text()
+    expect(consumer.locator("main")).not_to_contain_text("{'")  # no Python reprs
 
     provider.locator("#my-assets tr", has_text="Taipei public parking lots").first.locator("input[name=reason]").fill(
         "replaced by the live feed")

@@ -8,14 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from broker.console.pages import (
-    agreements,
-    audit,
-    catalog,
-    negotiations,
-    queries,
-    session,
-)
+from broker.console.pages import agreements, audit, catalog, negotiations, queries, session
 
 router = APIRouter()
 for module in (session, catalog, negotiations, agreements, audit, queries):

@@ -7,24 +7,12 @@ from typing import Any
 
 from fastapi import APIRouter, Form, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import (
-    JSONResponse,
-    Response,
-    StreamingResponse,
-)
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime
-from broker.console.auth import (
-    console_roles,
-)
-from broker.console.views import (
-    CONSUMER,
-    _dsp,
-    _redirect,
-    _root,
-    render,
-)
+from broker.console.auth import console_roles
+from broker.console.views import CONSUMER, _dsp, _redirect, _root, render
 
 router = APIRouter()
 

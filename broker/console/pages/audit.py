@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import base64
-
 from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import (
-    JSONResponse,
-    Response,
-)
+from fastapi.responses import JSONResponse, Response
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime
 from broker.console import charts
-from broker.console.auth import (
-    console_roles,
-)
-from broker.console.views import (
-    AUDITOR,
-    PROVIDER,
-    render,
-)
+from broker.console.auth import console_roles
+from broker.console.views import AUDITOR, PROVIDER, render
 from twinspace.errors import BadRequest, Forbidden, TwinSpaceError
 
 router = APIRouter()

@@ -6,23 +6,13 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import (
-    Response,
-)
+from fastapi.responses import Response
 from pydantic import Field
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime
-from broker.console.auth import (
-    console_roles,
-)
-from broker.console.views import (
-    CONSUMER,
-    PROVIDER,
-    _dsp,
-    _redirect,
-    render,
-)
+from broker.console.auth import console_roles
+from broker.console.views import CONSUMER, PROVIDER, _dsp, _redirect, render
 from broker.schemas import StrictModel
 from twinspace.errors import BadRequest
 

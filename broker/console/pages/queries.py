@@ -5,20 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import (
-    Response,
-)
+from fastapi.responses import Response
 from sqlmodel import Session
 
 from broker.api.deps import Principal, db_session, get_runtime
-from broker.console.auth import (
-    console_roles,
-)
-from broker.console.views import (
-    CONSUMER,
-    _root,
-    render,
-)
+from broker.console.auth import console_roles
+from broker.console.views import CONSUMER, _root, render
 from twinspace.errors import TwinSpaceError
 
 router = APIRouter()

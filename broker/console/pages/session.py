@@ -5,30 +5,14 @@ from __future__ import annotations
 import secrets
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import (
-    RedirectResponse,
-    Response,
-)
+from fastapi.responses import RedirectResponse, Response
 from pydantic import Field
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, public_route
-from broker.console.auth import (
-    COOKIE_PATH,
-    LOGIN_COOKIE,
-    SESSION_COOKIE,
-    console_roles,
-    new_login_nonce,
-    revoke_session,
-    same_origin,
-)
-from broker.console.views import (
-    _redirect,
-    _root,
-    _secure_cookie,
-    render,
-    templates,
-)
+from broker.console.auth import (COOKIE_PATH, LOGIN_COOKIE, SESSION_COOKIE, console_roles, new_login_nonce,
+                                 revoke_session, same_origin)
+from broker.console.views import _redirect, _root, _secure_cookie, render, templates
 from broker.schemas import StrictModel
 from twinspace.errors import Forbidden, TwinSpaceError
 
