@@ -190,7 +190,7 @@ def bench_verify(n: int, tmp: Path) -> None:
     path = tmp / "log.jsonl"
     notes, vkey, build = write_log(path, n, key, checkpoint_every=max(1, n // 10))
     console.print(f"  wrote {n:,} entries ({path.stat().st_size / 1e6:.0f} MB) in {build:.1f} s", style="dim")
-    from broker.audit.tools import file_lines
+    from twinspace.audit.bundle import file_lines
 
     t = time.perf_counter()
     report = verify_log(file_lines(path), notes, vkey)

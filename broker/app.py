@@ -6,13 +6,13 @@ import importlib
 import logging
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 from broker import __version__
-from broker.api.deps import RoleGuard, public_marker
+from broker.api.routes import api_routes, assert_routes_guarded, is_public
 from broker.api.gate import AuthGateMiddleware, public_checker
 from broker.api.limits import BodySizeLimitMiddleware
 from broker.api.problems import install_problem_handlers
+from broker.policy.service import policy_exists
 from broker.runtime import Runtime
 from broker.settings import Settings, get_settings
 
@@ -30,37 +30,6 @@ ROUTERS = [
 ]
 
 
-def _dependency_calls(dependant) -> list:
-    calls = []
-    for dep in dependant.dependencies:
-        calls.append(dep.call)
-        calls.extend(_dependency_calls(dep))
-    return calls
-
-
-def api_routes(router) -> list[APIRoute]:
-    """Every APIRoute under ``router``, through nested includes (FastAPI wraps included routers)."""
-    found: list[APIRoute] = []
-    for route in router.routes:
-        if isinstance(route, APIRoute):
-            found.append(route)
-        elif hasattr(route, "original_router"):
-            found.extend(api_routes(route.original_router))
-    return found
-
-
-def is_public(route: APIRoute) -> bool:
-    return any(c is public_marker for c in _dependency_calls(route.dependant))
-
-
-def assert_routes_guarded(routes: list[APIRoute]) -> None:
-    """Deny by default: every API route must name its roles or be explicitly public."""
-    unguarded = [f"{sorted(r.methods)} {r.path}" for r in routes
-                 if not any(isinstance(c, RoleGuard) or c is public_marker for c in _dependency_calls(r.dependant))]
-    if unguarded:
-        raise RuntimeError("Routes without a role guard (use require_roles or public_route): " + "; ".join(unguarded))
-
-
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level)
@@ -69,6 +38,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app = FastAPI(title="TwinSpace broker", version=__version__,
                   description="Trusted data space for digital-twin city assets.")
     app.state.runtime = runtime
+    runtime.known_policy = lambda session, policy_id: policy_exists(session, policy_id, runtime.settings)
     install_problem_handlers(app)
     for module_path in ROUTERS:
         app.include_router(importlib.import_module(module_path).router)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from twinspace.crypto import key_id, load_or_create_private_key, public_key_b64
 from broker.identity.replay import ReplayStore, make_replay_store
@@ -20,6 +22,9 @@ class Runtime:
     engine: Engine
     broker_key: Ed25519PrivateKey
     replay: ReplayStore
+    # Whether a policy id names a policy the broker can decide: the catalog checks offers with it but sits
+    # below the policy feature, so the app wires it in (deny by default: no policy is known).
+    known_policy: Callable[[Session, str], bool] = lambda session, policy_id: False
 
     @classmethod
     def start(cls, settings: Settings, *, run_migrations: bool = True) -> "Runtime":

@@ -9,7 +9,9 @@ import re
 import tempfile
 from pathlib import Path
 
-from broker.app import RoleGuard, _dependency_calls, create_app, is_public
+from broker.api.deps import RoleGuard
+from broker.api.routes import _dependency_calls, is_public
+from broker.app import create_app
 from broker.settings import Settings
 
 DOC = Path(__file__).with_name("api.md")

@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
-import broker.storage.all_models  # noqa: F401
+import broker.all_models  # noqa: F401
 from broker.storage.db import make_engine, migrate
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from broker.audit.models import AuditAnchor, AuditChainContract
+from twinspace.audit.chain import read_anchor_events
 from twinspace.audit.verify import AnchorRecord
 from twinspace.errors import ServiceUnavailable
 
@@ -136,19 +137,6 @@ class Chain:
         return AnchorTx(tree_size, root_hash, receipt["transactionHash"].to_0x_hex()
                         if hasattr(receipt["transactionHash"], "to_0x_hex") else receipt["transactionHash"].hex(),
                         int(receipt["blockNumber"]))
-
-
-def read_anchor_events(w3, address: str, *, from_block: int = 0) -> list[AnchorRecord]:
-    """``Anchored`` events straight from a node, in chain order (what an auditor trusts)."""
-    c = w3.eth.contract(address=w3.to_checksum_address(address), abi=load_artifact()["abi"])
-    events = c.events.Anchored.get_logs(from_block=from_block)
-    events = sorted(events, key=lambda e: (e["blockNumber"], e["logIndex"]))
-    out = []
-    for e in events:
-        tx = e["transactionHash"]
-        out.append(AnchorRecord(int(e["args"]["tree_size"]), bytes(e["args"]["root_hash"]), int(e["blockNumber"]),
-                                tx.to_0x_hex() if hasattr(tx, "to_0x_hex") else tx.hex()))
-    return out
 
 
 def _connection_error(exc: BaseException) -> bool:

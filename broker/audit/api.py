@@ -17,7 +17,8 @@ from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from broker.audit import log_event, service
-from broker.audit.anchor import AuditDaemon, ChainUnavailable, effective_mode, get_anchorer, read_anchor_events
+from broker.audit.anchor import AuditDaemon, ChainUnavailable, effective_mode, get_anchorer
+from twinspace.audit.chain import read_anchor_events
 from twinspace.errors import Forbidden
 from broker.runtime import Runtime
 

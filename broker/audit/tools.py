@@ -9,23 +9,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
-
-
-def file_lines(path: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
-    with open(path, "rb", buffering=chunk) as fh:
-        yield from fh
-
-
-def read_checkpoint_file(path: Path) -> list[str]:
-    """Checkpoints exported as JSONL ({"note": ...} per line) or a single signed note."""
-    raw = Path(path).read_text(encoding="utf-8")
-    if raw.lstrip().startswith("{"):
-        return [json.loads(line)["note"] for line in raw.splitlines() if line.strip()]
-    return [raw]
 
 
 def db_entry_count(engine: Engine) -> int:
@@ -97,36 +83,3 @@ def db_anchor_target(engine: Engine) -> tuple[int, str] | None:
     with engine.connect() as conn:
         row = conn.execute(text("SELECT chain_id, contract FROM audit_anchor ORDER BY anchored_at DESC LIMIT 1")).first()
     return (int(row[0]), str(row[1])) if row else None
-
-
-def fetch_bundle(client, out_dir: Path) -> dict:
-    """Download the full export and every checkpoint through the API as an auditor.
-
-    ``client`` is a ``twinspace.client.broker.BrokerClient``. Writes ``log.jsonl`` and ``checkpoints.jsonl``
-    into ``out_dir``; returns counts and the key the broker *claims* (compare it with yours).
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    entries = 0
-    with open(out_dir / "log.jsonl", "wb") as fh:
-        with client.http.stream("GET", "/audit/export", headers=client.headers()) as response:
-            if response.status_code >= 400:
-                response.read()
-                client._check(response)
-            for line in response.iter_lines():
-                if line:
-                    fh.write(line.encode() + b"\n")
-                    entries += 1
-    client.post("/audit/checkpoints")  # make sure the newest entries are covered
-    checkpoints, after = 0, 0
-    with open(out_dir / "checkpoints.jsonl", "w") as fh:
-        while True:
-            page = client.get("/audit/checkpoints", params={"after": after, "limit": 1000})["checkpoints"]
-            for cp in page:
-                fh.write(json.dumps(cp) + "\n")
-            checkpoints += len(page)
-            if len(page) < 1000:
-                break
-            after = page[-1]["tree_size"]
-    claimed = client.get("/audit/key")
-    return {"entries": entries, "checkpoints": checkpoints, "claimed_vkey": claimed["vkey"]}

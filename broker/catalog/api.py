@@ -54,7 +54,9 @@ async def put_part(upload_id: str, part: int, request: Request, principal: Princ
 @router.post("/assets", status_code=201)
 def publish(body: AssetMetadata, request: Request, principal: Principal = require_roles("provider"),
             session: Session = db_session) -> dict[str, Any]:
-    asset = service.publish(session, principal.org_id, body, settings=get_runtime(request).settings)
+    runtime = get_runtime(request)
+    asset = service.publish(session, principal.org_id, body, settings=runtime.settings,
+                            known_policy=lambda policy_id: runtime.known_policy(session, policy_id))
     return service.asset_view(asset)
 
 
@@ -62,7 +64,9 @@ def publish(body: AssetMetadata, request: Request, principal: Principal = requir
 def new_version(asset_id: str, body: AssetMetadata, request: Request,
                 principal: Principal = require_roles("provider"),
                 session: Session = db_session) -> dict[str, Any]:
-    asset = service.new_version(session, principal.org_id, asset_id, body, settings=get_runtime(request).settings)
+    runtime = get_runtime(request)
+    asset = service.new_version(session, principal.org_id, asset_id, body, settings=runtime.settings,
+                                known_policy=lambda policy_id: runtime.known_policy(session, policy_id))
     return service.asset_view(asset)
 
 

@@ -13,6 +13,8 @@ The catalog never serves row data; the de-identified table lives in the vault fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import hashlib
 import secrets
 from datetime import datetime, timedelta, timezone
@@ -163,11 +165,11 @@ def _check_table(meta: AssetMetadata, data: bytes, settings: Settings) -> pa.Tab
     return table
 
 
-def _check_offers(session: Session, meta: AssetMetadata, settings: Settings) -> None:
-    from broker.policy.service import policy_exists
-
+def _check_offers(meta: AssetMetadata, known_policy: Callable[[str], bool]) -> None:
+    """Every offer names a policy the broker can decide. The catalog sits below the policy feature, so
+    the caller hands in the lookup (``Runtime.known_policy``, wired by the app)."""
     for offer in meta.offers:
-        if not policy_exists(session, offer.policy_id, settings):
+        if not known_policy(offer.policy_id):
             raise Unprocessable(f"Offer {offer.id!r} references unknown policy {offer.policy_id!r}.",
                                 code="unknown_policy")
 
@@ -187,12 +189,13 @@ def _new_row(asset_id: str, version: int, provider_id: str, meta: AssetMetadata,
 
 
 # --------------------------------------------------------------------------- commands
-def publish(session: Session, provider_id: str, meta: AssetMetadata, *, settings: Settings) -> Asset:
+def publish(session: Session, provider_id: str, meta: AssetMetadata, *, settings: Settings,
+            known_policy: Callable[[str], bool]) -> Asset:
     """Create a new asset (version 1). Atomic: asset row, encrypted blob, audit event and upload cleanup
     commit together or not at all."""
     data = _table_bytes(session, provider_id, meta, settings)
     _check_table(meta, data, settings)
-    _check_offers(session, meta, settings)
+    _check_offers(meta, known_policy)
     asset = _new_row("ast_" + secrets.token_hex(10), 1, provider_id, meta, len(data))
     session.add(asset)
     session.flush()
@@ -217,11 +220,11 @@ def _owned_latest(session: Session, provider_id: str, asset_id: str) -> Asset:
 
 
 def new_version(session: Session, provider_id: str, asset_id: str, meta: AssetMetadata, *,
-                settings: Settings) -> Asset:
+                settings: Settings, known_policy: Callable[[str], bool]) -> Asset:
     latest = _owned_latest(session, provider_id, asset_id)
     data = _table_bytes(session, provider_id, meta, settings)
     _check_table(meta, data, settings)
-    _check_offers(session, meta, settings)
+    _check_offers(meta, known_policy)
     latest.is_latest = False
     latest.status = "superseded"
     session.add(latest)

@@ -52,7 +52,7 @@ def wants_html(request: Request) -> bool:
 
 
 def create_console_app(runtime: Runtime) -> FastAPI:
-    from broker.app import api_routes, assert_routes_guarded
+    from broker.api.routes import api_routes, assert_routes_guarded
     from broker.console import pages
 
     console = FastAPI(title="TwinSpace console", docs_url=None, redoc_url=None, openapi_url=None)

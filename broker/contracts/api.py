@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlmodel import Session
 
@@ -241,12 +241,3 @@ def agreement_bundle(agreement_id: str, request: Request, principal: Principal =
     return service.export_bundle(session, runtime.settings, runtime.broker_key, principal, agreement_id)
 
 
-@router.get("/contracts/agreements/{agreement_id}/data")
-def agreement_data(agreement_id: str, request: Request, format: str = Query("csv", pattern="^(csv|json)$"),
-                   principal: Principal = require_roles("consumer"),
-                   session: Session = db_session) -> StreamingResponse:
-    media_type, chunks, summary = service.pull_data(session, get_runtime(request).settings, principal,
-                                                    agreement_id, format)
-    return StreamingResponse(iter(chunks), media_type=media_type,
-                             headers={"X-Content-SHA256": summary["sha256"], "X-Row-Count": str(summary["rows"]),
-                                      "Cache-Control": "no-store"})

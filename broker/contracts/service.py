@@ -438,6 +438,11 @@ def terminate(session: Session, principal: Any, negotiation_id: str,
 
 
 # --------------------------------------------------------------------------- after finalisation
+# What else ends when an agreement is revoked. Features above contracts (transfer) register here, so that
+# revocation takes effect at once without contracts importing them; each hook returns how many it ended.
+ON_REVOKE: list[Callable[[Session, str, str], int]] = []
+
+
 def revoke(session: Session, principal: Any, agreement_id: str, reason: str | None = None) -> Agreement:
     """Provider (of this agreement) or operator revokes; effective on the next access."""
     agreement = get_agreement(session, agreement_id, principal)
@@ -454,9 +459,7 @@ def revoke(session: Session, principal: Any, agreement_id: str, reason: str | No
     agreement.revocation_reason = (reason or "")[:500] or None
     session.add(agreement)
     session.flush()
-    from broker.transfer.service import end_transfers_of  # late import: transfer depends on contracts
-
-    ended = end_transfers_of(session, agreement.id, actor=principal.org_id)
+    ended = sum(hook(session, agreement.id, principal.org_id) for hook in ON_REVOKE)
     record_event(session, "contract.revoked", actor=principal.org_id, asset_id=agreement.asset_id,
                  agreement_id=agreement.id, details={"by_role": principal.role, "reason": agreement.revocation_reason,
                                                      "transfers_terminated": ended})
@@ -718,45 +721,3 @@ def add_signature(session: Session, settings: Settings, broker_key: Ed25519Priva
         _move(session, neg, S.VERIFIED, actor=principal.org_id, kind="contract.verified")
         _finalize(session, settings, broker_key, principal, neg)
     return agreement
-
-
-def pull_data(session: Session, settings: Settings, principal: Any, agreement_id: str,
-              fmt: str = "csv") -> tuple[str, list[bytes], dict[str, Any]]:
-    """The consumer's download under an agreement: ``require_active_agreement``, ``ACCESS_DECIDER``, then the
-    strictest of the agreement's and the decider's ``max_rows`` / ``columns`` obligations. Returns
-    ``(media_type, chunks, summary)``; the transfer (rows, bytes, hashes — no row data) is audited."""
-    import hashlib
-
-    from broker.catalog.vault import load_table
-    from broker.transfer.dataplane import MEDIA_TYPES, apply_obligations, encode, merge_obligations
-
-    if fmt not in ("csv", "json"):
-        raise BadRequest("format must be csv or json.", code="unsupported_format")
-    try:
-        agreement = require_active_agreement(session, agreement_id, principal.org_id)
-    except Exception as exc:
-        _log_refusal(session, "contract.data_refused", actor=principal.org_id,
-                     agreement=session.get(Agreement, agreement_id),
-                     details={"code": getattr(exc, "code", type(exc).__name__)})
-        raise
-    usage = {"format": fmt, "purpose": agreement.purpose, "scenario": agreement.scenario}
-    allow, reasons, extra = ACCESS_DECIDER(session, agreement, principal, "read", usage)
-    if not allow:
-        _log_refusal(session, "contract.data_refused", actor=principal.org_id, agreement=agreement,
-                     details={"code": "access_denied", "reasons": [str(r)[:200] for r in reasons][:10]})
-        raise Forbidden("Access refused: " + "; ".join(str(r) for r in reasons)[:500], code="access_denied",
-                        extra={"reasons": [str(r) for r in reasons]})
-    obligations = merge_obligations(agreement.obligations, extra or {})
-    table = load_table(session, agreement.asset_id, agreement.asset_version, settings=settings)
-    table = apply_obligations(table, max_rows=obligations["max_rows"], columns=obligations["columns"])
-    chunks = [c for c in encode(table, fmt) if c]
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    summary = {"format": fmt, "rows": table.num_rows, "columns": table.column_names,
-               "bytes": sum(len(c) for c in chunks), "sha256": digest.hexdigest(),
-               "content_hash": agreement.content_hash, "asset_version": agreement.asset_version,
-               "obligations": obligations, "reasons": [str(r)[:200] for r in reasons][:10]}
-    record_event(session, "contract.data_transfer", actor=principal.org_id, asset_id=agreement.asset_id,
-                 agreement_id=agreement.id, details=summary)
-    return MEDIA_TYPES[fmt], chunks, summary

@@ -14,7 +14,8 @@ from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, publi
 from broker.audit import record_event
 from twinspace.errors import BadRequest, TwinSpaceError
 from broker.identity import service
-from broker.identity.models import Org, Role
+from broker.identity.models import Org
+from twinspace.roles import Role
 from twinspace.tokens import ASSERTION_TYPE
 from broker.runtime import Runtime
 from broker.schemas import StrictModel

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from broker.storage.db import utcnow
-
-
-
-class Role(str, Enum):
-    provider = "provider"
-    consumer = "consumer"
-    auditor = "auditor"
-    operator = "operator"
 
 
 class Org(SQLModel, table=True):

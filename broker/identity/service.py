@@ -14,7 +14,8 @@ from sqlmodel import Session, select
 from broker.audit import record_event
 from twinspace.crypto import key_id, public_key_from_b64
 from twinspace.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from broker.identity.models import Org, OrgKey, Role
+from broker.identity.models import Org, OrgKey
+from twinspace.roles import Role
 from broker.identity.replay import ReplayStore
 from twinspace.tokens import issue_access_token, unverified_kid, verify_assertion
 from broker.settings import Settings

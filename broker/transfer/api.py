@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from twinspace.dsp.states import TransferState as TS
-from broker.transfer import dataplane, service
+from broker.transfer import dataplane, download, service
 from twinspace.dsp.transfer_messages import (TransferCompletionMessage, TransferRequestMessage, TransferStartMessage,
                                       TransferSuspensionMessage, TransferTerminationMessage)
 
@@ -120,3 +120,15 @@ async def dataplane_pull(pid: str, request: Request, format: str = Query("csv", 
                "Cache-Control": "no-store"}
     return StreamingResponse(_served(runtime.engine, pull, dataplane.encode(pull.table, format)),
                              media_type=dataplane.MEDIA_TYPES[format], headers=headers)
+
+
+@router.get("/contracts/agreements/{agreement_id}/data")
+def agreement_data(agreement_id: str, request: Request, format: str = Query("csv", pattern="^(csv|json)$"),
+                   principal: Principal = require_roles("consumer"),
+                   session: Session = db_session) -> StreamingResponse:
+    """The management API's download under an agreement (the DSP transfer process is the other way)."""
+    media_type, chunks, summary = download.pull_data(session, get_runtime(request).settings, principal,
+                                                     agreement_id, format)
+    return StreamingResponse(iter(chunks), media_type=media_type,
+                             headers={"X-Content-SHA256": summary["sha256"], "X-Row-Count": str(summary["rows"]),
+                                      "Cache-Control": "no-store"})

@@ -164,6 +164,10 @@ def end_transfers_of(session: Session, agreement_id: str, *, actor: str) -> int:
     return len(live)
 
 
+# Revoking an agreement ends its live transfers in the same transaction (contracts cannot import transfer).
+contracts.ON_REVOKE.append(lambda session, agreement_id, actor: end_transfers_of(session, agreement_id, actor=actor))
+
+
 def view(tp: TransferProcess) -> dict[str, Any]:
     return {**transfer_process(provider_pid=tp.id, consumer_pid=tp.consumer_pid, state=tp.state),
             "twin:transfer": {"id": tp.id, "agreement_id": tp.agreement_id, "consumer_id": tp.consumer_id,

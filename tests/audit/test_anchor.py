@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from broker.app import create_app
 from broker.audit import record_event
-from broker.audit.anchor import Chain, get_anchorer, read_anchor_events
+from broker.audit.anchor import Chain, get_anchorer
+from twinspace.audit.chain import read_anchor_events
 from broker.audit.service import create_checkpoint, log_vkey
 from broker.audit.tools import db_checkpoint_notes, db_lines
 from twinspace.audit.verify import AnchorRecord, verify_log

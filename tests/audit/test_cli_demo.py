@@ -71,15 +71,14 @@ def test_demo_audit_step_verifies_and_anchors(settings, runtime, app, client):
 
 def test_fetch_bundle_through_the_api_then_verify(client, make_org, runtime, tmp_path):
     from broker.audit.service import log_vkey
-    from broker.audit.tools import fetch_bundle
+    from twinspace.audit.bundle import fetch_bundle
 
     auditor = make_org("auditor")
     with session_scope(runtime.engine) as s:
         record_event(s, "negotiation.offer", actor="org-1", agreement_id="agr-2", details={"step": "offer"})
     result = fetch_bundle(auditor.client, tmp_path / "bundle")
     assert result["entries"] >= 3 and result["checkpoints"] >= 1 and result["claimed_vkey"] == log_vkey(runtime)
-    r = CliRunner().invoke(cli, ["audit", "verify", "--entries", str(tmp_path / "bundle" / "log.jsonl"),
-                                 "--checkpoints", str(tmp_path / "bundle" / "checkpoints.jsonl"),
+    r = CliRunner().invoke(cli, ["audit", "verify", "--bundle", str(tmp_path / "bundle"),
                                  "--key", log_vkey(runtime), "--json"])
     assert r.exit_code == 0, r.output
     report = json.loads(r.output)

@@ -25,3 +25,15 @@ def test_committed_artifact_matches_the_source():
     assert fresh["deployedBytecode"] == committed["deployedBytecode"]
     names = {item.get("name") for item in committed["abi"]}
     assert {"anchor", "latest_size", "latest_root", "root_at", "owner", "Anchored"} <= names
+
+
+def test_the_light_verifiers_event_abi_is_the_contracts():
+    """twinspace.audit.chain reads anchors without the artifact; its copy of the event must be exact."""
+    import json
+    from pathlib import Path
+
+    from twinspace.audit.chain import ANCHORED_EVENT_ABI
+
+    artifact = json.loads((Path(__file__).resolve().parents[2] / "contracts" / "AuditAnchor.json").read_text())
+    events = [x for x in artifact["abi"] if x.get("type") == "event" and x["name"] == "Anchored"]
+    assert events == [ANCHORED_EVENT_ABI]

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
 from broker.api.deps import ALL_ROLES, RoleGuard, public_marker
-from broker.app import _dependency_calls, api_routes
+from broker.api.routes import _dependency_calls, api_routes
 from broker.console.auth import SAFE_METHODS, SESSION_COOKIE, ConsoleGuard
 from tests.console.conftest import console_login, login_nonce
 

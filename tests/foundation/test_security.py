@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 from broker.api.deps import RoleGuard, public_marker
-from broker.app import _dependency_calls
+from broker.api.routes import _dependency_calls
 from twinspace.crypto import generate_key
 
 
@@ -32,7 +32,7 @@ def test_route_collection_sees_every_included_route(app):
     with pytest.raises(RuntimeError, match="without a role guard"):
         from fastapi import APIRouter
 
-        from broker.app import api_routes, assert_routes_guarded
+        from broker.api.routes import api_routes, assert_routes_guarded
 
         naked = APIRouter()
         naked.get("/naked")(lambda: {})

@@ -126,17 +126,17 @@ def export(out: Path = typer.Argument(..., help="Entries JSONL (one canonical en
 
 @audit_app.command("fetch")
 @connected
-def fetch(out_dir: Path = typer.Option(Path("audit-bundle"), help="Where to write log.jsonl and checkpoints.jsonl."),
+def fetch(out_dir: Path = typer.Option(Path("audit-bundle"), help="The bundle directory to write (entries.jsonl, "
+                                                             "checkpoints.jsonl, log.vkey)."),
           *, conn: Connection) -> None:
     """Download the full log and all checkpoints through the API, for `twinspace audit verify`."""
-    from broker.audit.tools import fetch_bundle
+    from twinspace.audit.bundle import fetch_bundle
 
     result = fetch_bundle(conn.client(), out_dir)
     console.print(f"wrote {result['entries']} entries and {result['checkpoints']} checkpoints to {out_dir}")
     console.print(f"the broker says its log key is {result['claimed_vkey']} — verify with the key you "
                   "obtained out of band:")
-    console.print(f"  twinspace audit verify --entries {out_dir / 'log.jsonl'} "
-                  f"--checkpoints {out_dir / 'checkpoints.jsonl'} --key '<vkey>'")
+    console.print(f"  twinspace audit verify --bundle {out_dir} --key '<vkey>'")
 
 
 audit_app.command("monitor")(monitor)
@@ -254,66 +254,67 @@ def _progress() -> Progress:
 
 
 @audit_app.command("verify")
-def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries JSONL; default: read the local "
+def verify(bundle: Optional[Path] = typer.Option(None, "--bundle", file_okay=False,
+                                                help="An audit bundle directory (entries, checkpoints, log key, "
+                                                     "anchors), e.g. the one `twinspace demo` writes."),
+           entries: Optional[Path] = typer.Option(None, help="Exported entries JSONL; default: read the local "
                                                    "broker database directly."),
            checkpoints: Optional[Path] = typer.Option(None, help="Signed checkpoints (JSONL export or one note); "
                                                       "several files: repeat --extra-checkpoint."),
            extra_checkpoint: list[Path] = typer.Option([], help="More checkpoints you kept earlier."),
            key: Optional[str] = typer.Option(None, "--key", help="The log's vkey (name+id+key), from out of band. "
-                                             "Default (local mode only): derived from the broker key file."),
+                                             "Default: the bundle's log.vkey, or (local mode) the broker key file."),
            rpc_url: Optional[str] = typer.Option(None, help="Your own chain node, to check the anchors."),
            contract: Optional[str] = typer.Option(None, help="AuditAnchor contract address."),
            as_json: bool = typer.Option(False, "--json"), data_dir: Optional[Path] = DataDir) -> None:
     """Recompute the tree from the entries, check every checkpoint signature and their consistency, the
-    on-chain anchors, and name the first bad entry. Exit code 0 = verified, 1 = problems found."""
-    from broker.audit import tools
+    on-chain anchors, and name the first bad entry. Exit code 0 = verified, 1 = problems found.
+
+    With --bundle or --entries this runs on the light install (no broker, no database)."""
+    from twinspace.audit.bundle import BundleError, file_lines, read_bundle, read_checkpoint_file
+    from twinspace.audit.note import NoteError, parse_vkey
     from twinspace.audit.verify import verify_log
 
-    head = None
-    total = None
+    head = total = None
     notes: list[str] = []
-    if entries is None:
-        from broker.audit.service import log_vkey
-
-        rt = _runtime(data_dir)
-        key = key or log_vkey(rt)
-        column_mismatches: list[tuple[int, str]] = []
-        lines = tools.db_lines_checked(rt.engine, column_mismatches)
-        total = tools.db_entry_count(rt.engine)
-        notes = tools.db_checkpoint_notes(rt.engine) if checkpoints is None else []
-        head = tools.db_head(rt.engine)
-        source = f"database {rt.settings.effective_database_url}"
-        if rpc_url is None and contract is None and rt.settings.chain_rpc_url:
-            target = tools.db_anchor_target(rt.engine)
-            rpc_url = rt.settings.chain_rpc_url
-            contract = rt.settings.chain_contract_address or (target[1] if target else None)
-            if contract is None:
-                rpc_url = None
-    else:
-        if key is None:
-            raise typer.BadParameter("--key is required when verifying an export", param_hint="--key")
-        lines = tools.file_lines(entries)
-        source = str(entries)
-    from twinspace.audit.note import NoteError, parse_vkey
-
+    anchors = None
+    column_mismatches: list[tuple[int, str]] = []
     try:
-        parse_vkey(key)
+        if bundle is not None:
+            b = read_bundle(bundle)
+            if key is None:
+                key = b.vkey
+                console.print(f"[yellow]note[/]: using the log key in {bundle}/log.vkey; compare it with the key "
+                              "you obtained out of band (or pass --key)", highlight=False)
+            lines, notes, anchors, source = file_lines(b.entries), list(b.notes), b.anchors, str(bundle)
+        elif entries is None:
+            lines, total, notes, head, key, source, rpc_url, contract = _local_log(
+                data_dir, key, checkpoints, rpc_url, contract, column_mismatches)
+        else:
+            if key is None:
+                raise typer.BadParameter("--key is required when verifying an export", param_hint="--key")
+            lines, source = file_lines(entries), str(entries)
+        if checkpoints is not None:
+            notes += read_checkpoint_file(checkpoints)
+        for extra in extra_checkpoint:
+            notes += read_checkpoint_file(extra)
+    except (BundleError, OSError) as exc:
+        console.print(f"[bold red]error[/]: {exc}", highlight=False)
+        raise typer.Exit(2)
+    try:
+        parse_vkey(key or "")
     except NoteError as exc:
         raise typer.BadParameter(f"not a valid log key: {exc}", param_hint="--key") from None
-    if checkpoints is not None:
-        notes += tools.read_checkpoint_file(checkpoints)
-    for extra in extra_checkpoint:
-        notes += tools.read_checkpoint_file(extra)
-    anchors = None
     if rpc_url or contract:
         if not (rpc_url and contract):
             raise typer.BadParameter("--rpc-url and --contract go together")
-        from web3 import Web3
-
-        from broker.audit.anchor import read_anchor_events
+        from twinspace.audit.chain import read_anchors_from_node
+        from twinspace.extras import MissingExtra
 
         try:
-            anchors = read_anchor_events(Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10})), contract)
+            anchors = read_anchors_from_node(rpc_url, contract)
+        except MissingExtra:
+            raise
         except Exception as exc:  # noqa: BLE001
             console.print(f"[bold red]cannot read anchors from {rpc_url}[/]: {type(exc).__name__}: {exc}")
             raise typer.Exit(2)
@@ -321,10 +322,9 @@ def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries J
         task = progress.add_task(f"verifying {source}", total=total)
         report = verify_log(lines, notes, key, anchors=anchors, head=head,
                             progress=lambda n: progress.update(task, completed=n))
-    if entries is None:
-        for seq, column in column_mismatches[:100]:
-            report.add(seq, "altered", f"entry {seq} was altered: its stored {column} column differs from the "
-                                       "signed entry (it would be hidden from or misfiled in filtered queries)")
+    for seq, column in column_mismatches[:100]:
+        report.add(seq, "altered", f"entry {seq} was altered: its stored {column} column differs from the "
+                                   "signed entry (it would be hidden from or misfiled in filtered queries)")
     if as_json:
         out = report.to_json()
         out["root_hash"] = base64.b64encode(report.root_hash).decode()  # one encoding for roots: base64
@@ -332,6 +332,25 @@ def verify(entries: Optional[Path] = typer.Option(None, help="Exported entries J
     else:
         print_report(console, report)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _local_log(data_dir, key, checkpoints, rpc_url, contract, column_mismatches):
+    """The entries, checkpoints, head and anchor target straight from this machine's broker database."""
+    from broker.audit import tools
+    from broker.audit.service import log_vkey
+
+    rt = _runtime(data_dir)
+    key = key or log_vkey(rt)
+    lines = tools.db_lines_checked(rt.engine, column_mismatches)
+    notes = tools.db_checkpoint_notes(rt.engine) if checkpoints is None else []
+    if rpc_url is None and contract is None and rt.settings.chain_rpc_url:
+        target = tools.db_anchor_target(rt.engine)
+        rpc_url = rt.settings.chain_rpc_url
+        contract = rt.settings.chain_contract_address or (target[1] if target else None)
+        if contract is None:
+            rpc_url = None
+    return (lines, tools.db_entry_count(rt.engine), notes, tools.db_head(rt.engine), key,
+            f"database {rt.settings.effective_database_url}", rpc_url, contract)
 
 
 def print_report(out: Console, report) -> None:

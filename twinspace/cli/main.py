@@ -7,10 +7,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from broker.identity.models import Role
-from broker.settings import Settings
+from twinspace.extras import MissingExtra, extra_for
+from twinspace.roles import Role
 
 app = typer.Typer(help="TwinSpace: trusted data space for digital-twin city assets.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -19,7 +20,9 @@ app.add_typer(org_app, name="org")
 console = Console()
 
 
-def _settings(data_dir: Optional[Path]) -> Settings:
+def _settings(data_dir: Optional[Path]):
+    from broker.settings import Settings
+
     return Settings(data_dir=data_dir) if data_dir else Settings()
 
 
@@ -118,11 +121,13 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
 @app.command()
 def demo(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Keep demo state here (default: a temporary directory)."),
          serve_after: bool = typer.Option(False, "--serve", help="Leave the broker running with the demo data."),
-         port: int = typer.Option(8000, help="Port for --serve.")) -> None:
+         port: int = typer.Option(8000, help="Port for --serve."),
+         audit_bundle: Path = typer.Option(Path("twinspace-demo-audit"), file_okay=False,
+                                           help="Where to write the audit bundle an auditor verifies offline.")) -> None:
     """Run the data space end to end on embedded defaults (no network, no services)."""
     from twinspace.demo.run import run_demo
 
-    raise typer.Exit(run_demo(data_dir=data_dir, serve=serve_after, port=port))
+    raise typer.Exit(run_demo(data_dir=data_dir, serve=serve_after, port=port, audit_bundle=audit_bundle))
 
 
 # Feature sub-apps: one line each.
@@ -135,3 +140,19 @@ app.add_typer(__import__("twinspace.cli.negotiate", fromlist=["negotiate_app"]).
 app.add_typer(__import__("twinspace.cli.transfer", fromlist=["transfer_app"]).transfer_app, name="transfer")
 app.command("download")(__import__("twinspace.cli.transfer", fromlist=["download"]).download)
 app.add_typer(__import__("twinspace.cli.policy", fromlist=["policy_app"]).policy_app, name="policy")
+
+
+def main() -> None:
+    """The console script: a command whose optional extra is missing says which one, not a traceback."""
+    try:
+        app()
+    except MissingExtra as exc:
+        console.print(f"[bold red]error[/] ({exc.code}): {escape(exc.detail)}", highlight=False)
+        raise SystemExit(2) from None
+    except ModuleNotFoundError as exc:
+        extra = extra_for(exc)
+        if extra is None:
+            raise
+        console.print(f"[bold red]error[/] (missing_extra): this command needs the {escape(f'[{extra}]')} extra "
+                      f"({exc.name} is not installed): {escape(f'pip install twinspace[{extra}]')}", highlight=False)
+        raise SystemExit(2) from None

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 from twinspace.cli.common import CliError, Connection, choice, connected
 from rich.console import Console
@@ -42,7 +41,9 @@ def _query_client(conn, he_key: Path):
     return QueryClient(conn.client(), keys)
 
 
-def _mask(mask_file: Optional[Path], all_rows: bool, rows: int) -> np.ndarray:
+def _mask(mask_file: Optional[Path], all_rows: bool, rows: int):
+    import numpy as np
+
     """A 0/1 row mask from a file (one value per line, or a JSON list) or every row."""
     if all_rows == (mask_file is not None):
         _fail(ValueError("give exactly one of --mask-file or --all"))

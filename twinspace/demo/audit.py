@@ -6,7 +6,9 @@ import time
 
 from rich.table import Table
 
-from broker.audit.anchor import get_anchorer, read_anchor_events
+from broker.audit.anchor import get_anchorer
+from twinspace.audit.chain import read_anchor_events
+from twinspace.audit.bundle import write_bundle
 from twinspace.audit.verify import verify_log
 
 
@@ -42,6 +44,9 @@ def step_audit_verify(ctx) -> None:
     if not report.ok:
         raise RuntimeError(f"audit verification failed: {report.first_bad.message}")
 
+    bundle = write_bundle(ctx.state.get("audit_bundle_dir", ctx.settings.data_dir / "audit-bundle"), export.content,
+                          notes, vkey, anchors, chain={"chain_id": chain.chain_id, "contract": chain.address})
+
     a = report.latest_anchor
     table = Table(show_header=False, title="Audit log verified by the auditor (no trust in the broker)")
     table.add_row("entries verified", str(report.entries))
@@ -51,6 +56,8 @@ def step_audit_verify(ctx) -> None:
     table.add_row("anchor", f"size {a.tree_size} in block {a.block_number} of chain {chain.chain_id}, contract "
                             f"{chain.address} ({anchor_ms:.0f} ms)" if a else "none")
     table.add_row("log key", vkey)
+    table.add_row("audit bundle", f"{bundle} — verify it offline with the light install: "
+                                  f"twinspace audit verify --bundle {bundle}")
     ctx.console.print(table)
     for w in report.warnings:
         ctx.console.print(f"[dim]note: {w}[/]")

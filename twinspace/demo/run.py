@@ -92,7 +92,7 @@ STEPS: list[Callable[[DemoContext], None]] = [
 
 
 def run_demo(*, data_dir: Path | None = None, serve: bool = False, port: int = 8000,
-             console: Console | None = None) -> int:
+             console: Console | None = None, audit_bundle: Path | None = Path("twinspace-demo-audit")) -> int:
     """Run every step; 0 on success, 1 with a clear message on the first failure."""
     console = console or Console()
     keep = data_dir is not None or serve
@@ -107,6 +107,8 @@ def run_demo(*, data_dir: Path | None = None, serve: bool = False, port: int = 8
         app = create_app(settings, runtime=runtime)
         with TestClient(app) as http:
             ctx = DemoContext(console, settings, runtime, app, http)
+            if audit_bundle is not None:  # what an auditor takes away: kept after the demo's state is removed
+                ctx.state["audit_bundle_dir"] = Path(audit_bundle).resolve()
             for step in STEPS:
                 console.rule(f"[cyan]{(step.__doc__ or step.__name__).strip().splitlines()[0]}")
                 step(ctx)

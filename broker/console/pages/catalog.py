@@ -253,5 +253,6 @@ def _publish_offers(request: Request, session: Session, principal: Principal, as
                                     data[start:start + service.MAX_PART_BYTES], settings=runtime.settings)
         fields["upload_id"] = upload.id
     meta = AssetMetadata.model_validate(fields)
-    asset = service.new_version(session, principal.org_id, asset_id, meta, settings=runtime.settings)
+    asset = service.new_version(session, principal.org_id, asset_id, meta, settings=runtime.settings,
+                                known_policy=lambda policy_id: runtime.known_policy(session, policy_id))
     return _redirect(request, "/assets", f"Offers updated: {asset.title} is now version {asset.version}.")

@@ -3,7 +3,7 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import broker.storage.all_models  # noqa: F401  (registers tables)
+import broker.all_models  # noqa: F401  (registers tables)
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -1,0 +1,1 @@
+"""Privacy-preserving queries (control plane): routing, budgets, secure-aggregation rounds."""
