@@ -113,6 +113,7 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
     consumer.fill("#purpose", "traffic_planning")
     consumer.click("#request-contract")
     expect(consumer.locator("#neg-state")).to_have_text("REQUESTED")
+    expect(consumer.locator("#stepper li.current")).to_have_text("Requested")
     negotiation_url = consumer.url
 
     # provider: offer
@@ -139,6 +140,7 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
     shot(consumer, "05-consumer-verify-sign")
     consumer.click("#sign-agreement")
     expect(consumer.locator("#neg-state")).to_have_text("VERIFIED")
+    expect(consumer.locator("#stepper li.done")).to_have_count(4)
 
     # provider: finalise (broker countersigns)
     provider.reload()
@@ -154,6 +156,10 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
     rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
     assert 0 < len(rows) <= 50
     consumer.wait_for_selector("#download-status.ok")
+    # fresh state without a reload: the transfer, the usage and the stepper show the download
+    expect(consumer.locator("#transfers")).not_to_contain_text("No transfers yet")
+    expect(consumer.locator("#stepper li.done").last).to_contain_text("Data transferred")
+    expect(consumer.locator("main")).not_to_contain_text("{'")
     shot(consumer, "06-consumer-agreement-download")
     agreement_url = consumer.url
 

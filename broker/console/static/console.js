@@ -224,6 +224,23 @@ function setupSigners() {
   });
 }
 
+// ---------------------------------------------------------------------------- fresh state after an action
+// Re-read the page and swap in the parts an action changed (usage, transfers, progress), so what is
+// shown is the broker's state now, without losing the status message of the action.
+async function refreshParts(ids) {
+  const res = await fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+  if (!res.ok) return;
+  const fresh = new DOMParser().parseFromString(await res.text(), "text/html");
+  ids.forEach((id) => {
+    const now = document.getElementById(id), next = fresh.getElementById(id);
+    if (next && now) now.replaceWith(document.importNode(next, true));
+    else if (next && !now && id === "usage") {
+      const table = document.querySelector("table.kv");
+      if (table) table.appendChild(document.importNode(next.closest("tr"), true));
+    }
+  });
+}
+
 // ---------------------------------------------------------------------------- data download (PoP)
 function setupDownloads() {
   document.querySelectorAll(".downloader").forEach((box) => {
@@ -256,6 +273,7 @@ function setupDownloads() {
         a.click();
         setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
         status(out, "Downloaded " + res.headers.get("X-TwinSpace-Rows") + " rows (" + blob.size + " bytes) as " + name + ".", "ok");
+        await refreshParts(["transfers", "usage", "stepper", "agreement-status"]);
       } catch (err) {
         status(out, "Download refused: " + err.message, "bad");
       }
