@@ -233,6 +233,31 @@ def test_auditor_explores_proves_and_verifies(browser, served, demo):
     auditor.wait_for_selector("#proof-result.ok")
     expect(auditor.locator("#proof-result")).to_contain_text("Included")
     shot(auditor, "09-auditor-entry-proof")
+
+
+def test_auditor_monitor_trusts_checks_growth_and_alarms_on_a_fork(browser, served, demo):
+    from broker.audit import log_event
+
+    auditor = login(browser, served, demo, "auditor")
+    auditor.click("text=Audit monitor")
+    auditor.click("#monitor-check")
+    expect(auditor.locator("#monitor-result")).to_contain_text("Trusting tree size")
+    for i in range(3):
+        log_event(demo.runtime.engine, "test.event", actor="x", details={"i": i})
+    auditor.reload()
+    auditor.click("#monitor-check")
+    expect(auditor.locator("#monitor-result")).to_contain_text("append-only")
+    shot(auditor, "11-auditor-monitor")
+    # another history than the one trusted: the alarm, and the trusted checkpoint stays
+    auditor.evaluate("""() => { for (const k of Object.keys(localStorage)) if (k.startsWith('twinspace-audit-monitor:')) {
+        const t = JSON.parse(localStorage.getItem(k)); t.root = btoa('x'.repeat(32)); t.tree_size -= 1;
+        localStorage.setItem(k, JSON.stringify(t)); } }""")
+    log_event(demo.runtime.engine, "test.event", actor="x", details={"i": 9})
+    auditor.reload()
+    auditor.click("#monitor-check")
+    expect(auditor.locator("#monitor-result")).to_contain_text("ALERT FORK")
+    expect(auditor.locator("#monitor-trusted")).to_contain_text(
+        __import__("base64").b64encode(b"x" * 32).decode())
     assert any(u.endswith("/console/static/console.js") for u in REQUESTS)
 
 

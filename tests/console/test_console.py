@@ -64,6 +64,8 @@ API_TWIN: dict[tuple[str, str], tuple[str, str] | str] = {
     ("GET", "/access"): "the provider's view of events on its own assets (no API twin)",
     ("GET", "/audit"): ("GET", "/audit/entries"),
     ("GET", "/audit/entries/{seq}"): ("GET", "/audit/entries/{seq}"),
+    ("GET", "/audit/monitor"): ("GET", "/audit/checkpoints/latest"),
+    ("GET", "/audit/monitor/consistency"): ("GET", "/audit/proofs/consistency"),
     ("GET", "/audit/entries/{seq}/receipt"): ("GET", "/audit/entries/{seq}/receipt"),
     ("POST", "/audit/verify"): ("GET", "/audit/export"),  # it reads every entry, as the export does
     ("GET", "/queries"): "how to run encrypted queries with the CLI (no API twin)",

@@ -87,6 +87,31 @@ def audit(request: Request, org: str | None = Query(None, max_length=64), kind: 
                   vkey=service.log_vkey(runtime))
 
 
+@router.get("/audit/monitor")
+def audit_monitor(request: Request, principal: Principal = console_roles("auditor", "operator")) -> Response:
+    """The auditor's witness in the browser: the trusted checkpoint is kept in this browser (not on the
+    broker), the newest one is checked against the log key and the broker's consistency proof, in
+    JavaScript, like ``twinspace audit monitor``."""
+    from broker.audit import service
+
+    runtime = get_runtime(request)
+    try:
+        latest = service.checkpoint_json(service.current_checkpoint(runtime))
+    except TwinSpaceError:
+        latest = None
+    return render(request, "audit_monitor.html", principal, None, latest=latest, vkey=service.log_vkey(runtime))
+
+
+@router.get("/audit/monitor/consistency")
+def audit_monitor_consistency(request: Request, first: int = Query(..., ge=1), second: int = Query(..., ge=1),
+                              principal: Principal = console_roles("auditor", "operator"),
+                              session: Session = db_session) -> dict[str, Any]:
+    """The consistency proof between two tree sizes (JSON), for the monitor page's own check."""
+    from broker.audit import service
+
+    return service.consistency_proof(get_runtime(request), session, first, second)
+
+
 @router.get("/audit/entries/{seq}")
 def audit_entry(seq: int, request: Request, principal: Principal = console_roles(*AUDITOR),
                 session: Session = db_session) -> Response:

@@ -407,6 +407,77 @@ function setupProof() {
   });
 }
 
+// RFC 9162 §2.1.4.2: does the proof show the tree (size1, root1) is a prefix of (size2, root2)?
+async function verifyConsistency(size1, size2, root1, root2, proof) {
+  if (size1 <= 0 || size2 < size1) throw new Error("bad tree sizes");
+  if (size1 === size2) {
+    if (proof.length || !equalBytes(root1, root2)) throw new Error("same size, different root");
+    return;
+  }
+  if (!proof.length) throw new Error("empty consistency proof");
+  const path = (size1 & (size1 - 1)) === 0 ? [root1, ...proof] : proof.slice();
+  let fn = size1 - 1, sn = size2 - 1;
+  while (fn & 1) { fn >>= 1; sn >>= 1; }
+  let fr = path[0], sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0) throw new Error("consistency proof too long");
+    if ((fn & 1) || fn === sn) {
+      fr = await nodeHash(c, fr); sr = await nodeHash(c, sr);
+      while (!(fn & 1) && fn !== 0) { fn >>= 1; sn >>= 1; }
+    } else {
+      sr = await nodeHash(sr, c);
+    }
+    fn >>= 1; sn >>= 1;
+  }
+  if (sn !== 0) throw new Error("consistency proof too short");
+  if (!equalBytes(fr, root1) || !equalBytes(sr, root2)) throw new Error("the proof does not match the roots");
+}
+
+function setupMonitor() {
+  const button = document.getElementById("monitor-check");
+  if (!button) return;
+  const data = JSON.parse(document.getElementById("monitor-data").textContent);
+  const out = document.getElementById("monitor-result");
+  const slot = "twinspace-audit-monitor:" + data.vkey;
+  const show = () => {
+    const t = JSON.parse(localStorage.getItem(slot) || "null");
+    document.getElementById("monitor-trusted").textContent = t
+      ? "tree size " + t.tree_size + ", root " + t.root + " (checked " + t.checked_at + ")" : "nothing yet";
+  };
+  show();
+  document.getElementById("monitor-forget").addEventListener("click", () => { localStorage.removeItem(slot); show(); });
+  button.addEventListener("click", async () => {
+    try {
+      if (!data.latest) throw new Error("the log has no checkpoint yet");
+      const [, size, root] = await openCheckpoint(data.latest.note, data.vkey);
+      const rootB64 = btoa(String.fromCharCode(...root));
+      const trusted = JSON.parse(localStorage.getItem(slot) || "null");
+      const keep = () => localStorage.setItem(slot, JSON.stringify({ tree_size: size, root: rootB64,
+                                                                     checked_at: new Date().toISOString() }));
+      if (!trusted) { keep(); show(); status(out, "Trusting tree size " + size + ", root " + rootB64 + ".", "ok"); return; }
+      if (size < trusted.tree_size) throw new Error("ROLLBACK: the log shrank from " + trusted.tree_size + " to " + size + " entries");
+      if (size === trusted.tree_size) {
+        if (rootB64 !== trusted.root) throw new Error("FORK: tree size " + size + " has another root than the one you trusted");
+      } else {
+        const res = await fetch(data.consistency + "?first=" + trusted.tree_size + "&second=" + size,
+                                { credentials: "same-origin", headers: { "Accept": "application/json", "X-Requested-With": "fetch" } });
+        if (!res.ok) throw new Error("the broker gave no consistency proof (" + res.status + ")");
+        const p = await res.json();
+        try {
+          await verifyConsistency(trusted.tree_size, size, b64Decode(trusted.root), root, p.proof.map(b64Decode));
+        } catch (err) {
+          throw new Error("FORK: tree size " + size + " does not extend your trusted tree of size " + trusted.tree_size + " (" + err.message + ")");
+        }
+      }
+      const grew = size - trusted.tree_size;
+      keep(); show();
+      status(out, "Consistent: " + (grew ? trusted.tree_size + " → " + size + " entries, append-only" : "unchanged at tree size " + size) + ".", "ok");
+    } catch (err) {
+      status(out, "ALERT " + err.message + ". Your trusted checkpoint was kept.", "bad");
+    }
+  });
+}
+
 // ---------------------------------------------------------------------------- confirmations
 function setupConfirms() {
   document.querySelectorAll("form.confirm").forEach((form) => {
@@ -420,5 +491,5 @@ document.addEventListener("DOMContentLoaded", () => {
   // A page rendered without a session (login form, "please log in" after expiry or logout elsewhere): drop any
   // key kept from an earlier session, so an expired session does not leave a usable signing key behind.
   if (!ORG) clearKeys().catch(() => undefined);
-  setupLogin(); setupLogout(); setupSigners(); setupDownloads(); setupMap(); setupVerify(); setupProof(); setupConfirms();
+  setupLogin(); setupLogout(); setupSigners(); setupDownloads(); setupMap(); setupVerify(); setupProof(); setupMonitor(); setupConfirms();
 });
