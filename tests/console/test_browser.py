@@ -92,6 +92,18 @@ def test_login_refuses_an_unregistered_key(browser, served, demo, tmp_path):
     assert page.context.cookies() == [] or all(c["name"] != "ts_console" for c in page.context.cookies())
     page.goto(f"{served}/console/catalog")
     expect(page.locator("#problem-code")).to_have_text("missing_session")
+    # an RSA PKCS#8 key: a reason, not an empty "Login failed:"
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    rsa_pem = tmp_path / "rsa.pem"
+    rsa_pem.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    page.goto(f"{served}/console/login")
+    page.set_input_files("#keyfile", str(rsa_pem))
+    page.click("#login-button")
+    page.wait_for_selector("#login-status.bad")
+    expect(page.locator("#login-status")).to_contain_text("holds an RSA key")
 
 
 def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, served, demo):

@@ -43,7 +43,14 @@ async function thumbprint(x) {
 async function importPem(pem) {
   const der = pemToDer(pem);
   try {
-    const extractable = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, true, ["sign"]);
+    let extractable;
+    try {
+      extractable = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, true, ["sign"]);
+    } catch (err) {
+      // WebCrypto's DataError has an empty message: say what the file is and what is needed.
+      const oid = hex(der).includes("2a864886f70d010101") ? "an RSA key" : hex(der).includes("2a8648ce3d0201") ? "an EC (ECDSA) key" : "not an Ed25519 key";
+      throw new Error("this file holds " + oid + "; TwinSpace logins use the organisation's Ed25519 key (the .pem `twinspace org create` wrote)");
+    }
     const jwk = await crypto.subtle.exportKey("jwk", extractable);
     const kid = await thumbprint(jwk.x);
     const key = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, false, ["sign"]);
@@ -166,7 +173,7 @@ function setupLogin() {
       document.getElementById("client_assertion").value = assertion;
       form.submit();
     } catch (err) {
-      status(out, "Login failed: " + err.message, "bad");
+      status(out, "Login failed: " + (err.message || err.name || "the key could not be used"), "bad");
     }
   });
 }
