@@ -22,7 +22,9 @@ templates = Jinja2Templates(directory=HERE / "templates")
 
 def human(value: Any) -> str:
     """A value for people, never a Python repr: dicts read `k = v, ...`, lists `a, b`, nothing reads `—`."""
-    if value is None or value == "" or value == [] or value == {}:
+    from jinja2 import Undefined
+
+    if value is None or isinstance(value, Undefined) or value == "" or value == [] or value == {}:
         return "—"
     if isinstance(value, dict):
         return ", ".join(f"{k} = {human(v)}" for k, v in value.items())

@@ -122,6 +122,9 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
     expect(consumer.locator(".assets")).not_to_contain_text("Building stock")
     consumer.click(".assets a:has-text('Taipei public parking lots')")
     shot(consumer, "03-consumer-asset")
+    expect(consumer.locator("#licence")).not_to_be_empty()  # no empty placeholders, no reprs
+    expect(consumer.locator("main")).not_to_contain_text("None")
+    expect(consumer.locator("main")).not_to_contain_text("{'")
     consumer.fill("#purpose", "traffic_planning")
     consumer.click("#request-contract")
     expect(consumer.locator("#neg-state")).to_have_text("REQUESTED")

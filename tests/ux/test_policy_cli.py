@@ -51,3 +51,42 @@ def test_policy_test_runs_the_rego_unit_tests(tmp_path):
     (bad / "x_test.rego").write_text("package twinspace.x\nimport rego.v1\ntest_fails if { 1 == 2 }\n")
     r = runner.invoke(cli, ["policy", "test", str(tmp_path / "pol")])
     assert r.exit_code in (1, 2) and "Traceback" not in r.output
+
+
+def test_signed_bundle_build_verify_and_tamper(tmp_path):
+    import io
+    import tarfile
+
+    from twinspace.crypto import generate_key, public_key_b64, save_private_key
+
+    key = generate_key()
+    pem = tmp_path / "signer.pem"
+    save_private_key(pem, key)
+    out = tmp_path / "bundle.tar.gz"
+    r = runner.invoke(cli, ["policy", "bundle", "build", "policies", "--key", str(pem), "--revision", "2026.12.1",
+                            "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    pub = public_key_b64(key.public_key())
+    ok = runner.invoke(cli, ["policy", "bundle", "verify", str(out), "--public-key", pub, "--json"])
+    assert ok.exit_code == 0, ok.output
+    report = json.loads(ok.output)
+    assert report["revision"] == "2026.12.1" and "twinspace/lib.rego" in report["files"]
+    # change one policy after signing
+    buf = io.BytesIO()
+    with tarfile.open(out, "r:gz") as src, tarfile.open(fileobj=buf, mode="w:gz") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read()
+            if m.name.endswith("open_data.rego"):
+                data += b"\n# allow everything\n"
+                m.size = len(data)
+            dst.addfile(m, io.BytesIO(data))
+    bad = tmp_path / "tampered.tar.gz"
+    bad.write_bytes(buf.getvalue())
+    r = runner.invoke(cli, ["policy", "bundle", "verify", str(bad), "--public-key", pub])
+    assert r.exit_code == 1 and "open_data.rego was changed after signing" in r.output
+    other = public_key_b64(generate_key().public_key())
+    r = runner.invoke(cli, ["policy", "bundle", "verify", str(out), "--public-key", other])
+    assert r.exit_code == 1 and "does not verify" in r.output
+    r = runner.invoke(cli, ["policy", "bundle", "build", "policies", "--key", str(tmp_path / "nope.pem"),
+                            "--revision", "x"])
+    assert r.exit_code == 2 and "does not exist" in r.output and "Traceback" not in r.output

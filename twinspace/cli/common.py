@@ -209,6 +209,16 @@ def connected(fn):
     return wrapper
 
 
+def handled(fn):
+    """Run a command that needs no broker connection under ``guarded`` too (one line, never a traceback)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with guarded():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n")
 

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from twinspace.cli.common import CliError, Connection, JsonOpt, connected, console, emit_json, err_console
+from twinspace.cli.common import CliError, Connection, JsonOpt, connected, console, emit_json, err_console, handled
 
 policy_app = typer.Typer(help="Usage policies: evaluate, explain, test.", no_args_is_help=True)
 
@@ -69,6 +69,7 @@ def explain(policy_id: str, input_file: Path = typer.Option(..., "--input", "-i"
 
 
 @policy_app.command("test")
+@handled
 def test(policies: Optional[Path] = typer.Argument(None, help="Policies directory (default: the built-in library)."),
          as_json: bool = JsonOpt) -> None:
     """Run the Rego unit tests (`test_*` rules) with the embedded engine, like `opa test`. Exit 1 on a failure."""
@@ -99,3 +100,63 @@ def test(policies: Optional[Path] = typer.Argument(None, help="Policies director
             console.print(f"[red]FAIL[/] {name}: {why}")
         console.print(f"{len(results) - len(failed)}/{len(results)} tests passed")
     raise typer.Exit(1 if failed else 0)
+
+
+bundle_app = typer.Typer(help="Signed policy bundles (OPA layout, EdDSA-signed file hashes, revision).",
+                         no_args_is_help=True)
+policy_app.add_typer(bundle_app, name="bundle")
+
+
+@bundle_app.command("build")
+@handled
+def bundle_build(policies: Path = typer.Argument(..., help="Policies directory (e.g. policies/)."),
+                 key: Path = typer.Option(..., "--key", help="Ed25519 private key (PEM) that signs the bundle."),
+                 revision: str = typer.Option(..., help="The bundle's revision, e.g. a git commit or 2026-12-03.1."),
+                 out: Path = typer.Option(Path("bundle.tar.gz"), "--out", "-o"), as_json: bool = JsonOpt) -> None:
+    """Pack and sign the policy library: every file's SHA-256 under one EdDSA signature."""
+    from broker.policy.bundle import BundleError, build_bundle
+    from twinspace.cli.common import load_key
+    from twinspace.crypto import key_id, load_private_key
+
+    if not policies.is_dir():
+        raise CliError(f"{policies} is not a directory", "pass the directory holding your .rego files")
+    private = load_key(key, load_private_key)
+    kid = key_id(private.public_key())
+    try:
+        data = build_bundle(policies, private, revision=revision, kid=kid)
+    except BundleError as exc:
+        raise CliError(str(exc)) from None
+    out.write_bytes(data)
+    if as_json:
+        emit_json({"out": str(out), "revision": revision, "keyid": kid, "bytes": len(data)})
+    else:
+        console.print(f"wrote {out}: revision {revision}, signed by key {kid}")
+
+
+@bundle_app.command("verify")
+@handled
+def bundle_verify(bundle: Path = typer.Argument(..., help="Bundle file (.tar.gz)."),
+                  public_key: str = typer.Option(..., "--public-key", help="The signer's Ed25519 public key "
+                                                 "(base64url raw, as in /.well-known/jwks.json)."),
+                  as_json: bool = JsonOpt) -> None:
+    """Check every file against the signature and print the revision; exit 1 if anything differs."""
+    from broker.policy.bundle import BundleError, verify_bundle
+    from twinspace.crypto import public_key_from_b64
+
+    try:
+        key = public_key_from_b64(public_key)
+    except ValueError as exc:
+        raise CliError(f"--public-key is not an Ed25519 public key: {exc}") from None
+    try:
+        result = verify_bundle(bundle.read_bytes(), key)
+    except OSError as exc:
+        raise CliError(f"cannot read {bundle}: {exc.strerror}") from None
+    except BundleError as exc:
+        err_console.print(f"[bold red]INVALID[/] {exc}")
+        raise typer.Exit(1)
+    if as_json:
+        emit_json({"valid": True, "revision": result["revision"], "roots": result["roots"],
+                   "files": sorted(result["files"]), "keyid": result["keyid"]})
+    else:
+        console.print(f"[bold green]VALID[/] revision {result['revision']}: {len(result['files'])} files signed by "
+                      f"{result['keyid']}")

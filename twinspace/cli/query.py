@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from twinspace.cli.common import CliError, Connection, choice, connected
+from twinspace.cli.common import CliError, Connection, choice, connected, handled
 from rich.console import Console
 from rich.table import Table
 
@@ -94,6 +94,7 @@ def _run(call, title: str) -> None:
 
 
 @query_app.command()
+@handled
 def keygen(scheme: str = typer.Option("bfv", help="bfv (exact integers) or ckks (real numbers)."),
            out: Path = typer.Option(None, help="Where to keep the secret context (default .twinspace/he/<scheme>.tenseal)."),
            force: bool = typer.Option(False, help="Overwrite an existing key.")) -> None:
