@@ -109,3 +109,35 @@ def test_bad_input_is_one_clear_line(tmp_path, args, expect):
     r = runner.invoke(cli, [str(files.get(a, a)) for a in args], env={"TWINSPACE_PROFILE_FILE": str(tmp_path / "none")})
     assert r.exit_code == 2, r.output
     assert expect in " ".join(r.output.split()) and "Traceback" not in r.output
+
+
+def test_open_data_in_one_command_with_the_provider_serving_automatically(space):
+    """The provider's `negotiate auto` answers open-data requests; the consumer's `request --wait`
+    takes its own steps: one command each, no review."""
+    import threading
+
+    c, p, common = space["consumer"], space["provider"], space["common"]
+    stop = threading.Event()
+
+    from twinspace.cli.common import resolve
+    from twinspace.cli.negotiate import serve_once
+
+    provider = resolve(space["url"], p[1], p[3], None, common[3]).client()
+
+    def provider_loop():  # what `twinspace negotiate auto --watch 0.3` runs (CliRunner is not thread-safe)
+        while not stop.is_set():
+            serve_once(provider, p[1], ("open-data",))
+            stop.wait(0.3)
+
+    t = threading.Thread(target=provider_loop, daemon=True)
+    t.start()
+    try:
+        r = run("negotiate", "request", f"{space['asset']}:open", "--purpose", "research", "--wait", "60", "--json",
+                *common, *c)
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    neg = json.loads(r.output)
+    assert neg["state"].endswith("FINALIZED") and neg["twin:negotiation"]["agreement_id"].startswith("agr_")
+    idle = run("negotiate", "auto", *common, *p)
+    assert "no negotiation waiting" in idle.output

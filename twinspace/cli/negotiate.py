@@ -50,18 +50,59 @@ def _print(neg: dict, as_json: bool) -> None:
     console.print(t)
 
 
+def _steps(client) -> dict:
+    return {("provider", "REQUESTED"): client.contract_offer, ("consumer", "OFFERED"): client.contract_accept,
+            ("provider", "ACCEPTED"): client.contract_agree, ("consumer", "AGREED"): client.contract_verify,
+            ("provider", "VERIFIED"): client.contract_finalize}
+
+
+def advance(client, negotiation_id: str, me: str) -> str:
+    """Take every step that is ``me``'s turn right now; returns the state reached."""
+    steps = _steps(client)
+    while True:
+        state = _state(client.contract_get(negotiation_id))
+        step = steps.get((me, state))
+        if step is None:
+            return state
+        step(negotiation_id)
+
+
+def follow(client, negotiation_id: str, me: str, timeout: float, interval: float = 0.5) -> str:
+    """Keep taking our steps while the other side answers (e.g. a provider running `negotiate auto`)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        state = advance(client, negotiation_id, me)
+        if state in ("FINALIZED", "TERMINATED") or time.monotonic() > deadline:
+            return state
+        time.sleep(interval)
+
+
 @negotiate_app.command("request")
 @connected
 def request(offer: str = typer.Argument(..., help="Offer IRI, or <asset id>:<offer id>."),
             purpose: str = typer.Option(..., help="Why you want the data (checked against the offer's policy)."),
             scenario: Optional[str] = typer.Option(None), not_after: Optional[str] = typer.Option(
-                None, help="Agreement end, ISO 8601."), as_json: bool = JsonOpt, *, conn: Connection) -> None:
+                None, help="Agreement end, ISO 8601."),
+            wait: float = typer.Option(0, "--wait", min=0, help="Seconds to keep taking your steps while the provider "
+                                       "answers (open data served by `negotiate auto`): one command to an agreement."),
+            as_json: bool = JsonOpt, *, conn: Connection) -> None:
     """Consumer: request an agreement for an offer."""
     client = conn.client()
     neg = client.contract_request(offer_iri(client, offer), purpose, scenario=scenario, not_after=not_after)
-    _print(client.contract_get(neg["providerPid"]), as_json)
-    if not as_json:
-        console.print(f"next: the provider runs `twinspace negotiate next {neg['providerPid']}`")
+    pid = neg["providerPid"]
+    state = follow(client, pid, "consumer", wait) if wait else "REQUESTED"
+    final = client.contract_get(pid)
+    _print(final, as_json)
+    if as_json:
+        return
+    if state == "FINALIZED":
+        agreement = final["twin:negotiation"].get("agreement_id")
+        console.print(f"agreement {agreement} is in force: twinspace transfer start {agreement}")
+    else:
+        console.print(f"next: the provider runs `twinspace negotiate next {pid}` (or serves open data with "
+                      "`twinspace negotiate auto`)")
 
 
 @negotiate_app.command("next")
@@ -75,10 +116,7 @@ def next_step(negotiation_id: str, as_json: bool = JsonOpt, *, conn: Connection)
     if me is None:
         raise CliError(f"{conn.org} is not a party to {negotiation_id}")
     state = _state(neg)
-    steps = {("provider", "REQUESTED"): client.contract_offer, ("consumer", "OFFERED"): client.contract_accept,
-             ("provider", "ACCEPTED"): client.contract_agree, ("consumer", "AGREED"): client.contract_verify,
-             ("provider", "VERIFIED"): client.contract_finalize}
-    step = steps.get((me, state))
+    step = _steps(client).get((me, state))
     if step is None:
         other = "consumer" if me == "provider" else "provider"
         waiting = state not in ("FINALIZED", "TERMINATED")
@@ -108,3 +146,42 @@ def terminate(negotiation_id: str, reason: Optional[str] = typer.Option(None), a
     client = conn.client()
     client.contract_terminate(negotiation_id, reason=reason)
     _print(client.contract_get(negotiation_id), as_json)
+
+
+def serve_once(client, org: str, policies: tuple[str, ...]) -> list[dict]:
+    """One pass of `negotiate auto`: every provider step due on negotiations under ``policies``."""
+    done = []
+    for neg in client.get("/contracts/negotiations", params={"limit": 1000})["items"]:
+        n = neg["twin:negotiation"]
+        if n["provider_id"] != org or n.get("policy_id") not in policies or _state(neg) in ("FINALIZED", "TERMINATED"):
+            continue
+        before = _state(neg)
+        after = advance(client, n["id"], "provider")
+        if after != before:
+            done.append({"negotiation": n["id"], "from": before, "to": after})
+    return done
+
+
+@negotiate_app.command("auto")
+@connected
+def auto(policy: list[str] = typer.Option(["open-data"], "--policy", help="Offers under these policies need no "
+                                           "review and are answered automatically (repeatable)."),
+         watch: float = typer.Option(0, "--watch", min=0, help="Keep serving, checking every N seconds (0: once)."),
+         as_json: bool = JsonOpt, *, conn: Connection) -> None:
+    """Provider: take every provider step of the negotiations on offers that need no review (open data by
+    default): offer the requested terms, sign with your key (here), finalise. Others wait for `next`."""
+    import time
+
+    client = conn.client()
+    while True:
+        done = serve_once(client, conn.org, tuple(policy))
+        if as_json:
+            emit_json(done) if not watch else [print(__import__("json").dumps(d)) for d in done]
+        else:
+            for d in done:
+                console.print(f"{d['negotiation']}: {d['from']} → {d['to']}")
+            if not done and not watch:
+                console.print("no negotiation waiting for you on those offers")
+        if not watch:
+            return
+        time.sleep(watch)
