@@ -17,6 +17,7 @@ EXTRA_OF = {
     "alembic": "broker", "psycopg": "broker", "pydantic_settings": "broker", "opa_client": "broker",
     "regopy": "broker", "redis": "broker", "jinja2": "broker", "multipart": "broker", "jsonschema": "broker",
     "numpy": "connector", "pyarrow": "connector", "tenseal": "connector", "pyproj": "connector",
+    "shapely": "connector", "networkx": "connector",
     "web3": "chain", "eth_tester": "demo", "eth_utils": "chain",
 }
 

@@ -80,6 +80,7 @@ def create_console_app(runtime: Runtime) -> FastAPI:
         return response
 
     console.include_router(pages.router)
+    console.include_router(__import__("broker.console.profile_page", fromlist=["router"]).router)
     console.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     console.state.api_routes = api_routes(console.router)
     assert_routes_guarded(console.state.api_routes)  # deny by default, the same rule as the API

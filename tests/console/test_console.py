@@ -69,6 +69,8 @@ API_TWIN: dict[tuple[str, str], tuple[str, str] | str] = {
     ("GET", "/audit/entries/{seq}/receipt"): ("GET", "/audit/entries/{seq}/receipt"),
     ("POST", "/audit/verify"): ("GET", "/audit/export"),  # it reads every entry, as the export does
     ("GET", "/queries"): "how to run encrypted queries with the CLI (no API twin)",
+    ("GET", "/assets/{asset_id}/profile"): "the provider's view of its own entity profile (no API twin: others "
+                                           "reach an asset's content through a contract)",
 }
 # The one deliberate narrowing: the DSP events endpoint takes ACCEPTED from the consumer and FINALIZED from
 # the provider (the service enforces it); the console's finalize button is the FINALIZED half.

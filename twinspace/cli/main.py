@@ -140,6 +140,7 @@ app.add_typer(__import__("twinspace.cli.negotiate", fromlist=["negotiate_app"]).
 app.add_typer(__import__("twinspace.cli.transfer", fromlist=["transfer_app"]).transfer_app, name="transfer")
 app.command("download")(__import__("twinspace.cli.transfer", fromlist=["download"]).download)
 app.add_typer(__import__("twinspace.cli.policy", fromlist=["policy_app"]).policy_app, name="policy")
+app.add_typer(__import__("twinspace.cli.twins", fromlist=["twin_app"]).twin_app, name="twin")
 
 
 def main() -> None:
