@@ -21,13 +21,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from connectors.errors import IngestError
-from connectors.ingest.common import IngestResult, Progress, load_json, rows_to_table
+from connectors.ingest.common import DEFAULT_CATEGORY, Extent, IngestResult, Progress, load_json, rows_to_table
+from connectors.ingest.geometry import analyse, geometry_positions
 from connectors.ingest.csv import ingest_csv
 from connectors.ingest.geojson import ingest_geojson
 from connectors.ingest.ngsi import ingest_ngsi, ngsi_entity_to_row
 from connectors.ingest.taipei import ingest_taipei_parking
 
 FORMATS = ("csv", "geojson", "ngsi", "taipei")
+# The names of the single-module ingest, kept for code written against it (connectors/twins).
+_Extent, _load_json = Extent, load_json
 
 
 def detect_format(path: Path) -> str:
@@ -52,5 +55,6 @@ def detect_format(path: Path) -> str:
                       code="ingest_unknown_format")
 
 
-__all__ = ["FORMATS", "IngestError", "IngestResult", "Progress", "detect_format", "ingest_csv", "ingest_geojson",
-           "ingest_ngsi", "ingest_taipei_parking", "load_json", "ngsi_entity_to_row", "rows_to_table"]
+__all__ = ["DEFAULT_CATEGORY", "FORMATS", "Extent", "IngestError", "IngestResult", "Progress", "analyse",
+           "detect_format", "geometry_positions", "ingest_csv", "ingest_geojson", "ingest_ngsi", "ingest_taipei_parking",
+           "load_json", "ngsi_entity_to_row", "rows_to_table"]

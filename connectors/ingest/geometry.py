@@ -72,6 +72,28 @@ def check_structure(geom: Any, where: str = "geometry") -> None:
         raise ValueError("geometry has no positions")
 
 
+def geometry_positions(geom: Any) -> list[tuple[float, float]]:
+    """Every (lon, lat) position of a checked GeoJSON geometry (ValueError if malformed)."""
+    check_structure(geom)
+
+    def walk(g: Any) -> list[tuple[float, float]]:
+        if g["type"] == "GeometryCollection":
+            return [p for part in g["geometries"] for p in walk(part)]
+        out: list[tuple[float, float]] = []
+
+        def flat(c: Any, depth: int) -> None:
+            if depth == 0:
+                out.append((float(c[0]), float(c[1])))
+            else:
+                for x in c:
+                    flat(x, depth - 1)
+
+        flat(g["coordinates"], _DEPTH[g["type"]])
+        return out
+
+    return walk(geom)
+
+
 def analyse(geom: Any) -> Geometry:
     """Centroid, bounds, geodesic area and validity of one GeoJSON geometry (ValueError if malformed)."""
     import shapely

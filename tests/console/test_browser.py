@@ -353,3 +353,45 @@ def test_checkpoint_check_accepts_a_log_key_whose_base64_contains_plus(browser, 
     refused = page.evaluate("""async ([note, vkey]) => { try { await openCheckpoint(note, vkey); return "accepted"; }
         catch (e) { return e.message; } }""", [note, other])
     assert refused.startswith("no valid signature") or "key" in refused
+
+
+def test_open_data_in_one_click_while_the_provider_serves_automatically(browser, served, demo):
+    """The consumer clicks once; the provider runs `twinspace negotiate auto` (here its loop in a thread);
+    the page takes the consumer's steps (accept, verify and sign) and lands on the agreement in force."""
+    import threading
+
+    import httpx
+
+    from twinspace.cli.negotiate import serve_once
+    from twinspace.client.broker import BrokerClient
+    from twinspace.crypto import load_private_key
+
+    org = demo.participants["provider"].org
+    provider = BrokerClient(httpx.Client(base_url=served), org.org_id, load_private_key(org.key_file),
+                            demo.settings.issuer)
+    stop = threading.Event()
+
+    errors = []
+
+    def serve():
+        while not stop.is_set():
+            try:
+                serve_once(provider, org.org_id, ("open-data",))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(repr(exc))
+            stop.wait(0.5)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        consumer = login(browser, served, demo, "consumer")
+        consumer.click("text=Catalog")
+        consumer.click(".assets a:has-text('Taipei public parking lots')")
+        consumer.click("#get-data")
+        consumer.wait_for_url("**/agreements/agr_*", timeout=60_000)
+        expect(consumer.locator("#agreement-status")).to_have_text("FINALIZED")
+        expect(consumer.locator("#stepper li.current")).to_have_text("Agreement in force")
+        assert not errors
+    finally:
+        stop.set()
+        t.join(timeout=10)

@@ -22,8 +22,8 @@ router = APIRouter()
 # --------------------------------------------------------------------------- negotiations
 @router.post("/negotiations")
 def request_contract(request: Request, offer: str = Form(..., max_length=300), purpose: str = Form(..., max_length=100),
-                     scenario: str = Form("", max_length=100), principal: Principal = console_roles(*CONSUMER),
-                     session: Session = db_session) -> Response:
+                     scenario: str = Form("", max_length=100), follow: str = Form("", max_length=1),
+                     principal: Principal = console_roles(*CONSUMER), session: Session = db_session) -> Response:
     from broker.contracts import service
     from twinspace.dsp.messages import ContractRequestMessage
 
@@ -31,6 +31,9 @@ def request_contract(request: Request, offer: str = Form(..., max_length=300), p
         "ContractRequestMessage", consumerPid=f"urn:uuid:{uuid.uuid4()}", offer={"@id": offer},
         **{"twin:purpose": purpose, "twin:scenario": scenario or None}))
     neg = service.request_contract(session, get_runtime(request).settings, principal, msg)
+    if follow:  # one click for offers that need no review: the page takes the consumer's steps itself
+        return _redirect(request, f"/negotiations/{neg.id}?follow=1", "Requested; your steps follow automatically "
+                         "as the provider answers (open data needs no review).")
     return _redirect(request, f"/negotiations/{neg.id}", "Contract requested; waiting for the provider's offer.")
 
 
@@ -106,10 +109,11 @@ def _event(request: Request, session: Session, principal: Principal, pid: str, e
 
 
 @router.post("/negotiations/{pid}/accept")
-def accept(pid: str, request: Request, principal: Principal = console_roles(*CONSUMER),
-           session: Session = db_session) -> Response:
+def accept(pid: str, request: Request, follow: str = Form("", max_length=1),
+           principal: Principal = console_roles(*CONSUMER), session: Session = db_session) -> Response:
     _event(request, session, principal, pid, "ACCEPTED")
-    return _redirect(request, f"/negotiations/{pid}", "Offer accepted; the provider signs next.")
+    return _redirect(request, f"/negotiations/{pid}" + ("?follow=1" if follow else ""),
+                     "Offer accepted; the provider signs next.")
 
 
 @router.post("/negotiations/{pid}/finalize")

@@ -485,6 +485,24 @@ function setupMonitor() {
   });
 }
 
+// ---------------------------------------------------------------------------- one click for open data
+// On a negotiation opened with ?follow=1 the consumer's steps are taken as they come due: accept the
+// offer, verify and sign the agreement (with the key loaded at login), then open the agreement.
+function setupFollow() {
+  const note = document.getElementById("follow-status");
+  if (!note) return;
+  const state = note.dataset.state;
+  const accept = document.getElementById("accept-offer");
+  const sign = document.querySelector(".signer[data-action=verify] .sign-button");
+  const link = document.getElementById("agreement-link");
+  if (state === "OFFERED" && accept) { note.textContent = "Accepting the offer…"; accept.closest("form").submit(); return; }
+  if (state === "AGREED" && sign) { note.textContent = "Checking and signing the agreement…"; sign.click(); return; }
+  if (state === "FINALIZED" && link) { window.location = link.href; return; }
+  if (state === "TERMINATED") { note.textContent = "The negotiation was terminated."; return; }
+  note.textContent = "Waiting for the provider (" + state + ")…";
+  setTimeout(() => window.location.reload(), 1500);
+}
+
 // ---------------------------------------------------------------------------- confirmations
 function setupConfirms() {
   document.querySelectorAll("form.confirm").forEach((form) => {
@@ -498,5 +516,5 @@ document.addEventListener("DOMContentLoaded", () => {
   // A page rendered without a session (login form, "please log in" after expiry or logout elsewhere): drop any
   // key kept from an earlier session, so an expired session does not leave a usable signing key behind.
   if (!ORG) clearKeys().catch(() => undefined);
-  setupLogin(); setupLogout(); setupSigners(); setupDownloads(); setupMap(); setupVerify(); setupProof(); setupMonitor(); setupConfirms();
+  setupLogin(); setupLogout(); setupSigners(); setupDownloads(); setupMap(); setupVerify(); setupProof(); setupMonitor(); setupConfirms(); setupFollow();
 });
