@@ -95,12 +95,17 @@ def test_connection_options_from_env_and_profile(space, tmp_path):
      "did you mean 'vehicle'"),
     (["download", "x", "-o", "y", "--format", "xls", "--broker", "http://127.0.0.1:9", "--org", "o", "--key", "KEY"],
      "--format 'xls' is not one of: csv, arrow, json"),
+    (["query", "where", "agr_x", "--where", "a:eq:1", "--kind", "summ", "--broker", "http://127.0.0.1:9", "--org", "o",
+      "--key", "KEY"], "--kind 'summ' is not one of: count, sum"),
+    (["query", "where", "agr_x", "--where", "a:eq:1", "--he-key", "CSV", "--broker", "http://127.0.0.1:9", "--org", "o",
+      "--key", "KEY"], "is not a TenSEAL context"),
+    (["audit", "list", "--outcome", "denyed", "--data-dir", "DATA"], "did you mean 'deny'"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, expect):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-    files = {"KEY": tmp_path / "k.pem", "CSV": tmp_path / "k.csv", "RSA": tmp_path / "rsa.pem"}
+    files = {"KEY": tmp_path / "k.pem", "CSV": tmp_path / "k.csv", "RSA": tmp_path / "rsa.pem", "DATA": tmp_path / "d"}
     files["KEY"].write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     files["CSV"].write_text("a,b\n1,2\n")
@@ -141,3 +146,26 @@ def test_open_data_in_one_command_with_the_provider_serving_automatically(space)
     assert neg["state"].endswith("FINALIZED") and neg["twin:negotiation"]["agreement_id"].startswith("agr_")
     idle = run("negotiate", "auto", *common, *p)
     assert "no negotiation waiting" in idle.output
+
+
+def test_a_mask_file_with_a_bad_line_names_it(tmp_path):
+    from twinspace.cli.common import CliError
+    from twinspace.cli.query import _mask
+
+    m = tmp_path / "mask.txt"
+    m.write_text("1\n0\nyes\n1\n")
+    with pytest.raises(CliError) as info:
+        _mask(m, False, 4)
+    assert "line 3" in info.value.message
+
+
+def test_audit_list_denied_finds_both_spellings(tmp_path, runtime, settings):
+    from broker.audit import log_event
+
+    log_event(runtime.engine, "policy.decision", actor="org_a", outcome="deny", details={"reasons": ["x"]})
+    log_event(runtime.engine, "contract.refused", actor="org_a", outcome="denied", details={})
+    log_event(runtime.engine, "auth.ok", actor="org_a", outcome="ok", details={})
+    r = runner.invoke(cli, ["audit", "list", "--outcome", "denied", "--json", "--data-dir", str(settings.data_dir)])
+    assert r.exit_code == 0, r.output
+    kinds = [json.loads(line)["entry"]["kind"] for line in r.output.splitlines() if line.strip()]
+    assert "policy.decision" in kinds and "contract.refused" in kinds and "auth.ok" not in kinds
