@@ -12,9 +12,9 @@ from fastapi import Depends, Request
 from sqlmodel import Session
 
 from broker.api.deps import Principal, RoleGuard, authenticate_token, db_session, get_runtime
+from broker.runtime import Runtime
 from twinspace.crypto import b64url, sign
 from twinspace.errors import Forbidden, Unauthorized
-from broker.runtime import Runtime
 
 SESSION_COOKIE = "ts_console"
 LOGIN_COOKIE = "ts_console_login"

@@ -83,12 +83,24 @@ def _step_name(step: timedelta) -> str:
     return {timedelta(minutes=5): "5 minutes", timedelta(hours=1): "hour"}.get(step, "day")
 
 
+def _denial_reasons(row: dict[str, Any]) -> list[str]:
+    """What a denial is labelled with: its code or reason; a policy decision's reasons (each one); the
+    event kind only when nothing else says why."""
+    d = row.get("details") or {}
+    if d.get("code") or d.get("reason"):
+        return [str(d.get("code") or d.get("reason"))]
+    reasons = d.get("reasons")
+    if isinstance(reasons, list) and reasons:
+        return [str(x) for x in reasons]
+    return [str(row["kind"])]
+
+
 def denial_chart(rows: list[dict[str, Any]], width: int = 640) -> Markup:
     """Horizontal bars: denials by reason code (or event kind when there is no code)."""
-    denied = [r for r in rows if r["outcome"] == "deny"]
+    denied = [r for r in rows if r["outcome"] in ("deny", "denied")]
     if not denied:
         return Markup('<p class="muted">No denials.</p>')
-    counts = Counter(str(r["details"].get("code") or r["details"].get("reason") or r["kind"])[:60] for r in denied)
+    counts = Counter(label[:60] for r in denied for label in _denial_reasons(r))
     items = counts.most_common(10)
     top = items[0][1]
     bar_h, label_w = 22, 220

@@ -79,7 +79,7 @@ def _sections(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[di
 def profile_page(asset_id: str, request: Request, principal: Principal = console_roles("provider"),
                  session: Session = db_session):
     from broker.catalog import service, vault
-    from broker.console.pages import render
+    from broker.console.views import render
 
     try:
         asset = service.get_asset(session, asset_id, None)

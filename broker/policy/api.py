@@ -75,12 +75,18 @@ def upload_policy(policy_id: str, body: PolicyUpload, principal: Principal = req
 
 
 @router.post("/{policy_id}/evaluate")
-def evaluate(policy_id: str, body: EvaluateRequest, principal: Principal = require_roles("operator", "auditor"),
+def evaluate(policy_id: str, body: EvaluateRequest, explain: bool = False,
+             principal: Principal = require_roles("operator", "auditor"),
              session: Session = db_session, runtime: Runtime = Depends(get_runtime)) -> dict:
-    """Dry-run a decision on a given input (for policy authors and auditors); audited like any decision."""
+    """Dry-run a decision on a given input (for policy authors and auditors); audited like any decision.
+    With ``?explain=true`` the answer names the rule (check) behind each reason."""
     decision = service.decide(session, runtime.settings, policy_id, body.input, version=body.version,
                               actor=principal.org_id)
-    return decision.as_dict()
+    out = decision.as_dict()
+    if explain:
+        out["explanation"] = service.explain_decision(session, runtime.settings, policy_id, body.input,
+                                                      version=body.version)
+    return out
 
 
 @router.post("/approvals", status_code=201)

@@ -29,13 +29,16 @@ class Decision:
     policy_id: str = ""
     policy_version: str = ""
     input_hash: str = ""
+    # OPA-style decision id: set once per decision by ``policy.service.decide``, in its audit entry too
+    decision_id: str = ""
     # the audit entry ``policy.service.decide`` appended, kept so a refusal can re-append it durably
     # after the request's transaction (and that entry with it) is rolled back
     audit: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"allow": self.allow, "reasons": self.reasons, "obligations": self.obligations,
-                "policy_id": self.policy_id, "policy_version": self.policy_version, "input_hash": self.input_hash}
+        return {"decision_id": self.decision_id, "allow": self.allow, "reasons": self.reasons,
+                "obligations": self.obligations, "policy_id": self.policy_id, "policy_version": self.policy_version,
+                "input_hash": self.input_hash}
 
 
 class PolicyError(Exception):

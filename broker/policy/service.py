@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -88,15 +89,29 @@ def decide(session: Session, settings: Settings, policy_id: str, input_doc: dict
            agreement_id: str | None = None) -> Decision:
     """Decide and append the decision (allow or deny, reasons, version, input hash) to the audit log."""
     decision = get_pdp(settings, session).decide(policy_id, input_doc, version)
-    decision = dataclasses.replace(decision, audit={
+    decision_id = "dec_" + uuid.uuid4().hex
+    decision = dataclasses.replace(decision, decision_id=decision_id, audit={
         "kind": "policy.decision", "actor": actor, "outcome": "allow" if decision.allow else "deny",
         "asset_id": asset_id, "agreement_id": agreement_id,
-        "details": {"policy_id": policy_id, "policy_version": decision.policy_version,
+        "details": {"decision_id": decision_id, "policy_id": policy_id, "policy_version": decision.policy_version,
                     "action": input_doc.get("action"), "reasons": decision.reasons,
                     "obligations": decision.obligations, "input_hash": decision.input_hash,
                     "engine": engine_for(settings).name}})
     record_event(session, **decision.audit)
     return decision
+
+
+def explain_decision(session: Session, settings: Settings, policy_id: str, input_doc: dict[str, Any], *,
+                     version: str | None = None) -> dict[str, Any]:
+    """Which named check of the policy produced each reason (see ``broker.policy.explain``)."""
+    from broker.policy.explain import explain
+
+    pdp = get_pdp(settings, session)
+    try:
+        source = pdp.resolve(policy_id, version)
+    except Exception as exc:  # noqa: BLE001 - the decision already says why; explain says the same
+        return {"policy_id": policy_id, "rules": [], "decided_by": [f"unresolved policy: {exc}"]}
+    return explain(pdp.library, source, input_doc)
 
 
 def require_allow(decision: Decision) -> Decision:
@@ -105,7 +120,8 @@ def require_allow(decision: Decision) -> Decision:
     deny (reasons, version, input hash) stays in the log."""
     if not decision.allow:
         exc = Forbidden("Denied by policy: " + "; ".join(decision.reasons), code="policy_denied",
-                        extra={"reasons": decision.reasons, "policy_id": decision.policy_id,
+                        extra={"decision_id": decision.decision_id, "reasons": decision.reasons,
+                               "policy_id": decision.policy_id,
                                "policy_version": decision.policy_version})
         exc.audit_events = [decision.audit] if decision.audit else []
         raise exc

@@ -216,6 +216,17 @@ def deidentify(source: pa.Table | Path, config: DeidConfig, out_path: Path, *,
     return DeidResult(out_path, content_hash, report, report_hash(report), check)
 
 
+def _plain(value: Any) -> str:
+    """A report value for people: `{'salary-class': 2}` reads `salary-class 2`; empty reads `-`."""
+    if value in (None, "", {}, []):
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "/".join(_plain(v) for v in value)
+    return str(value)
+
+
 def render_report(report: dict[str, Any]) -> str:
     """The readable text version of a report."""
     a, req = report["achieved"], report["privacy_model"]
@@ -228,14 +239,14 @@ def render_report(report: dict[str, Any]) -> str:
         f"Quasi-identifiers: {', '.join(report['quasi_identifiers']) or '(none)'}",
         f"Sensitive attributes: {', '.join(report['sensitive_attributes']) or '(none)'}",
         f"Required: k >= {req['k']}, distinct l >= {req['l']}",
-        f"Achieved: k = {a['k']}, l = {a['l'] or '-'} over {a['equivalence_classes']} equivalence classes",
+        f"Achieved: k = {a['k']}, l = {_plain(a['l'])} over {a['equivalence_classes']} equivalence classes",
         f"Result: {'MEETS the privacy model' if report['meets_policy'] else unmet_message(report).upper()}",
         f"Output SHA-256: {report['output']['content_sha256']}",
         "",
         f"{'column':<24} {'role':<17} {'technique':<11} {'info loss':>9}  details",
     ]
     for c in report["columns"]:
-        details = ", ".join(f"{k}={v}" for k, v in c.items()
+        details = ", ".join(f"{k}={_plain(v)}" for k, v in c.items()
                             if k not in ("column", "technique", "role", "information_loss",
                                          "information_loss_with_suppression"))
         lines.append(f"{c['column']:<24} {c['role']:<17} {c['technique']:<11} {c['information_loss']:>9.3f}  {details}")

@@ -37,7 +37,7 @@ def test_cli_pipeline(shared_dir, tmp_path, app, runtime, settings):
     org = create_org_with_key(runtime.engine, name="Lighting Dept", role="provider", key_dir=tmp_path / "keys")
     with serve_app(app) as url:
         r = runner.invoke(cli, ["connector", "publish", str(tmp_path / "d.arrow"), "--broker", url,
-                                "--org-id", org.org_id, "--key", str(org.key_file), "--title", "Streetlights",
+                                "--org", org.org_id, "--key", str(org.key_file), "--title", "Streetlights",
                                 "--classification", "public", "--domain", "energy", "--offer", "open=open-data",
                                 "--report", str(report), "--audience", settings.issuer])
         assert r.exit_code == 0, r.output

@@ -50,7 +50,9 @@ def test_normalized_and_key_values_agree(sdm):
     for key in ("source_id", "floorsAboveGround", "description", "lon", "lat", "dataProvider"):
         assert kv[key] == norm[key]
     assert kv["floorsAboveGround"] == 7
-    assert (kv["lon"], kv["lat"]) == pytest.approx((100.4, 0.4))
+    # the true centroid of the 1x1 square (the mean of its 5 vertices, closing one included, was 100.4)
+    assert (kv["lon"], kv["lat"]) == pytest.approx((100.5, 0.5))
+    assert kv["area_m2"] == pytest.approx(12_308_778_361, rel=1e-3)  # 1 degree square at the equator
 
 
 def test_several_files_one_type_and_mixed_types_refused(sdm, tmp_path):
@@ -150,9 +152,10 @@ def test_csv_bad_inputs(tmp_path):
     assert info.value.code == "ingest_malformed_csv" and "expected 3 columns, got 2" in info.value.message
     f.write_bytes("name,district\n".encode() + "王小明,中山區\n".encode("big5"))
     with pytest.raises(IngestError) as info:
-        ingest_csv(f)
-    assert info.value.code == "ingest_bad_encoding"
+        ingest_csv(f, encoding="utf-8")  # declared wrongly: refused, not garbled
+    assert info.value.code == "ingest_bad_encoding" and "line 2" in info.value.message
     assert ingest_csv(f, encoding="big5").table.to_pylist() == [{"name": "王小明", "district": "中山區"}]
+    assert ingest_csv(f).table.to_pylist() == [{"name": "王小明", "district": "中山區"}]  # detected
     f.write_text("a,b\n1,2\n")
     with pytest.raises(IngestError) as info:
         ingest_csv(f, require_columns=["a", "zip"])

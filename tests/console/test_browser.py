@@ -92,6 +92,18 @@ def test_login_refuses_an_unregistered_key(browser, served, demo, tmp_path):
     assert page.context.cookies() == [] or all(c["name"] != "ts_console" for c in page.context.cookies())
     page.goto(f"{served}/console/catalog")
     expect(page.locator("#problem-code")).to_have_text("missing_session")
+    # an RSA PKCS#8 key: a reason, not an empty "Login failed:"
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    rsa_pem = tmp_path / "rsa.pem"
+    rsa_pem.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    page.goto(f"{served}/console/login")
+    page.set_input_files("#keyfile", str(rsa_pem))
+    page.click("#login-button")
+    page.wait_for_selector("#login-status.bad")
+    expect(page.locator("#login-status")).to_contain_text("holds an RSA key")
 
 
 def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, served, demo):
@@ -110,9 +122,13 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
     expect(consumer.locator(".assets")).not_to_contain_text("Building stock")
     consumer.click(".assets a:has-text('Taipei public parking lots')")
     shot(consumer, "03-consumer-asset")
+    expect(consumer.locator("#licence")).not_to_be_empty()  # no empty placeholders, no reprs
+    expect(consumer.locator("main")).not_to_contain_text("None")
+    expect(consumer.locator("main")).not_to_contain_text("{'")
     consumer.fill("#purpose", "traffic_planning")
     consumer.click("#request-contract")
     expect(consumer.locator("#neg-state")).to_have_text("REQUESTED")
+    expect(consumer.locator("#stepper li.current")).to_have_text("Requested")
     negotiation_url = consumer.url
 
     # provider: offer
@@ -139,6 +155,7 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
     shot(consumer, "05-consumer-verify-sign")
     consumer.click("#sign-agreement")
     expect(consumer.locator("#neg-state")).to_have_text("VERIFIED")
+    expect(consumer.locator("#stepper li.done")).to_have_count(4)
 
     # provider: finalise (broker countersigns)
     provider.reload()
@@ -154,6 +171,10 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
     rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
     assert 0 < len(rows) <= 50
     consumer.wait_for_selector("#download-status.ok")
+    # fresh state without a reload: the transfer, the usage and the stepper show the download
+    expect(consumer.locator("#transfers")).not_to_contain_text("No transfers yet")
+    expect(consumer.locator("#stepper li.done").last).to_contain_text("Data transferred")
+    expect(consumer.locator("main")).not_to_contain_text("{'")
     shot(consumer, "06-consumer-agreement-download")
     agreement_url = consumer.url
 
@@ -227,6 +248,31 @@ def test_auditor_explores_proves_and_verifies(browser, served, demo):
     auditor.wait_for_selector("#proof-result.ok")
     expect(auditor.locator("#proof-result")).to_contain_text("Included")
     shot(auditor, "09-auditor-entry-proof")
+
+
+def test_auditor_monitor_trusts_checks_growth_and_alarms_on_a_fork(browser, served, demo):
+    from broker.audit import log_event
+
+    auditor = login(browser, served, demo, "auditor")
+    auditor.click("text=Audit monitor")
+    auditor.click("#monitor-check")
+    expect(auditor.locator("#monitor-result")).to_contain_text("Trusting tree size")
+    for i in range(3):
+        log_event(demo.runtime.engine, "test.event", actor="x", details={"i": i})
+    auditor.reload()
+    auditor.click("#monitor-check")
+    expect(auditor.locator("#monitor-result")).to_contain_text("append-only")
+    shot(auditor, "11-auditor-monitor")
+    # another history than the one trusted: the alarm, and the trusted checkpoint stays
+    auditor.evaluate("""() => { for (const k of Object.keys(localStorage)) if (k.startsWith('twinspace-audit-monitor:')) {
+        const t = JSON.parse(localStorage.getItem(k)); t.root = btoa('x'.repeat(32)); t.tree_size -= 1;
+        localStorage.setItem(k, JSON.stringify(t)); } }""")
+    log_event(demo.runtime.engine, "test.event", actor="x", details={"i": 9})
+    auditor.reload()
+    auditor.click("#monitor-check")
+    expect(auditor.locator("#monitor-result")).to_contain_text("ALERT FORK")
+    expect(auditor.locator("#monitor-trusted")).to_contain_text(
+        __import__("base64").b64encode(b"x" * 32).decode())
     assert any(u.endswith("/console/static/console.js") for u in REQUESTS)
 
 
@@ -236,26 +282,35 @@ def test_provider_changes_offers_and_withdraws_an_asset(browser, served, demo):
     provider.click("text=My assets")
     row = provider.locator("#my-assets tr", has_text="Taipei public parking lots").first
     expect(row).to_contain_text("v1")
-    provider.click("summary:has-text('Edit offers of Taipei public parking lots')")
-    editor = provider.locator("form[action$='/offers']").first
-    current = json.loads(editor.locator("textarea").input_value())
-    assert [o["id"] for o in current] == ["open"]
-    offers = current + [{"id": "research", "policy_id": "purpose-restricted",
-                         "params": {"purposes": ["research", "traffic_planning"],
-                                    "audience": {"org_types": ["enterprise"]}}}]
-    editor.locator("textarea").fill(json.dumps(offers, indent=2))
+    provider.click("summary:has-text('Add or change an offer of Taipei public parking lots')")
+    form = provider.locator("form.offer-form").first
+    form.locator("input.offer-id").fill("research")
+    form.locator("input.offer-purposes").fill("research, traffic_planning")
+    form.locator("input.offer-until").fill("2030-12-31")
+    form.locator("input.offer-count").fill("20")
     shot(provider, "10-provider-edit-offers")
-    editor.locator("button.save-offers").click()
+    form.locator("button.save-offer-form").click()
     expect(provider.locator(".flash")).to_contain_text("version 2")
     row = provider.locator("#my-assets tr", has_text="Taipei public parking lots").first
-    expect(row).to_contain_text("v2")
+    expect(row).to_contain_text("purposes = research, traffic_planning")
+    provider.click("summary:has-text('Advanced: edit all offers of Taipei public parking lots as JSON')")
+    editor = provider.locator("form[action$='/offers']").first
+    current = json.loads(editor.locator("textarea").input_value())
+    assert [o["id"] for o in current] == ["open", "research"]
+    editor.locator("textarea").fill(json.dumps(current[:1] + [{**current[1], "params": {
+        **current[1]["params"], "max_rows": 50}}], indent=2))
+    editor.locator("button.save-offers").click()
+    expect(provider.locator(".flash")).to_contain_text("version 3")
+    row = provider.locator("#my-assets tr", has_text="Taipei public parking lots").first
+    expect(row).to_contain_text("v3")
     expect(row).to_contain_text("purpose-restricted")
 
     consumer = login(browser, served, demo, "consumer")
     consumer.click("text=Catalog")
     consumer.click(".assets a:has-text('Taipei public parking lots')")
-    expect(consumer.locator("main")).to_contain_text("v2")
+    expect(consumer.locator("main")).to_contain_text("v3")
     assert "research" in consumer.locator("select#offer").inner_text()
+    expect(consumer.locator("main")).not_to_contain_text("{'")  # no Python reprs
 
     provider.locator("#my-assets tr", has_text="Taipei public parking lots").first.locator("input[name=reason]").fill(
         "replaced by the live feed")
@@ -298,3 +353,45 @@ def test_checkpoint_check_accepts_a_log_key_whose_base64_contains_plus(browser, 
     refused = page.evaluate("""async ([note, vkey]) => { try { await openCheckpoint(note, vkey); return "accepted"; }
         catch (e) { return e.message; } }""", [note, other])
     assert refused.startswith("no valid signature") or "key" in refused
+
+
+def test_open_data_in_one_click_while_the_provider_serves_automatically(browser, served, demo):
+    """The consumer clicks once; the provider runs `twinspace negotiate auto` (here its loop in a thread);
+    the page takes the consumer's steps (accept, verify and sign) and lands on the agreement in force."""
+    import threading
+
+    import httpx
+
+    from twinspace.cli.negotiate import serve_once
+    from twinspace.client.broker import BrokerClient
+    from twinspace.crypto import load_private_key
+
+    org = demo.participants["provider"].org
+    provider = BrokerClient(httpx.Client(base_url=served), org.org_id, load_private_key(org.key_file),
+                            demo.settings.issuer)
+    stop = threading.Event()
+
+    errors = []
+
+    def serve():
+        while not stop.is_set():
+            try:
+                serve_once(provider, org.org_id, ("open-data",))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(repr(exc))
+            stop.wait(0.5)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        consumer = login(browser, served, demo, "consumer")
+        consumer.click("text=Catalog")
+        consumer.click(".assets a:has-text('Taipei public parking lots')")
+        consumer.click("#get-data")
+        consumer.wait_for_url("**/agreements/agr_*", timeout=60_000)
+        expect(consumer.locator("#agreement-status")).to_have_text("FINALIZED")
+        expect(consumer.locator("#stepper li.current")).to_have_text("Agreement in force")
+        assert not errors
+    finally:
+        stop.set()
+        t.join(timeout=10)

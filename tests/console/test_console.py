@@ -44,6 +44,7 @@ API_TWIN: dict[tuple[str, str], tuple[str, str] | str] = {
     ("GET", "/assets"): "the provider's own-asset overview (the API searches with ?provider=)",
     ("POST", "/assets/{asset_id}/withdraw"): ("POST", "/catalog/assets/{asset_id}/withdraw"),
     ("POST", "/assets/{asset_id}/offers"): ("POST", "/catalog/assets/{asset_id}/versions"),
+    ("POST", "/assets/{asset_id}/offers/form"): ("POST", "/catalog/assets/{asset_id}/versions"),
     ("POST", "/negotiations"): ("POST", "/contracts/negotiations"),
     ("GET", "/negotiations"): ("GET", "/contracts/negotiations"),
     ("GET", "/negotiations/{pid}"): ("GET", "/contracts/negotiations/{pid}"),
@@ -63,6 +64,8 @@ API_TWIN: dict[tuple[str, str], tuple[str, str] | str] = {
     ("GET", "/access"): "the provider's view of events on its own assets (no API twin)",
     ("GET", "/audit"): ("GET", "/audit/entries"),
     ("GET", "/audit/entries/{seq}"): ("GET", "/audit/entries/{seq}"),
+    ("GET", "/audit/monitor"): ("GET", "/audit/checkpoints/latest"),
+    ("GET", "/audit/monitor/consistency"): ("GET", "/audit/proofs/consistency"),
     ("GET", "/audit/entries/{seq}/receipt"): ("GET", "/audit/entries/{seq}/receipt"),
     ("POST", "/audit/verify"): ("GET", "/audit/export"),  # it reads every entry, as the export does
     ("GET", "/queries"): "how to run encrypted queries with the CLI (no API twin)",
@@ -707,3 +710,26 @@ def test_offers_of_a_connector_hosted_asset_are_changed_without_copying_its_data
         assert v2 is not None and v2.data_endpoint == url and v2.offers == offers and v2.is_latest
         assert s.get(AssetBlob, (asset["id"], 2)) is None
         assert s.get(Asset, (asset["id"], 3)) is None
+
+
+def test_provider_offer_form_publishes_the_offer_and_catalog_facets_count(sessions, demo, client):
+    asset_id = demo.state["catalog_assets"]["parking"]
+    c, csrf = sessions["provider"]
+    page = _call(c, "GET", "/console/assets", json_accept=False)
+    assert f'action="/console/assets/{asset_id}/offers/form"' in page.text
+    form = {"offer_id": "planning", "purposes": "traffic_planning, research", "not_after": "2030-12-31",
+            "max_accesses": "5", "classification": "public"}
+    bad = _call(c, "POST", f"/console/assets/{asset_id}/offers/form", headers={"X-CSRF-Token": csrf},
+                data={**form, "max_accesses": "lots"})
+    assert bad.status_code == 400 and _code(bad) == "bad_offers"
+    r = _call(c, "POST", f"/console/assets/{asset_id}/offers/form", headers={"X-CSRF-Token": csrf}, data=form)
+    assert r.status_code == 303 and "version%202" in r.headers["location"], r.text
+    api = client.get(f"/catalog/assets/{asset_id}", headers=demo.participants["consumer"].client.headers()).json()
+    offer = next(o for o in api["offers"] if o["id"] == "planning")
+    assert offer["policy_id"] == "purpose-restricted"
+    assert offer["params"]["purposes"] == ["traffic_planning", "research"] and offer["params"]["max_accesses"] == 5
+    cc, _ = sessions["consumer"]
+    cat = _call(cc, "GET", "/console/catalog", json_accept=False).text
+    assert 'id="facets"' in cat and 'data-facet="classification"' in cat and "{'" not in cat
+    narrowed = _call(cc, "GET", "/console/catalog?classification=public", json_accept=False).text
+    assert "facet-value selected" in narrowed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from datetime import datetime
@@ -11,11 +12,15 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
+
+from twinspace.cli.audit_monitor import monitor
+from twinspace.cli.common import Connection, choice, connected, guarded, human
 
 audit_app = typer.Typer(help="Tamper-evident audit log: entries, proofs, checkpoints, anchors, verification.",
                         no_args_is_help=True)
-console = Console()
+console = Console(emoji=False, highlight=False)
+
 DataDir = typer.Option(None, "--data-dir", help="Broker state directory (default: $TWINSPACE_DATA_DIR or .twinspace).")
 
 
@@ -32,11 +37,26 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+OUTCOMES = ("ok", "allow", "deny", "error")
+_OUTCOME_ALIASES = {"denied": "deny", "refused": "deny", "allowed": "allow", "failed": "error", "success": "ok"}
+
+
+def _outcomes(value: Optional[str]) -> list[Optional[str]]:
+    """The stored outcome values for a filter: ``deny`` also finds the older ``denied`` spelling."""
+    if value is None:
+        return [None]
+    v = _OUTCOME_ALIASES.get(value.lower(), value.lower())
+    with guarded():
+        choice(v, OUTCOMES, "--outcome")
+    return ["deny", "denied"] if v == "deny" else [v]
+
+
 @audit_app.command("list")
-def list_entries(org: Optional[str] = typer.Option(None, help="Actor org id (or org_id in details)."),
+def list_entries(org: Optional[str] = typer.Option(None, "--actor", help="Only entries by this org id (or naming it "
+                                                  "as org_id in the details)."),
                  kind: Optional[str] = typer.Option(None, help="Event kind; trailing * for a prefix."),
                  asset: Optional[str] = typer.Option(None, "--asset"), agreement: Optional[str] = typer.Option(None, "--agreement"),
-                 outcome: Optional[str] = typer.Option(None, help="ok, deny, error …"),
+                 outcome: Optional[str] = typer.Option(None, help="ok, allow, deny (or denied), error."),
                  since: Optional[datetime] = typer.Option(None), until: Optional[datetime] = typer.Option(None),
                  after_seq: int = typer.Option(0), limit: int = typer.Option(50, max=1000),
                  as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
@@ -46,20 +66,26 @@ def list_entries(org: Optional[str] = typer.Option(None, help="Actor org id (or 
 
     from broker.audit import service
 
+    outcomes = _outcomes(outcome)
     rt = _runtime(data_dir)
-    f = service.EntryFilter(org=org, kind=kind, asset_id=asset, agreement_id=agreement, outcome=outcome,
-                            since=since, until=until, after_seq=after_seq, limit=limit)
+    entries = []
     with Session(rt.engine) as session:
-        entries = [service.entry_json(e) for e in service.query_entries(session, f)]
+        for value in outcomes:
+            f = service.EntryFilter(org=org, kind=kind, asset_id=asset, agreement_id=agreement, outcome=value,
+                                    since=since, until=until, after_seq=after_seq, limit=limit)
+            entries += [service.entry_json(e) for e in service.query_entries(session, f)]
+    entries = sorted({e["seq"]: e for e in entries}.values(), key=lambda e: e["seq"])[:limit]
     if as_json:
         for e in entries:
             sys.stdout.write(json.dumps(e) + "\n")
         return
-    table = Table("seq", "time", "kind", "actor", "outcome", "asset", "agreement", "details")
+    table = Table("seq", "time", "kind", Column("actor", no_wrap=True), "outcome", Column("asset", no_wrap=True),
+                  Column("agreement", no_wrap=True), Column("details", overflow="fold"),
+                  title=f"{len(entries)} entries" + ("" if entries else " (no entry matches these filters)"))
     for e in entries:
         b = e["entry"]
-        table.add_row(str(e["seq"]), b["time"][:19], b["kind"], b["actor"] or "", b["outcome"], b["asset_id"] or "",
-                      b["agreement_id"] or "", json.dumps(b["details"])[:60])
+        table.add_row(str(e["seq"]), b["time"][:19], b["kind"], b["actor"] or "—", b["outcome"], b["asset_id"] or "—",
+                      b["agreement_id"] or "—", human(b["details"]))
     console.print(table)
 
 
@@ -99,24 +125,21 @@ def export(out: Path = typer.Argument(..., help="Entries JSONL (one canonical en
 
 
 @audit_app.command("fetch")
-def fetch(url: str = typer.Option(..., help="Broker base URL, e.g. https://broker.example"),
-          org_id: str = typer.Option(..., help="Your auditor organisation id."),
-          key_file: Path = typer.Option(..., help="Your auditor private key (PEM)."),
-          out_dir: Path = typer.Option(Path("audit-bundle"), help="The bundle directory to write (entries.jsonl, "
-                                                                 "checkpoints.jsonl, log.vkey)."),
-          audience: str = typer.Option("twinspace-broker", help="The broker's issuer name.")) -> None:
+@connected
+def fetch(out_dir: Path = typer.Option(Path("audit-bundle"), help="The bundle directory to write (entries.jsonl, "
+                                                             "checkpoints.jsonl, log.vkey)."),
+          *, conn: Connection) -> None:
     """Download the full log and all checkpoints through the API, for `twinspace audit verify`."""
     from twinspace.audit.bundle import fetch_bundle
-    from twinspace.client.broker import BrokerClient
 
-    try:
-        result = fetch_bundle(BrokerClient.connect(url, org_id, key_file, audience=audience), out_dir)
-    except Exception as exc:  # noqa: BLE001
-        _fail(exc)
+    result = fetch_bundle(conn.client(), out_dir)
     console.print(f"wrote {result['entries']} entries and {result['checkpoints']} checkpoints to {out_dir}")
     console.print(f"the broker says its log key is {result['claimed_vkey']} — verify with the key you "
                   "obtained out of band:")
     console.print(f"  twinspace audit verify --bundle {out_dir} --key '<vkey>'")
+
+
+audit_app.command("monitor")(monitor)
 
 
 @audit_app.command("key")
@@ -313,7 +336,9 @@ def verify(bundle: Optional[Path] = typer.Option(None, "--bundle", file_okay=Fal
         report.add(seq, "altered", f"entry {seq} was altered: its stored {column} column differs from the "
                                    "signed entry (it would be hidden from or misfiled in filtered queries)")
     if as_json:
-        print(json.dumps(report.to_json(), indent=2))
+        out = report.to_json()
+        out["root_hash"] = base64.b64encode(report.root_hash).decode()  # one encoding for roots: base64
+        print(json.dumps(out, indent=2))
     else:
         print_report(console, report)
     raise typer.Exit(0 if report.ok else 1)
@@ -362,7 +387,8 @@ def _local_log(data_dir, key, checkpoints, rpc_url, contract, column_mismatches,
 def print_report(out: Console, report) -> None:
     table = Table(show_header=False, title="Audit log verification")
     table.add_row("entries", str(report.entries))
-    table.add_row("root (recomputed)", report.root_hash.hex())
+    # base64, as in signed checkpoints, proofs and the console: one encoding for the root everywhere
+    table.add_row("root (recomputed)", base64.b64encode(report.root_hash).decode())
     table.add_row("checkpoints", f"{report.checkpoints_verified}/{report.checkpoints_total} signatures valid; "
                                  f"latest size {report.latest_checkpoint}; {report.consistency_checked} consistency "
                                  "proofs checked")

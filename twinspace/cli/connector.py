@@ -8,22 +8,25 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from connectors.errors import ConnectorError
+from twinspace.cli.common import Connection, connected
 
 connector_app = typer.Typer(help="Provider-side connector: ingest, de-identify and publish twin-entity assets.",
                             no_args_is_help=True)
-console = Console(stderr=True)
+# Data (names, ids, file paths) is printed as is: no emoji codes (`:id:`), no markup, no highlighting.
+console = Console(stderr=True, emoji=False, highlight=False)
 
 
 def _fail(exc: ConnectorError) -> None:
-    console.print(f"[bold red]error[/] ({exc.code}): {exc.message}")
+    console.print(f"[bold red]error[/] ({exc.code}): {escape(exc.message)}")
     raise typer.Exit(1)
 
 
 def _progress(label: str) -> Progress:
-    return Progress(TextColumn(f"[cyan]{label}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+    return Progress(TextColumn(f"[cyan]{escape(label)}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                     TimeRemainingColumn(), console=console, transient=True)
 
 
@@ -34,8 +37,9 @@ def ingest(inputs: list[Path] = typer.Argument(..., exists=True, dir_okay=False,
            entity_type: Optional[str] = typer.Option(None, help="Entity type (required for CSV; filters NGSI)."),
            category: Optional[str] = typer.Option(None, help="Twin category (default from the entity type)."),
            region: Optional[str] = typer.Option(None, help="ISO 3166 region for entity codes, e.g. TW-TPE."),
-           delimiter: str = typer.Option(",", help="CSV delimiter."),
-           encoding: str = typer.Option("utf8", help="CSV text encoding (utf8, big5, cp950, latin-1...)."),
+           delimiter: Optional[str] = typer.Option(None, help="CSV separator (default: detected among , ; tab |)."),
+           encoding: Optional[str] = typer.Option(None, help="CSV text encoding (default: detected among UTF-8, "
+                                                  "GBK, Big5; else utf-8, gbk, big5, cp950, latin-1...)."),
            require: list[str] = typer.Option([], help="CSV column that must be present (repeatable)."),
            column_type: list[str] = typer.Option([], help="CSV column type name=arrow_type (repeatable)."),
            id_column: Optional[str] = typer.Option(None, help="CSV column with the provider's entity id."),
@@ -70,15 +74,17 @@ def ingest(inputs: list[Path] = typer.Argument(..., exists=True, dir_okay=False,
             elif kind == "taipei":
                 result = ing.ingest_taipei_parking(inputs[0], region=region or "TW-TPE")
             else:
-                raise ConnectorError(f"unknown format {kind!r}")
+                raise ConnectorError(f"unknown format {kind!r}; choose one of auto, {', '.join(ing.FORMATS)}")
             result.content_hash = write_table(out, result.table)
         for w in result.warnings:
-            console.print(f"[yellow]warning[/]: {w}")
+            console.print(f"[yellow]warning[/]: {escape(w)}")
     except ConnectorError as exc:
         _fail(exc)
     m = result.meta
-    typer.echo(f"{m['rows']} {m['entity_type']} rows ({m['twin_category']}) → {out}  bbox={m.get('bbox')}  "
-               f"sha256={result.content_hash}")
+    bbox = ", ".join(str(v) for v in m["bbox"]) if m.get("bbox") else "none (no location)"
+    dialect = f"  read as {m['csv_dialect']}" if m.get("csv_dialect") else ""
+    typer.echo(f"{m['rows']} {m['entity_type']} rows ({m['twin_category']}) → {out}  bbox={bbox}  "
+               f"sha256={result.content_hash}{dialect}")
 
 
 @connector_app.command()
@@ -115,10 +121,8 @@ def deidentify(table: Path = typer.Argument(..., exists=True, dir_okay=False, he
 
 
 @connector_app.command()
+@connected
 def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
-            broker: str = typer.Option(..., envvar="TWINSPACE_BROKER_URL", help="Broker base URL."),
-            org_id: str = typer.Option(..., envvar="TWINSPACE_ORG_ID"),
-            key: Path = typer.Option(..., envvar="TWINSPACE_ORG_KEY", exists=True, help="The org's private key (PEM)."),
             title: str = typer.Option(...), classification: str = typer.Option(...), domain: str = typer.Option(...),
             offer: list[str] = typer.Option([], help="Offer id=policy_id[:{json params}] (repeatable)."),
             offers_file: Optional[Path] = typer.Option(None, exists=True, help="JSON list of offers."),
@@ -128,7 +132,7 @@ def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
             data_endpoint: Optional[str] = typer.Option(None, help="Keep the table here: the base URL of this "
                                                         "machine's `twinspace connector serve`, from which the "
                                                         "broker fetches it on each access."),
-            audience: str = typer.Option("twinspace-broker", help="The broker's issuer name.")) -> None:
+            *, conn: Connection) -> None:
     """Check the table against its report locally, then publish it (metadata + encrypted-at-rest table,
     or metadata only with --data-endpoint)."""
     from connectors.publish import load_report, parse_offer, publish_file
@@ -139,31 +143,28 @@ def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
         if offers_file:
             offers += json.loads(offers_file.read_text(encoding="utf-8"))
         rep = load_report(report) if report else None
-        client = BrokerClient.connect(broker, org_id, key, audience=audience)
+        client = conn.client()
         asset = publish_file(client, table, report=rep, asset_id=asset_id, title=title, description=description,
                              keywords=list(keyword), classification=classification, domain=domain, offers=offers,
                              data_endpoint=data_endpoint)
     except ConnectorError as exc:
         _fail(exc)
     except BrokerError as exc:
-        console.print(f"[bold red]broker refused[/] ({exc.code}): {exc.problem.get('detail', '')}")
+        console.print(f"[bold red]broker refused[/] ({exc.code}): {escape(str(exc.problem.get('detail', '')))}")
         raise typer.Exit(1)
     typer.echo(f"published {asset['id']} v{asset['version']} ({asset['row_count']} rows, sha256 {asset['content_hash']})")
 
 
 @connector_app.command()
-def withdraw(asset_id: str, broker: str = typer.Option(..., envvar="TWINSPACE_BROKER_URL"),
-             org_id: str = typer.Option(..., envvar="TWINSPACE_ORG_ID"),
-             key: Path = typer.Option(..., envvar="TWINSPACE_ORG_KEY", exists=True),
-             reason: Optional[str] = typer.Option(None),
-             audience: str = typer.Option("twinspace-broker")) -> None:
+@connected
+def withdraw(asset_id: str, reason: Optional[str] = typer.Option(None), *, conn: Connection) -> None:
     """Withdraw one of this provider's assets (all versions)."""
     from twinspace.client.broker import BrokerClient, BrokerError
 
     try:
-        BrokerClient.connect(broker, org_id, key, audience=audience).catalog_withdraw(asset_id, reason)
+        conn.client().catalog_withdraw(asset_id, reason)
     except BrokerError as exc:
-        console.print(f"[bold red]broker refused[/] ({exc.code}): {exc.problem.get('detail', '')}")
+        console.print(f"[bold red]broker refused[/] ({exc.code}): {escape(str(exc.problem.get('detail', '')))}")
         raise typer.Exit(1)
     typer.echo(f"withdrew {asset_id}")
 

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from twinspace.cli.common import Connection, JsonOpt, choice, connected, emit_json, human
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 contract_app = typer.Typer(help="Signed data-use agreements: verify offline, list, export, revoke.",
                            no_args_is_help=True)
-console = Console()
+console = Console(emoji=False, highlight=False)
 
 Url = typer.Option(..., help="Broker base URL, e.g. https://broker.example")
 OrgId = typer.Option(..., "--org", help="Your organisation id.")
@@ -29,6 +30,16 @@ def _client(url: str, org: str, key: Path, audience: str):
 def _fail(exc: Exception) -> None:
     console.print(f"[bold red]error:[/] {exc}")
     raise typer.Exit(2)
+
+
+def _describe(value) -> str:
+    """An agreement field for a person (asset {id, version, content_hash} as `id v1 (sha256 …)`)."""
+    if isinstance(value, dict) and "id" in value:
+        extra = f" (sha256 {value['content_hash']})" if value.get("content_hash") else ""
+        return f"{value['id']} v{value.get('version', '?')}{extra}"
+    if isinstance(value, dict) and ("not_before" in value or "not_after" in value):
+        return f"{human(value.get('not_before'))} to {human(value.get('not_after'))}"
+    return human(value)
 
 
 @contract_app.command("verify")
@@ -54,7 +65,7 @@ def verify(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="E
         for label, key in (("document sha256", "document_sha256"), ("provider", "provider_id"),
                            ("consumer", "consumer_id"), ("asset", "asset"), ("validity", "validity"),
                            ("finalised", "finalized_at")):
-            table.add_row(label, str(report.get(key)))
+            table.add_row(label, _describe(report.get(key)))
         console.print(table)
         for warning in report["warnings"]:
             console.print(f"[yellow]warning:[/] {warning}")
@@ -65,14 +76,17 @@ def verify(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="E
 
 
 @contract_app.command("list")
-def list_agreements(url: str = Url, org: str = OrgId, key: Path = KeyFile, audience: str = Audience,
-                    status: Optional[str] = typer.Option(None, help="FINALIZED, REVOKED, ...")) -> None:
+@connected
+def list_agreements(status: Optional[str] = typer.Option(None, help="FINALIZED, REVOKED, ..."),
+                    as_json: bool = JsonOpt, *, conn: Connection) -> None:
     """List the agreements you are party to (operators and auditors: all)."""
-    try:
-        items = _client(url, org, key, audience).contract_agreements(status=status)["items"]
-    except Exception as exc:  # noqa: BLE001
-        _fail(exc)
-    table = Table("agreement", "status", "asset", "consumer", "provider", "purpose", "valid until")
+    choice(status.upper() if status else None, ("FINALIZED", "REVOKED", "EXPIRED", "SUSPENDED"), "--status")
+    items = conn.client().contract_agreements(status=status.upper() if status else None)["items"]
+    if as_json:
+        emit_json(items)
+        return
+    table = Table(Column("agreement", no_wrap=True, min_width=28),  # the id to paste next: never cut
+                  "status", "asset", "consumer", "provider", "purpose", "valid until")
     for a in items:
         table.add_row(a["id"], a["status"], f"{a['asset_id']} v{a['asset_version']}", a["consumer_id"],
                       a["provider_id"], a["purpose"], a["not_after"])
@@ -80,13 +94,11 @@ def list_agreements(url: str = Url, org: str = OrgId, key: Path = KeyFile, audie
 
 
 @contract_app.command("export")
-def export(agreement_id: str, url: str = Url, org: str = OrgId, key: Path = KeyFile, audience: str = Audience,
-           out: Path = typer.Option(None, help="Output file (default <agreement id>.json).")) -> None:
+@connected
+def export(agreement_id: str,
+           out: Path = typer.Option(None, help="Output file (default <agreement id>.json)."), *, conn: Connection) -> None:
     """Download the offline-verifiable agreement file."""
-    try:
-        bundle = _client(url, org, key, audience).contract_export(agreement_id)
-    except Exception as exc:  # noqa: BLE001
-        _fail(exc)
+    bundle = conn.client().contract_export(agreement_id)
     out = out or Path(f"{agreement_id}.json")
     out.write_text(json.dumps(bundle, indent=2, ensure_ascii=False), encoding="utf-8")
     console.print(f"wrote {out}; verify with: twinspace contract verify {out} --broker-key "
@@ -94,11 +106,9 @@ def export(agreement_id: str, url: str = Url, org: str = OrgId, key: Path = KeyF
 
 
 @contract_app.command("revoke")
-def revoke(agreement_id: str, url: str = Url, org: str = OrgId, key: Path = KeyFile, audience: str = Audience,
-           reason: Optional[str] = typer.Option(None, help="Why (recorded in the audit log).")) -> None:
+@connected
+def revoke(agreement_id: str,
+           reason: Optional[str] = typer.Option(None, help="Why (recorded in the audit log)."), *, conn: Connection) -> None:
     """Revoke an agreement (its provider or the operator); effective on the next access."""
-    try:
-        result = _client(url, org, key, audience).contract_revoke(agreement_id, reason)
-    except Exception as exc:  # noqa: BLE001
-        _fail(exc)
+    result = conn.client().contract_revoke(agreement_id, reason)
     console.print(f"agreement {result['id']} is {result['status']} (at {result['revoked_at']})")

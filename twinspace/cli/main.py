@@ -135,6 +135,11 @@ app.add_typer(__import__("twinspace.cli.connector", fromlist=["connector_app"]).
 app.add_typer(__import__("twinspace.cli.audit", fromlist=["audit_app"]).audit_app, name="audit")
 app.add_typer(__import__("twinspace.cli.contract", fromlist=["contract_app"]).contract_app, name="contract")
 app.add_typer(__import__("twinspace.cli.query", fromlist=["query_app"]).query_app, name="query")
+app.add_typer(__import__("twinspace.cli.catalog", fromlist=["catalog_app"]).catalog_app, name="catalog")
+app.add_typer(__import__("twinspace.cli.negotiate", fromlist=["negotiate_app"]).negotiate_app, name="negotiate")
+app.add_typer(__import__("twinspace.cli.transfer", fromlist=["transfer_app"]).transfer_app, name="transfer")
+app.command("download")(__import__("twinspace.cli.transfer", fromlist=["download"]).download)
+app.add_typer(__import__("twinspace.cli.policy", fromlist=["policy_app"]).policy_app, name="policy")
 app.add_typer(__import__("twinspace.cli.twins", fromlist=["twin_app"]).twin_app, name="twin")
 
 

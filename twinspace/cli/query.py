@@ -11,30 +11,34 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from twinspace.cli.common import CliError, Connection, choice, connected, handled
 from rich.console import Console
 from rich.table import Table
 
-from twinspace.cli.contract import Audience, KeyFile, OrgId, Url, _client
 
 query_app = typer.Typer(help="Privacy-preserving queries: homomorphic encryption, DP noise, budgets.",
                         no_args_is_help=True)
-console = Console()
+console = Console(emoji=False, highlight=False)
 HeKey = typer.Option(Path(".twinspace/he/bfv.tenseal"), "--he-key",
                      help="Your TenSEAL context with its secret key (from `twinspace query keygen`).")
 Epsilon = typer.Option(None, help="Privacy cost of this query (default and ceiling: the agreement's policy).")
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(2)
+    raise CliError(str(exc))
 
 
-def _query_client(url: str, org: str, key: Path, audience: str, he_key: Path):
+def _query_client(conn, he_key: Path):
     from twinspace.client.query import ConsumerKeys, QueryClient
 
     if not he_key.exists():
         _fail(FileNotFoundError(f"{he_key} not found: run `twinspace query keygen --out {he_key}` first"))
-    return QueryClient(_client(url, org, key, audience), ConsumerKeys.load(he_key))
+    try:
+        keys = ConsumerKeys.load(he_key)
+    except Exception:  # noqa: BLE001 - TenSEAL raises bare exceptions on foreign bytes
+        raise CliError(f"{he_key} is not a TenSEAL context with a secret key",
+                       "pass the file `twinspace query keygen` wrote (--he-key)") from None
+    return QueryClient(conn.client(), keys)
 
 
 def _mask(mask_file: Optional[Path], all_rows: bool, rows: int):
@@ -46,7 +50,12 @@ def _mask(mask_file: Optional[Path], all_rows: bool, rows: int):
     if all_rows:
         return np.ones(rows, dtype=np.int64)
     text = mask_file.read_text(encoding="utf-8").strip()
-    values = json.loads(text) if text.startswith("[") else [int(v) for v in text.split()]
+    try:
+        values = json.loads(text) if text.startswith("[") else [int(v) for v in text.split()]
+    except ValueError:
+        bad = next((i + 1 for i, v in enumerate(text.split("\n")) if v.strip() not in ("0", "1", "")), None)
+        raise CliError(f"{mask_file}: line {bad}: a mask holds one 0 or 1 per line (or a JSON list)",
+                       "fix that line") from None
     mask = np.asarray(values, dtype=np.int64)
     if not np.isin(mask, (0, 1)).all():
         _fail(ValueError("a mask holds only 0 and 1"))
@@ -85,6 +94,7 @@ def _run(call, title: str) -> None:
 
 
 @query_app.command()
+@handled
 def keygen(scheme: str = typer.Option("bfv", help="bfv (exact integers) or ckks (real numbers)."),
            out: Path = typer.Option(None, help="Where to keep the secret context (default .twinspace/he/<scheme>.tenseal)."),
            force: bool = typer.Option(False, help="Overwrite an existing key.")) -> None:
@@ -104,48 +114,48 @@ def keygen(scheme: str = typer.Option("bfv", help="bfv (exact integers) or ckks 
 
 
 @query_app.command()
+@connected
 def aggregate(agreement_id: str, column: str = typer.Option(...), bound: float = typer.Option(..., help="Clip "
               "values to ±bound (the sum's DP sensitivity)."),
               mask_file: Optional[Path] = typer.Option(None, exists=True, help="0/1 per row (the selection stays "
                                                        "encrypted)."),
               all_rows: bool = typer.Option(False, "--all", help="Select every row."),
               scale: int = typer.Option(0, help="BFV fixed point: values × 10^scale."), epsilon: Optional[float] = Epsilon,
-              url: str = Url, org: str = OrgId, key: Path = KeyFile, audience: str = Audience,
-              he_key: Path = HeKey) -> None:
+              he_key: Path = HeKey, *, conn: Connection) -> None:
     """Encrypted-mask sum, count and mean of a numeric column."""
-    q = _query_client(url, org, key, audience, he_key)
+    q = _query_client(conn, he_key)
     mask = _mask(mask_file, all_rows, _rows(q, agreement_id))
     _run(lambda: q.aggregate(agreement_id, column, mask, bound=bound, scale=scale, epsilon=epsilon),
          f"{column}: encrypted aggregate")
 
 
 @query_app.command()
+@connected
 def histogram(agreement_id: str, column: str = typer.Option(...),
               category: list[str] = typer.Option(..., help="Category to count (repeatable)."),
               mask_file: Optional[Path] = typer.Option(None, exists=True), all_rows: bool = typer.Option(False, "--all"),
-              epsilon: Optional[float] = Epsilon, url: str = Url, org: str = OrgId, key: Path = KeyFile,
-              audience: str = Audience, he_key: Path = HeKey) -> None:
+              epsilon: Optional[float] = Epsilon, he_key: Path = HeKey, *, conn: Connection) -> None:
     """Encrypted-mask counts per category."""
-    q = _query_client(url, org, key, audience, he_key)
+    q = _query_client(conn, he_key)
     mask = _mask(mask_file, all_rows, _rows(q, agreement_id))
     _run(lambda: q.histogram(agreement_id, column, category, mask, epsilon=epsilon), f"{column}: histogram")
 
 
 @query_app.command()
+@connected
 def score(agreement_id: str, feature: list[str] = typer.Option(..., help="Feature column (repeatable)."),
           weight: list[float] = typer.Option(..., help="Your private weight per feature (BFV: integers)."),
           bound: float = typer.Option(..., help="Clip each feature to ±bound."),
           group_by: Optional[str] = typer.Option(None),
           group: Optional[list[str]] = typer.Option(None, help="A group of --group-by to answer for (repeatable)."),
           scale: int = typer.Option(0),
-          epsilon: Optional[float] = Epsilon, url: str = Url, org: str = OrgId, key: Path = KeyFile,
-          audience: str = Audience, he_key: Path = HeKey) -> None:
+          epsilon: Optional[float] = Epsilon, he_key: Path = HeKey, *, conn: Connection) -> None:
     """Encrypted linear score Σ w·x, in total or per named group; the weights stay encrypted."""
     if len(feature) != len(weight):
         _fail(ValueError("give one --weight per --feature"))
     if bool(group_by) != bool(group):
         _fail(ValueError("--group-by needs the groups you want, as --group (repeatable)"))
-    q = _query_client(url, org, key, audience, he_key)
+    q = _query_client(conn, he_key)
     _run(lambda: q.linear_score(agreement_id, feature, weight, bound=bound, scale=scale, group_by=group_by,
                                 groups=group, epsilon=epsilon), "linear score")
 
@@ -167,26 +177,29 @@ def _condition(text: str) -> dict:
 
 
 @query_app.command()
+@connected
 def where(agreement_id: str, condition: list[str] = typer.Option(..., "--where", help="column:op:value (repeatable)."),
           kind: str = typer.Option("count", help="count or sum"), column: Optional[str] = typer.Option(None),
           bound: float = typer.Option(1.0), scale: int = typer.Option(0), epsilon: Optional[float] = Epsilon,
-          url: str = Url, org: str = OrgId, key: Path = KeyFile, audience: str = Audience,
-          he_key: Path = HeKey) -> None:
+          he_key: Path = HeKey, *, conn: Connection) -> None:
     """Plaintext-predicate count or sum (the provider side checks the cohort size and adds DP noise)."""
-    q = _query_client(url, org, key, audience, he_key)
+    choice(kind, ("count", "sum"), "--kind")
+    if kind == "sum" and not column:
+        raise CliError("--kind sum needs --column", "name the column to sum")
+    q = _query_client(conn, he_key)
     conditions = [_condition(c) for c in condition]
     _run(lambda: q.predicate(agreement_id, conditions, kind=kind, column=column, bound=bound, scale=scale,
                              epsilon=epsilon), f"{kind} where {' and '.join(condition)}")
 
 
 @query_app.command()
-def budget(agreement_id: str, url: str = Url, org: str = OrgId, key: Path = KeyFile,
-           audience: str = Audience) -> None:
+@connected
+def budget(agreement_id: str, *, conn: Connection) -> None:
     """The agreement's privacy budget."""
     from twinspace.client.broker import BrokerError
 
     try:
-        b = _client(url, org, key, audience).get(f"/queries/budgets/{agreement_id}")
+        b = conn.client().get(f"/queries/budgets/{agreement_id}")
     except BrokerError as exc:
         _fail(exc)
     console.print(f"{agreement_id}: epsilon {b['epsilon_spent']:g} of {b['epsilon_total']:g} spent in "
@@ -194,14 +207,14 @@ def budget(agreement_id: str, url: str = Url, org: str = OrgId, key: Path = KeyF
 
 
 @query_app.command("across")
+@connected
 def across(agreement_ids: list[str], column: str = typer.Option(...), bound: float = typer.Option(...),
            scale: int = typer.Option(0), epsilon: Optional[float] = Epsilon,
-           min_providers: Optional[int] = typer.Option(None), url: str = Url, org: str = OrgId, key: Path = KeyFile,
-           audience: str = Audience, he_key: Path = HeKey) -> None:
+           min_providers: Optional[int] = typer.Option(None), he_key: Path = HeKey, *, conn: Connection) -> None:
     """Open a secure-aggregation round over several providers' assets (one agreement each)."""
     from twinspace.client.broker import BrokerError
 
-    q = _query_client(url, org, key, audience, he_key)
+    q = _query_client(conn, he_key)
     try:
         rnd = q.open_round(agreement_ids, column, bound=bound, scale=scale, epsilon=epsilon,
                            min_providers=min_providers)
@@ -212,16 +225,17 @@ def across(agreement_ids: list[str], column: str = typer.Option(...), bound: flo
 
 
 @query_app.command()
-def result(round_id: str, url: str = Url, org: str = OrgId, key: Path = KeyFile, audience: str = Audience,
-           he_key: Path = HeKey) -> None:
+@connected
+def result(round_id: str,
+           he_key: Path = HeKey, *, conn: Connection) -> None:
     """Decrypt a secure-aggregation total (released once enough providers contributed)."""
-    q = _query_client(url, org, key, audience, he_key)
+    q = _query_client(conn, he_key)
     _run(lambda: q.round_result(round_id), f"round {round_id}: total across providers")
 
 
 @query_app.command()
-def contribute(data: list[str] = typer.Option(..., help="asset_id=FILE.arrow of your own data (repeatable)."),
-               url: str = Url, org: str = OrgId, key: Path = KeyFile, audience: str = Audience) -> None:
+@connected
+def contribute(data: list[str] = typer.Option(..., help="asset_id=FILE.arrow of your own data (repeatable)."), *, conn: Connection) -> None:
     """Provider side: answer pending secure-aggregation rounds from local data (encrypted here)."""
     import pyarrow as pa
 
@@ -235,7 +249,7 @@ def contribute(data: list[str] = typer.Option(..., help="asset_id=FILE.arrow of 
             _fail(ValueError(f"--data expects asset_id=FILE, got {item!r}"))
         tables[asset_id] = pa.ipc.open_file(pa.memory_map(path)).read_all()
     try:
-        sent = contribute_pending(_client(url, org, key, audience), tables)
+        sent = contribute_pending(conn.client(), tables)
     except BrokerError as exc:
         _fail(exc)
     console.print(f"Contributed to {len(sent)} round(s).")

@@ -43,7 +43,14 @@ async function thumbprint(x) {
 async function importPem(pem) {
   const der = pemToDer(pem);
   try {
-    const extractable = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, true, ["sign"]);
+    let extractable;
+    try {
+      extractable = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, true, ["sign"]);
+    } catch (err) {
+      // WebCrypto's DataError has an empty message: say what the file is and what is needed.
+      const oid = hex(der).includes("2a864886f70d010101") ? "an RSA key" : hex(der).includes("2a8648ce3d0201") ? "an EC (ECDSA) key" : "not an Ed25519 key";
+      throw new Error("this file holds " + oid + "; TwinSpace logins use the organisation's Ed25519 key (the .pem `twinspace org create` wrote)");
+    }
     const jwk = await crypto.subtle.exportKey("jwk", extractable);
     const kid = await thumbprint(jwk.x);
     const key = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, false, ["sign"]);
@@ -166,7 +173,7 @@ function setupLogin() {
       document.getElementById("client_assertion").value = assertion;
       form.submit();
     } catch (err) {
-      status(out, "Login failed: " + err.message, "bad");
+      status(out, "Login failed: " + (err.message || err.name || "the key could not be used"), "bad");
     }
   });
 }
@@ -224,6 +231,23 @@ function setupSigners() {
   });
 }
 
+// ---------------------------------------------------------------------------- fresh state after an action
+// Re-read the page and swap in the parts an action changed (usage, transfers, progress), so what is
+// shown is the broker's state now, without losing the status message of the action.
+async function refreshParts(ids) {
+  const res = await fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+  if (!res.ok) return;
+  const fresh = new DOMParser().parseFromString(await res.text(), "text/html");
+  ids.forEach((id) => {
+    const now = document.getElementById(id), next = fresh.getElementById(id);
+    if (next && now) now.replaceWith(document.importNode(next, true));
+    else if (next && !now && id === "usage") {
+      const table = document.querySelector("table.kv");
+      if (table) table.appendChild(document.importNode(next.closest("tr"), true));
+    }
+  });
+}
+
 // ---------------------------------------------------------------------------- data download (PoP)
 function setupDownloads() {
   document.querySelectorAll(".downloader").forEach((box) => {
@@ -256,6 +280,7 @@ function setupDownloads() {
         a.click();
         setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
         status(out, "Downloaded " + res.headers.get("X-TwinSpace-Rows") + " rows (" + blob.size + " bytes) as " + name + ".", "ok");
+        await refreshParts(["transfers", "usage", "stepper", "agreement-status"]);
       } catch (err) {
         status(out, "Download refused: " + err.message, "bad");
       }
@@ -312,7 +337,7 @@ function setupVerify() {
     status(out, "Verifying…");
     try {
       const r = await postJson(button.dataset.url);
-      if (r.ok) status(out, "VERIFIED: " + r.entries + " entries, " + r.checkpoints_verified + " signed checkpoints, root " + r.root_hash.slice(0, 16) + "…", "ok");
+      if (r.ok) status(out, "VERIFIED: " + r.entries + " entries, " + r.checkpoints_verified + " signed checkpoints, root " + r.root_hash, "ok");
       else status(out, "PROBLEMS: " + (r.first_bad ? "entry " + r.first_bad.seq + ": " + r.first_bad.message : r.problems.length + " problems"), "bad");
     } catch (err) {
       status(out, "Verification failed: " + err.message, "bad");
@@ -389,6 +414,95 @@ function setupProof() {
   });
 }
 
+// RFC 9162 §2.1.4.2: does the proof show the tree (size1, root1) is a prefix of (size2, root2)?
+async function verifyConsistency(size1, size2, root1, root2, proof) {
+  if (size1 <= 0 || size2 < size1) throw new Error("bad tree sizes");
+  if (size1 === size2) {
+    if (proof.length || !equalBytes(root1, root2)) throw new Error("same size, different root");
+    return;
+  }
+  if (!proof.length) throw new Error("empty consistency proof");
+  const path = (size1 & (size1 - 1)) === 0 ? [root1, ...proof] : proof.slice();
+  let fn = size1 - 1, sn = size2 - 1;
+  while (fn & 1) { fn >>= 1; sn >>= 1; }
+  let fr = path[0], sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0) throw new Error("consistency proof too long");
+    if ((fn & 1) || fn === sn) {
+      fr = await nodeHash(c, fr); sr = await nodeHash(c, sr);
+      while (!(fn & 1) && fn !== 0) { fn >>= 1; sn >>= 1; }
+    } else {
+      sr = await nodeHash(sr, c);
+    }
+    fn >>= 1; sn >>= 1;
+  }
+  if (sn !== 0) throw new Error("consistency proof too short");
+  if (!equalBytes(fr, root1) || !equalBytes(sr, root2)) throw new Error("the proof does not match the roots");
+}
+
+function setupMonitor() {
+  const button = document.getElementById("monitor-check");
+  if (!button) return;
+  const data = JSON.parse(document.getElementById("monitor-data").textContent);
+  const out = document.getElementById("monitor-result");
+  const slot = "twinspace-audit-monitor:" + data.vkey;
+  const show = () => {
+    const t = JSON.parse(localStorage.getItem(slot) || "null");
+    document.getElementById("monitor-trusted").textContent = t
+      ? "tree size " + t.tree_size + ", root " + t.root + " (checked " + t.checked_at + ")" : "nothing yet";
+  };
+  show();
+  document.getElementById("monitor-forget").addEventListener("click", () => { localStorage.removeItem(slot); show(); });
+  button.addEventListener("click", async () => {
+    try {
+      if (!data.latest) throw new Error("the log has no checkpoint yet");
+      const [, size, root] = await openCheckpoint(data.latest.note, data.vkey);
+      const rootB64 = btoa(String.fromCharCode(...root));
+      const trusted = JSON.parse(localStorage.getItem(slot) || "null");
+      const keep = () => localStorage.setItem(slot, JSON.stringify({ tree_size: size, root: rootB64,
+                                                                     checked_at: new Date().toISOString() }));
+      if (!trusted) { keep(); show(); status(out, "Trusting tree size " + size + ", root " + rootB64 + ".", "ok"); return; }
+      if (size < trusted.tree_size) throw new Error("ROLLBACK: the log shrank from " + trusted.tree_size + " to " + size + " entries");
+      if (size === trusted.tree_size) {
+        if (rootB64 !== trusted.root) throw new Error("FORK: tree size " + size + " has another root than the one you trusted");
+      } else {
+        const res = await fetch(data.consistency + "?first=" + trusted.tree_size + "&second=" + size,
+                                { credentials: "same-origin", headers: { "Accept": "application/json", "X-Requested-With": "fetch" } });
+        if (!res.ok) throw new Error("the broker gave no consistency proof (" + res.status + ")");
+        const p = await res.json();
+        try {
+          await verifyConsistency(trusted.tree_size, size, b64Decode(trusted.root), root, p.proof.map(b64Decode));
+        } catch (err) {
+          throw new Error("FORK: tree size " + size + " does not extend your trusted tree of size " + trusted.tree_size + " (" + err.message + ")");
+        }
+      }
+      const grew = size - trusted.tree_size;
+      keep(); show();
+      status(out, "Consistent: " + (grew ? trusted.tree_size + " → " + size + " entries, append-only" : "unchanged at tree size " + size) + ".", "ok");
+    } catch (err) {
+      status(out, "ALERT " + err.message + ". Your trusted checkpoint was kept.", "bad");
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------- one click for open data
+// On a negotiation opened with ?follow=1 the consumer's steps are taken as they come due: accept the
+// offer, verify and sign the agreement (with the key loaded at login), then open the agreement.
+function setupFollow() {
+  const note = document.getElementById("follow-status");
+  if (!note) return;
+  const state = note.dataset.state;
+  const accept = document.getElementById("accept-offer");
+  const sign = document.querySelector(".signer[data-action=verify] .sign-button");
+  const link = document.getElementById("agreement-link");
+  if (state === "OFFERED" && accept) { note.textContent = "Accepting the offer…"; accept.closest("form").submit(); return; }
+  if (state === "AGREED" && sign) { note.textContent = "Checking and signing the agreement…"; sign.click(); return; }
+  if (state === "FINALIZED" && link) { window.location = link.href; return; }
+  if (state === "TERMINATED") { note.textContent = "The negotiation was terminated."; return; }
+  note.textContent = "Waiting for the provider (" + state + ")…";
+  setTimeout(() => window.location.reload(), 1500);
+}
+
 // ---------------------------------------------------------------------------- confirmations
 function setupConfirms() {
   document.querySelectorAll("form.confirm").forEach((form) => {
@@ -402,5 +516,5 @@ document.addEventListener("DOMContentLoaded", () => {
   // A page rendered without a session (login form, "please log in" after expiry or logout elsewhere): drop any
   // key kept from an earlier session, so an expired session does not leave a usable signing key behind.
   if (!ORG) clearKeys().catch(() => undefined);
-  setupLogin(); setupLogout(); setupSigners(); setupDownloads(); setupMap(); setupVerify(); setupProof(); setupConfirms();
+  setupLogin(); setupLogout(); setupSigners(); setupDownloads(); setupMap(); setupVerify(); setupProof(); setupMonitor(); setupConfirms(); setupFollow();
 });

@@ -1,0 +1,105 @@
+"""Agreements, transfers and the data pull (proof of possession signed in the browser)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Form, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from sqlmodel import Session
+
+from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime
+from broker.console.auth import console_roles
+from broker.console.views import CONSUMER, _dsp, _redirect, _root, render
+
+router = APIRouter()
+
+
+# --------------------------------------------------------------------------- agreements, transfers, data
+@router.get("/agreements")
+def agreements(request: Request, status: str | None = Query(None, max_length=16),
+               principal: Principal = console_roles(*ALL_ROLES), session: Session = db_session) -> Response:
+    from broker.contracts import service
+
+    items = [service.agreement_view(a) for a in service.list_agreements(session, principal, status=status or None,
+                                                                        limit=500)]
+    return render(request, "agreements.html", principal, session, items=items, status=status or "",
+                  msg=request.query_params.get("msg"))
+
+
+@router.get("/agreements/{agreement_id}")
+def agreement(agreement_id: str, request: Request, principal: Principal = console_roles(*ALL_ROLES),
+              session: Session = db_session) -> Response:
+    from broker.contracts import service
+    from broker.transfer import service as transfers
+
+    a = service.agreement_view(service.get_agreement(session, agreement_id, principal))
+    tps = [transfers.view(tp)["twin:transfer"] | {"state": tp.state}
+           for tp in transfers.list_transfers(session, principal, limit=1000) if tp.agreement_id == agreement_id]
+    usage = None
+    try:
+        from broker.policy.service import get_usage
+
+        usage = get_usage(session, agreement_id)
+    except Exception:  # noqa: BLE001 - usage counters are informative only
+        usage = None
+    return render(request, "agreement.html", principal, session, a=a, transfers=tps, usage=usage,
+                  msg=request.query_params.get("msg"))
+
+
+@router.get("/agreements/{agreement_id}/export")
+def export_agreement(agreement_id: str, request: Request, principal: Principal = console_roles(*ALL_ROLES),
+                     session: Session = db_session) -> JSONResponse:
+    from broker.contracts import service
+
+    runtime = get_runtime(request)
+    bundle = service.export_bundle(session, runtime.settings, runtime.broker_key, principal, agreement_id)
+    return JSONResponse(bundle, headers={"Content-Disposition": f'attachment; filename="{agreement_id}.json"'})
+
+
+@router.post("/agreements/{agreement_id}/revoke")
+def revoke(agreement_id: str, request: Request, reason: str = Form("", max_length=500),
+           principal: Principal = console_roles("provider", "operator"),
+           session: Session = db_session) -> Response:
+    from broker.contracts import service
+
+    service.revoke(session, principal, agreement_id, reason or None)
+    return _redirect(request, f"/agreements/{agreement_id}", "Agreement revoked; further access is refused.")
+
+
+@router.post("/agreements/{agreement_id}/transfer")
+def start_transfer(agreement_id: str, request: Request, principal: Principal = console_roles(*CONSUMER),
+                   session: Session = db_session) -> dict[str, Any]:
+    """Start a transfer (DSP TransferRequestMessage); the browser then pulls with a proof of possession."""
+    from broker.transfer import service
+    from twinspace.dsp.transfer_messages import TransferRequestMessage
+
+    runtime = get_runtime(request)
+    msg = TransferRequestMessage.model_validate(_dsp("TransferRequestMessage", consumerPid=f"urn:uuid:{uuid.uuid4()}",
+                                                     agreementId=agreement_id, format="HttpData-PULL"))
+    tp, start = service.request_transfer(session, runtime.settings, runtime.broker_key, principal, msg)
+    props = {p["name"]: p["value"] for p in start["dataAddress"]["endpointProperties"]}
+    return {"transfer_id": tp.id, "token": props["authorization"], "path": f"{_root(request)}/data/{tp.id}"}
+
+
+@router.get("/data/{pid}")
+async def pull(pid: str, request: Request, format: str = Query("csv", max_length=16),
+               transfer_token: str | None = Header(None, alias="TwinSpace-Transfer-Token"),
+               pop: str | None = Header(None, alias="TwinSpace-PoP"),
+               principal: Principal = console_roles(*CONSUMER), session: Session = db_session):
+    """The data plane for the console: same transfer token + browser-signed proof of possession
+    (bound to this path) + session principal, the same service call and audit as /dataplane."""
+    from broker.transfer import dataplane, service
+    from broker.transfer.api import _served
+
+    runtime = get_runtime(request)
+    result = await run_in_threadpool(service.pull, session, runtime, principal, pid, token=transfer_token, proof=pop,
+                                     method=request.method, path=request.url.path, fmt=format, columns=None)
+    await run_in_threadpool(session.commit)
+    headers = {"X-TwinSpace-Agreement": result.agreement_id, "X-TwinSpace-Rows": str(result.table.num_rows),
+               "X-TwinSpace-Content-Hash": result.content_hash, "Cache-Control": "no-store",
+               "Content-Disposition": f'attachment; filename="{result.asset_id}-v{result.asset_version}.{format}"'}
+    return StreamingResponse(_served(runtime.engine, result, dataplane.encode(result.table, format)),
+                             media_type=dataplane.MEDIA_TYPES[format], headers=headers)
