@@ -48,7 +48,8 @@ def test_parking_asset_and_profile(tmp_path, make_org, parking):
     assert decl["deidentification"]["rule"] == "k-threshold" and decl["code_prefix"] == "TW-TPE:BS:OffStreetParking"
     dcat = prov.client.catalog_dcat()
     ds = next(d for d in dcat["dcat:dataset"] if d["dct:identifier"] == prof["id"])
-    assert ds["twin:category"] == "building_structure" and "code:TW-TPE:BS:OffStreetParking" in ds["dcat:keyword"]
+    assert ds["twin:twinCategory"]["@id"].endswith("category-building_structure")
+    assert "code:TW-TPE:BS:OffStreetParking" in ds["dcat:keyword"]
     assert [p["twin:policyId"] for p in ds["odrl:hasPolicy"]] == ["purpose-restricted"]
 
 
