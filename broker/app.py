@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from broker import __version__
 from broker.api.routes import api_routes, assert_routes_guarded, is_public
 from broker.api.gate import AuthGateMiddleware, public_checker
+from broker.api.jsonguard import StrictJsonMiddleware
 from broker.api.limits import BodySizeLimitMiddleware
+from broker.api.ratelimit import DataRateLimitMiddleware, RateLimiter
 from broker.api.problems import install_problem_handlers
 from broker.policy.service import policy_exists
 from broker.runtime import Runtime
@@ -44,8 +46,23 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.include_router(importlib.import_module(module_path).router)
     app.state.api_routes = api_routes(app.router)
     assert_routes_guarded(app.state.api_routes)
+    app.add_middleware(StrictJsonMiddleware)  # innermost: after authentication, inside the size limit
+    if runtime.limiter is None:
+        runtime.limiter = RateLimiter(settings)
+    app.add_middleware(DataRateLimitMiddleware, limiter=runtime.limiter)  # inside the gate: reads its claims
     app.add_middleware(AuthGateMiddleware, fastapi_app=app,
                        public_paths_check=public_checker([r for r in app.state.api_routes if not is_public(r)]))
     app.add_middleware(BodySizeLimitMiddleware, default_limit=settings.max_body_bytes,
                        query_limit=settings.max_query_body_bytes)
     return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, settings: Settings | None = None) -> None:
+    """Run the broker under uvicorn with bounded shutdown: on SIGTERM it stops accepting, lets in-flight
+    requests finish for ``graceful_shutdown_seconds``, then exits anyway (a stuck client cannot hold it)."""
+    import uvicorn
+
+    settings = settings or get_settings()
+    uvicorn.run("broker.app:create_app", factory=True, host=host, port=port, workers=workers,
+                timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+                timeout_keep_alive=5, log_level=settings.log_level.lower())

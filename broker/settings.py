@@ -40,6 +40,29 @@ class Settings(BaseSettings):
     def effective_broker_key_file(self) -> Path:
         return self.broker_key_file or self.data_dir / "broker_ed25519.pem"
 
+    # --- server: pools, overload, shutdown, rate limits (broker/api, broker/storage; docs/operations.md) --
+    db_pool_size: int = Field(16, ge=1, le=512, description="Requests that may use the database at once per "
+                              "process (each holds at most one pooled connection for its unit of work). "
+                              "Others wait without a thread or a connection.")
+    db_pool_reserve: int = Field(4, ge=2, le=64, description="Extra pooled connections for the audit writer, the "
+                                 "checkpoint daemon and nested units of work, so they never wait for requests.")
+    db_pool_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Longest wait for a pooled connection; "
+                                           "then 503 with Retry-After (never a wedge).")
+    db_slot_timeout_seconds: float = Field(15.0, gt=0, le=120, description="Longest a request waits for its "
+                                           "turn at the database before 503 with Retry-After.")
+    worker_threads: int | None = Field(None, ge=4, le=1024, description="Thread-pool size for blocking work; "
+                                       "default 2 x db_pool_size + 16, always more than db_pool_size.")
+    retry_after_seconds: int = Field(2, ge=1, le=3600, description="Retry-After sent with 503 answers.")
+    graceful_shutdown_seconds: float = Field(3.0, ge=0, le=60, description="On SIGTERM: how long in-flight "
+                                             "requests may finish before the process exits anyway.")
+    rate_limit_auth_ip: str = Field("300/minute", description="POST /auth/token per client IP (limits "
+                                    "syntax, e.g. '20/second;300/minute'; empty: off).")
+    rate_limit_auth_org: str = Field("120/minute", description="POST /auth/token per organisation.")
+    rate_limit_data_ip: str = Field("", description="Data routes (/dataplane, /queries) per client IP.")
+    rate_limit_data_org: str = Field("6000/minute", description="Data routes per organisation.")
+    rate_limit_storage_url: str | None = Field(None, description="limits storage URI; default: redis_url when "
+                                               "set (shared by replicas), else per-process memory.")
+
     # --- feature settings are added below, one block per feature ------------------
 
     # catalog
@@ -47,6 +70,15 @@ class Settings(BaseSettings):
                                                "default data_dir/vault_master.key (0600). Same file on every replica.")
     catalog_max_upload_bytes: int = Field(536_870_912, ge=1024, description="Largest table a provider may upload.")
     catalog_min_k_natural_person: int = Field(5, ge=2, description="k-anonymity floor for natural-person assets.")
+    dsp_participant_id: str | None = Field(None, description="DSP participantId of this connector (the "
+                                           "catalog's participantId, agreements' assigner); default: issuer.")
+    dsp_base_url: str | None = Field(None, description="Public base URL of the DSP endpoints (e.g. "
+                                     "https://broker.example.org/dsp): catalog endpointURL and callbacks.")
+    dsp_peer_hosts: list[str] = Field(default_factory=list, description="Hosts this broker sends DSP messages to "
+                                          "(callbacks, remote providers; JSON list; '.example.org' admits subdomains; ['*'] any). "
+                                          "Empty: none.")
+    dsp_transfer_autostart: bool = Field(True, description="Start a requested DSP transfer at once when the "
+                                         "agreement and a fresh policy decision allow it (broker-hosted data).")
     connector_hosts: list[str] = Field(default_factory=list, description="Hosts the broker may fetch "
                                        "connector-hosted data from (JSON list; '.example.org' admits its "
                                        "subdomains). Empty: any host — restrict it in production.")

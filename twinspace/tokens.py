@@ -1,6 +1,8 @@
 """Client assertions (RFC 7523 private_key_jwt) in, broker access tokens (EdDSA JWT) out.
 
 Only EdDSA is accepted in either direction, so ``alg=none`` and HS256 key-confusion tricks fail.
+``aud`` must be exactly the expected audience: a list that merely contains it is refused
+(``strict_aud``), so a token minted for several services is never accepted here.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def verify_assertion(assertion: str, public_key: Ed25519PublicKey, *, org_id: st
     """Check signature, iss = sub = org, audience, expiry and a lifetime of at most ``max_lifetime``."""
     try:
         claims = jwt.decode(assertion, public_key, algorithms=ALGORITHMS, audience=audience, leeway=leeway,
-                            options={"require": ["iss", "sub", "aud", "exp", "iat", "jti"]})
+                            options={"require": ["iss", "sub", "aud", "exp", "iat", "jti"], "strict_aud": True})
     except jwt.ExpiredSignatureError:
         raise Unauthorized("The client assertion has expired.", code="expired_assertion") from None
     except jwt.InvalidAudienceError:
@@ -92,7 +94,8 @@ def issue_access_token(broker_key: Ed25519PrivateKey, *, issuer: str, org_id: st
 def decode_access_token(token: str, broker_public: Ed25519PublicKey, *, issuer: str, leeway: int) -> dict[str, Any]:
     try:
         claims = jwt.decode(token, broker_public, algorithms=ALGORITHMS, audience=issuer, issuer=issuer,
-                            leeway=leeway, options={"require": ["iss", "aud", "sub", "exp", "iat", "jti"]})
+                            leeway=leeway,
+                            options={"require": ["iss", "aud", "sub", "exp", "iat", "jti"], "strict_aud": True})
     except jwt.ExpiredSignatureError:
         raise Unauthorized("The access token has expired.", code="expired_token") from None
     except jwt.PyJWTError:

@@ -49,7 +49,7 @@ def decode_transfer_token(token: str, broker_public: Ed25519PublicKey, *, issuer
     try:
         claims = jwt.decode(token, broker_public, algorithms=ALGORITHMS, audience=dataplane_audience(issuer),
                             issuer=issuer, leeway=leeway,
-                            options={"require": ["iss", "aud", "sub", "exp", "iat", "jti"]})
+                            options={"require": ["iss", "aud", "sub", "exp", "iat", "jti"], "strict_aud": True})
     except jwt.ExpiredSignatureError:
         raise Unauthorized("The transfer token has expired; request a new one.", code="expired_transfer_token") from None
     except jwt.PyJWTError:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from broker.api.deps import CLAIMS_STATE
 from broker.api.problems import problem_response
 from twinspace.errors import Unauthorized
 from twinspace.tokens import decode_access_token
@@ -27,12 +28,24 @@ class AuthGateMiddleware:
         try:
             if scheme.lower() != "bearer" or not token:
                 raise Unauthorized("This route needs a bearer access token.", code="missing_token")
-            decode_access_token(token.strip(), runtime.broker_key.public_key(), issuer=runtime.settings.issuer,
-                                leeway=runtime.settings.clock_skew_seconds)
+            token = token.strip()
+            claims = decode_access_token(token, runtime.broker_key.public_key(), issuer=runtime.settings.issuer,
+                                         leeway=runtime.settings.clock_skew_seconds)
         except Unauthorized as exc:
-            response = problem_response(401, exc.code, "Unauthorized", exc.detail, scope.get("path"))
+            path = scope.get("path") or ""
+            if path.startswith("/dsp/"):  # a DSP peer gets the protocol's error object
+                from fastapi.responses import JSONResponse
+
+                from twinspace.dsp.errors import error_object, protocol_of
+
+                response = JSONResponse(error_object(protocol_of(path), code=exc.code, reason=exc.detail),
+                                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            else:
+                response = problem_response(401, exc.code, "Unauthorized", exc.detail, path)
             await response(scope, receive, send)
             return
+        # Verified once: the route's principal dependency reuses these claims for this exact token.
+        scope.setdefault("state", {})[CLAIMS_STATE] = (token, claims)
         await self.app(scope, receive, send)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
 
 from broker import __version__
 from broker.api.deps import get_runtime, public_route
@@ -14,23 +15,24 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", dependencies=[public_route])
-def healthz() -> dict:
-    """The process is up."""
+async def healthz() -> dict:
+    """The process is up. Async on purpose: it answers from the event loop even when every worker
+    thread and database slot is busy."""
     return {"status": "ok", "version": __version__}
 
 
 @router.get("/readyz", dependencies=[public_route])
-def readyz(runtime: Runtime = Depends(get_runtime)) -> dict:
+async def readyz(runtime: Runtime = Depends(get_runtime)) -> dict:
     """The process can serve: database reachable (and Redis when configured)."""
-    checks = {}
+    checks = {"database_slots_in_use": runtime.gate.in_use()}
     try:
-        ping(runtime.engine)
+        await run_in_threadpool(ping, runtime.engine)
         checks["database"] = "ok"
     except Exception:
         raise ServiceUnavailable("The database is not reachable.", code="database_unavailable") from None
     if hasattr(runtime.replay, "ping"):
         try:
-            runtime.replay.ping()
+            await run_in_threadpool(runtime.replay.ping)
             checks["redis"] = "ok"
         except Exception:
             raise ServiceUnavailable("Redis is not reachable.", code="redis_unavailable") from None

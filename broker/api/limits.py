@@ -30,19 +30,27 @@ class BodySizeLimitMiddleware:
             await self._reject(send, limit)
             return
         received = 0
-        started = False
+        started = exceeded = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    exceeded = True
                     raise BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if exceeded:
+                # The framework may have caught BodyTooLarge while reading (FastAPI turns body errors into
+                # a 400): whatever it answers, the client gets the 413 (chunked bodies have no length).
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._reject(send, limit)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)

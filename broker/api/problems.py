@@ -10,6 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
+
 from twinspace.errors import TwinSpaceError
 
 PROBLEM_JSON = "application/problem+json"
@@ -26,8 +29,15 @@ def problem_response(status: int, code: str, title: str, detail: str, instance: 
     if instance:
         body["instance"] = instance
     body.update(extra)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=_headers(status, body))
+
+
+def _headers(status: int, body: dict) -> dict[str, str] | None:
+    if status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if status in (429, 503):  # overload, rate limits, a dependency down: tell clients when to come back
+        return {"Retry-After": str(body.get("retry_after") or 2)}
+    return None
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict]:
@@ -39,8 +49,8 @@ def _validation_errors(exc: RequestValidationError) -> list[dict]:
 def _audit_refusal(request: Request, exc: TwinSpaceError) -> None:
     """Refusals are security events too. The request's own transaction was rolled back, so the
     entry is appended on its own (durably) — a denied publish or transfer still leaves a trace."""
-    if request.url.path == "/auth/token":  # the token endpoint records auth.denied itself
-        return
+    if request.url.path == "/auth/token" or exc.status == 503:  # the token endpoint records auth.denied
+        return  # itself; 503 is overload or an outage, not a decision about the caller
     from broker.audit import log_event
 
     principal = getattr(request.state, "principal", None)
@@ -55,13 +65,35 @@ def _audit_refusal(request: Request, exc: TwinSpaceError) -> None:
         log.exception("could not audit a refused request")
 
 
+def _retry_after(request: Request) -> int:
+    runtime = getattr(request.app.state, "runtime", None)
+    return getattr(getattr(runtime, "settings", None), "retry_after_seconds", 2)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(TwinSpaceError)
     async def _twinspace(request: Request, exc: TwinSpaceError):
-        await run_in_threadpool(_audit_refusal, request, exc)
+        if exc.status != 503:
+            await run_in_threadpool(_audit_refusal, request, exc)
         body = exc.to_problem(request.url.path)
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(body, status_code=exc.status, media_type=PROBLEM_JSON, headers=headers)
+        return JSONResponse(body, status_code=exc.status, media_type=PROBLEM_JSON,
+                            headers=_headers(exc.status, body))
+
+    @app.exception_handler(SQLAlchemyTimeout)
+    async def _pool_timeout(request: Request, exc: SQLAlchemyTimeout):
+        log.warning("database pool exhausted on %s %s", request.method, request.url.path)
+        return problem_response(503, "database_busy", "Service Unavailable",
+                                "The database is at capacity; retry shortly.", request.url.path,
+                                retry_after=_retry_after(request))
+
+    @app.exception_handler(DBAPIError)
+    async def _database_down(request: Request, exc: DBAPIError):
+        if not (exc.connection_invalidated or isinstance(exc, OperationalError)):
+            return await _unexpected(request, exc)
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+        return problem_response(503, "database_unavailable", "Service Unavailable",
+                                "The database is unavailable or locked; retry shortly.", request.url.path,
+                                retry_after=_retry_after(request))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

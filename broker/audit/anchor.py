@@ -346,7 +346,7 @@ class AuditDaemon:
         cp_every = s.audit_checkpoint_interval_seconds
         next_cp = time.monotonic() + cp_every if cp_every > 0 else float("inf")
         next_anchor = time.monotonic() + s.audit_anchor_interval_seconds if anchorer.enabled else float("inf")
-        while not self._stop.wait(max(0.05, min(next_cp, next_anchor) - time.monotonic())):
+        while not self._stop.wait(min(3600.0, max(0.05, min(next_cp, next_anchor) - time.monotonic()))):
             now = time.monotonic()
             if now >= next_cp:
                 try:

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit.models import AuditEntry
+from broker.storage.sqlite_lock import begin_write
 from twinspace.audit.entries import ZERO_HASH, Event, entry_body, leaf_hex
 
 _STATEMENTS: dict[str, tuple[str, str, str, str, str]] = {}
@@ -114,19 +115,22 @@ def append(conn: Connection, events: list[Event]) -> list[int]:
     else:
         if not conn.in_transaction():
             conn.begin()
+        begin_write(conn)  # the raw cursor bypasses SQLAlchemy's events: take the SQLite write mutex here
         cur = conn.connection.cursor()
         to_db = _time_processor(conn.dialect)
     try:
         end, prev = _allocate(cur, sql, len(events))
         start = end - len(events) + 1
         now = datetime.now(timezone.utc)
+        now_iso = now.isoformat()  # formatted once per batch
+        now_db = to_db(now) if to_db else now
         rows = []
         for i, ev in enumerate(events):
             seq = start + i
-            body = entry_body(seq, prev, ev, now)
+            body = entry_body(seq, prev, ev, now, now_iso)
             prev = leaf_hex(body)
-            created = ev.time or now
-            rows.append({"seq": seq, "created_at": to_db(created) if to_db else created, "kind": ev.kind[:64],
+            created = now_db if ev.time is None else (to_db(ev.time) if to_db else ev.time)
+            rows.append({"seq": seq, "created_at": created, "kind": ev.kind[:64],
                          "actor": ev.actor, "outcome": ev.outcome[:16], "asset_id": ev.asset_id,
                          "agreement_id": ev.agreement_id, "body": body.decode()})
         if len(rows) == 1:

@@ -72,6 +72,34 @@ def db_checkpoint_notes(engine: Engine) -> list[str]:
         return [r[0] for r in conn.execute(text("SELECT note FROM audit_checkpoint ORDER BY tree_size"))]
 
 
+def db_checkpoint_roots(engine: Engine) -> list[tuple[int, str]]:
+    """(tree_size, root_hash) columns of the checkpoint table, which the broker serves from."""
+    with engine.connect() as conn:
+        return [(int(r[0]), str(r[1])) for r in
+                conn.execute(text("SELECT tree_size, root_hash FROM audit_checkpoint ORDER BY tree_size"))]
+
+
+def db_anchor_records(engine: Engine):
+    """The anchors the broker recorded for its newest contract (a second witness when no chain node is
+    given: a recorded anchor beyond the log's end still proves a truncation)."""
+    from twinspace.audit.verify import AnchorRecord
+
+    target = db_anchor_target(engine)
+    if target is None:
+        return []
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT tree_size, root_hash, block_number, tx_hash FROM audit_anchor "
+                                 "WHERE chain_id = :c AND contract = :a ORDER BY tree_size"),
+                            {"c": target[0], "a": target[1]}).all()
+    out = []
+    for size, root, block, tx in rows:
+        try:
+            out.append(AnchorRecord(int(size), bytes.fromhex(root), int(block), str(tx)))
+        except ValueError:
+            out.append(AnchorRecord(int(size), b"", int(block), str(tx)))
+    return out
+
+
 def db_head(engine: Engine) -> tuple[int, str] | None:
     with engine.connect() as conn:
         row = conn.execute(text("SELECT size, last_leaf_hash FROM audit_head WHERE id = 1")).first()

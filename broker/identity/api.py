@@ -7,10 +7,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import Field, ValidationError
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, public_route, require_roles
+from broker.api.ratelimit import client_ip
 from broker.audit import record_event
 from twinspace.errors import BadRequest, TwinSpaceError
 from broker.identity import service
@@ -99,20 +101,28 @@ async def _token_request(request: Request) -> TokenRequest:
         raise BadRequest("The token request body is malformed.", code="malformed_body") from None
 
 
-@router.post("/auth/token", dependencies=[public_route], response_model=TokenResponse)
-async def token(request: Request, runtime: Runtime = Depends(get_runtime)) -> TokenResponse:
-    """Exchange a signed client assertion (private_key_jwt) for a short-lived access token."""
-    body = await _token_request(request)
+def _issue_token(runtime: Runtime, assertion: str) -> TokenResponse:
+    """The whole exchange in one thread-pool hop and one unit of work (the replay claim included)."""
     try:
         with session_scope(runtime.engine) as session:
-            grant = service.authenticate(session, runtime.settings, runtime.replay, runtime.broker_key,
-                                         body.client_assertion)
+            grant = service.authenticate(session, runtime.settings, runtime.replay, runtime.broker_key, assertion)
+            runtime.limiter.hit("auth_org", grant.org.id)
             return TokenResponse(access_token=grant.access_token, expires_in=grant.expires_in,
                                  org_id=grant.org.id, role=grant.org.role)
     except TwinSpaceError as exc:
-        with session_scope(runtime.engine) as session:
-            record_event(session, "auth.denied", actor=None, outcome="deny", details={"code": exc.code})
+        if exc.status != 503:  # an outage is not a decision about the caller
+            with session_scope(runtime.engine) as session:
+                record_event(session, "auth.denied", actor=None, outcome="deny", details={"code": exc.code})
         raise
+
+
+@router.post("/auth/token", dependencies=[public_route], response_model=TokenResponse)
+async def token(request: Request, runtime: Runtime = Depends(get_runtime)) -> TokenResponse:
+    """Exchange a signed client assertion (private_key_jwt) for a short-lived access token."""
+    runtime.limiter.hit("auth_ip", client_ip(request.scope))
+    body = await _token_request(request)
+    async with runtime.gate.slot():
+        return await run_in_threadpool(_issue_token, runtime, body.client_assertion)
 
 
 @router.get("/orgs/me", response_model=OrgOut)

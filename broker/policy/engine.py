@@ -82,22 +82,43 @@ class _Engine:
 
     name = "engine"
 
+    DECISION_CACHE_SIZE = 4096
+
     def __init__(self, library: Library | None = None, resolve: Resolver | None = None):
         self.library = library or load_library()
         self.resolve = resolve or builtin_resolver(self.library)
+        # Decisions are a pure function of (policy source, library, input): cached per canonical input
+        # hash. Revocations and suspensions change the input (or are checked before deciding), so they
+        # take effect at once; engine failures (fail closed) are never cached.
+        self._decisions: dict[tuple[str, str, str, str], Decision] = {}
+        self._decisions_lock = threading.Lock()
 
     def evaluate(self, source: PolicySource, input_doc: dict[str, Any]) -> Any:  # pragma: no cover
         raise NotImplementedError
 
     def decide_source(self, source: PolicySource, input_doc: dict[str, Any]) -> Decision:
-        input_hash = canonical_sha256(input_doc)
+        try:
+            input_hash = canonical_sha256(input_doc)
+        except Exception as exc:  # noqa: BLE001 - an input that cannot be canonicalised is a deny
+            return fail_closed(source, "", f"the input is not canonical JSON ({type(exc).__name__})")
+        key = (source.policy_id, source.version, source.sha256, input_hash)
+        cached = self._decisions.get(key) if self.DECISION_CACHE_SIZE else None
+        if cached is not None:
+            return cached
         try:
             document = self.evaluate(source, input_doc)
         except PolicyError as exc:
             return fail_closed(source, input_hash, str(exc))
         except Exception as exc:  # noqa: BLE001 - any engine failure must deny, never allow
             return fail_closed(source, input_hash, f"{type(exc).__name__} while evaluating")
-        return to_decision(source, document, input_hash)
+        decision = to_decision(source, document, input_hash)
+        if not self.DECISION_CACHE_SIZE:
+            return decision
+        with self._decisions_lock:
+            if len(self._decisions) >= self.DECISION_CACHE_SIZE:
+                self._decisions.pop(next(iter(self._decisions)))  # oldest first
+            self._decisions[key] = decision
+        return decision
 
     def decide(self, policy_id: str, input: dict[str, Any], version: str | None = None) -> Decision:
         try:
@@ -213,6 +234,7 @@ class OpaServerEngine(_Engine):
     (connection refused, timeout, 4xx/5xx, bad JSON) is a deny; everything is re-pushed next time."""
 
     name = "opa"
+    DECISION_CACHE_SIZE = 0  # the OPA server is the authority: ask it every time
 
     def __init__(self, url: str, library: Library | None = None, timeout: float = 1.5, token: str | None = None,
                  resolve: Resolver | None = None):

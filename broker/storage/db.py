@@ -18,11 +18,22 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 7_462_001  # advisory lock id: replicas starting together migrate one at a time
 
 
-def make_engine(url: str, **kwargs) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout so replicas/threads coexist."""
+def make_engine(url: str, *, pool_size: int | None = None, pool_timeout: float | None = None, **kwargs) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout so replicas/threads coexist.
+
+    ``pool_size`` is the whole pool (no overflow): the request gate in ``broker.storage.gate`` admits
+    fewer requests than there are connections, so a request never waits for a connection held by a
+    request that waits for a thread. ``pool_timeout`` bounds any wait that does happen (503, not a wedge).
+    """
+    pooled = not url.startswith("sqlite:///:memory:") and url not in ("sqlite://", "sqlite:///")
+    if pooled and pool_size is not None:
+        kwargs.setdefault("pool_size", pool_size)
+        kwargs.setdefault("max_overflow", 0)
+    if pooled and pool_timeout is not None:
+        kwargs.setdefault("pool_timeout", pool_timeout)
     if url.startswith("sqlite"):
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if url.startswith("sqlite:///") and pooled:
+            _create_private_file(Path(url.removeprefix("sqlite:///").split("?", 1)[0]))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -34,9 +45,23 @@ def make_engine(url: str, **kwargs) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
+        if pooled:
+            from broker.storage.sqlite_lock import install
+
+            install(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the SQLite file 0600 before SQLite does (it would use the umask, typically 0644); its
+    -wal and -shm files inherit the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 def alembic_config(engine: Engine) -> Config:

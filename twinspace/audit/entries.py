@@ -46,9 +46,18 @@ class Event:
     time: datetime | None = None
 
 
+_SECRET_KEY_CACHE: dict[str, bool] = {}
+
+
 def _is_secret_key(key: str) -> bool:
-    k = key.lower()
-    return k in _SECRET_KEYS or any(w in k for w in _SECRET_WORDS)
+    """Memoised: the same few detail keys ("rows", "bytes", …) come back in every entry."""
+    known = _SECRET_KEY_CACHE.get(key)
+    if known is None:
+        k = key.lower()
+        known = k in _SECRET_KEYS or any(w in k for w in _SECRET_WORDS)
+        if len(_SECRET_KEY_CACHE) < 10_000:
+            _SECRET_KEY_CACHE[key] = known
+    return known
 
 
 def sanitize(value: Any, *, _depth: int = 0) -> Any:
@@ -93,33 +102,19 @@ def sanitize(value: Any, *, _depth: int = 0) -> Any:
     return str(value)
 
 
-def _plain(value: Any) -> bool:
-    """True when json.dumps(sort_keys) already yields RFC 8785: no floats, ASCII keys, no surrogates."""
-    if isinstance(value, str):
-        return True
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and k.isascii() and _plain(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_plain(v) for v in value)
-    return value is None or isinstance(value, (bool, int))
-
-
 def canonical(obj: Any) -> bytes:
-    """RFC 8785 bytes; the stdlib encoder is used where it provably gives the same output."""
-    if _plain(obj):
-        try:
-            return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                              allow_nan=False).encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: let rfc8785 reject or handle them
-            pass
+    """RFC 8785 bytes (``twinspace.canonical`` takes its fast path for the plain JSON entries are)."""
     return canonical_json(obj)
 
 
-def entry_body(seq: int, prev: str, ev: Event, now: datetime) -> bytes:
+def entry_body(seq: int, prev: str, ev: Event, now: datetime, now_iso: str | None = None) -> bytes:
+    """``now_iso``: ``now`` already formatted (a batch formats its shared timestamp once)."""
     details = sanitize(ev.details or {})
+    stamp = now_iso if ev.time is None and now_iso is not None else \
+        (ev.time or now).astimezone(timezone.utc).isoformat()
     body = {"_prev": prev, "_seq": seq, "_v": FORMAT_VERSION, "kind": ev.kind, "actor": ev.actor,
             "outcome": ev.outcome, "asset_id": ev.asset_id, "agreement_id": ev.agreement_id,
-            "details": details, "time": (ev.time or now).astimezone(timezone.utc).isoformat()}
+            "details": details, "time": stamp}
     data = canonical(body)
     if len(data) > MAX_DETAILS_BYTES + 1024:
         body["details"] = {"summary": "details too large (not logged)",

@@ -16,12 +16,13 @@ Pure: the caller reads files, databases or chains and hands over iterables.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twinspace.audit.entries import ZERO_HASH, chain_fields
+from twinspace.audit.entries import _PREFIX, _SEQ_KEY, ZERO_HASH, chain_fields
 from twinspace.audit.merkle import MerkleTree, ProofError, verify_consistency
 from twinspace.audit.note import Checkpoint, NoteError, Verifier, open_checkpoint, parse_vkey
 
@@ -85,13 +86,18 @@ class VerifyReport:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
 
 
 def verify_log(lines: Iterable[bytes], checkpoint_notes: Iterable[str], vkey: Verifier | str, *,
                origin: str | None = None, anchors: Iterable[AnchorRecord] | None = None,
                head: tuple[int, str] | None = None, progress: Callable[[int], None] | None = None,
-               progress_every: int = 65_536) -> VerifyReport:
+               progress_every: int = 65_536,
+               stored_roots: Iterable[tuple[int, str]] | None = None) -> VerifyReport:
+    """``stored_roots``: (tree_size, hex root) as the broker's checkpoint table stores them beside the
+    notes (local verification); each must match the rebuilt tree, and none may lie beyond its end."""
     verifier = parse_vkey(vkey) if isinstance(vkey, str) else vkey
     rep = VerifyReport()
 
@@ -129,6 +135,8 @@ def verify_log(lines: Iterable[bytes], checkpoint_notes: Iterable[str], vkey: Ve
     def judge(cur, nxt) -> None:
         nonlocal expected
         p, s, prev, link_ok = cur
+        if type(prev) is bytes:
+            prev = prev.decode("ascii", "replace")
         e = expected
         if s is None:
             rep.add(p, "malformed", f"entry at position {p} is not a TwinSpace audit entry (no _seq/_prev)")
@@ -171,25 +179,39 @@ def verify_log(lines: Iterable[bytes], checkpoint_notes: Iterable[str], vkey: Ve
 
     pos = 0
     sha256 = hashlib.sha256
+    hexlify = binascii.hexlify
+    last_b = ZERO_HASH.encode()
+    n_sizes = len(sizes)
     for raw in lines:
-        line = raw[:-1] if raw.endswith(b"\n") else raw
+        line = raw[:-1] if raw[-1:] == b"\n" else raw
         if not line:
             continue
         pos += 1
         h = sha256(b"\x00" + line).digest()
-        seq, prev = chain_fields(line)
-        item = (pos, seq, prev, prev == last_hex)
+        # Fast path for canonical bodies ({"_prev":"<64 hex>","_seq":N,...}): bytes compared, no decode.
+        if line[74:83] == _SEQ_KEY and line[:10] == _PREFIX and (end := line.find(b",", 83)) > 0 \
+                and (digits := line[83:end]).isdigit():
+            seq, prev = int(digits), line[10:74]
+            link_ok = prev == last_b
+        else:
+            seq, prev = chain_fields(line)
+            link_ok = prev == last_b.decode()
+        item = (pos, seq, prev, link_ok)
         if buf is not None:
-            judge(buf, item)
+            if buf[1] == expected and buf[3]:
+                expected += 1  # an intact entry: all judge() would do
+            else:
+                judge(buf, item)
         buf = item
         tree.append_leaf_hash(h)
-        last_hex = h.hex()
-        while next_cp < len(sizes) and sizes[next_cp] <= pos:
+        last_b = hexlify(h)
+        while next_cp < n_sizes and sizes[next_cp] <= pos:
             if sizes[next_cp] == pos and tree.root() != cps[pos].root_hash:
                 cp_mismatch.append(pos)
             next_cp += 1
         if progress is not None and pos % progress_every == 0:
             progress(pos)
+    last_hex = last_b.decode()
     if buf is not None:
         judge(buf, None)
     if progress is not None:
@@ -231,6 +253,14 @@ def verify_log(lines: Iterable[bytes], checkpoint_notes: Iterable[str], vkey: Ve
     elif within and within[-1] < pos:
         rep.warnings.append(f"entries {within[-1] + 1}..{pos} are newer than the latest signed checkpoint "
                             f"({within[-1]}) and are only covered by the hash chain")
+
+    for size, root_hex in stored_roots or ():
+        if size > pos:
+            rep.add(pos + 1, "truncated", f"the checkpoint table records a tree of size {size} but only "
+                                          f"{_plural(pos, 'entry')} exist")
+        elif size > 0 and tree.root(size).hex() != str(root_hex).lower():
+            rep.add(size, "checkpoint_mismatch", f"the checkpoint table's root for size {size} differs from "
+                                                 "the tree of the entries (the stored row was edited)")
 
     # 4. anchors
     last_size = 0

@@ -243,6 +243,9 @@ def verify(bundle: Optional[Path] = typer.Option(None, "--bundle", file_okay=Fal
                                              "Default: the bundle's log.vkey, or (local mode) the broker key file."),
            rpc_url: Optional[str] = typer.Option(None, help="Your own chain node, to check the anchors."),
            contract: Optional[str] = typer.Option(None, help="AuditAnchor contract address."),
+           anchors_file: Optional[Path] = typer.Option(None, "--anchors", help="Anchors you read from your own "
+                                                       "node earlier (JSONL of tree_size + hex root_hash, or an "
+                                                       "anchors.json)."),
            as_json: bool = typer.Option(False, "--json"), data_dir: Optional[Path] = DataDir) -> None:
     """Recompute the tree from the entries, check every checkpoint signature and their consistency, the
     on-chain anchors, and name the first bad entry. Exit code 0 = verified, 1 = problems found.
@@ -256,6 +259,7 @@ def verify(bundle: Optional[Path] = typer.Option(None, "--bundle", file_okay=Fal
     notes: list[str] = []
     anchors = None
     column_mismatches: list[tuple[int, str]] = []
+    local: dict = {}  # local mode: the checkpoint table's root column and the broker's anchor records
     try:
         if bundle is not None:
             b = read_bundle(bundle)
@@ -266,7 +270,7 @@ def verify(bundle: Optional[Path] = typer.Option(None, "--bundle", file_okay=Fal
             lines, notes, anchors, source = file_lines(b.entries), list(b.notes), b.anchors, str(bundle)
         elif entries is None:
             lines, total, notes, head, key, source, rpc_url, contract = _local_log(
-                data_dir, key, checkpoints, rpc_url, contract, column_mismatches)
+                data_dir, key, checkpoints, rpc_url, contract, column_mismatches, local)
         else:
             if key is None:
                 raise typer.BadParameter("--key is required when verifying an export", param_hint="--key")
@@ -275,6 +279,7 @@ def verify(bundle: Optional[Path] = typer.Option(None, "--bundle", file_okay=Fal
             notes += read_checkpoint_file(checkpoints)
         for extra in extra_checkpoint:
             notes += read_checkpoint_file(extra)
+        saved_anchors = _read_anchor_file(anchors_file) if anchors_file is not None else None
     except (BundleError, OSError) as exc:
         console.print(f"[bold red]error[/]: {exc}", highlight=False)
         raise typer.Exit(2)
@@ -295,9 +300,14 @@ def verify(bundle: Optional[Path] = typer.Option(None, "--bundle", file_okay=Fal
         except Exception as exc:  # noqa: BLE001
             console.print(f"[bold red]cannot read anchors from {rpc_url}[/]: {type(exc).__name__}: {exc}")
             raise typer.Exit(2)
+    if saved_anchors is not None:
+        anchors = sorted({(a.tree_size, a.root_hash): a for a in [*(anchors or []), *saved_anchors]}.values(),
+                         key=lambda a: a.tree_size)
+    elif anchors is None and local.get("anchors"):
+        anchors = local["anchors"]  # no chain node given: the broker's own anchor records still bind the size
     with _progress() as progress:
         task = progress.add_task(f"verifying {source}", total=total)
-        report = verify_log(lines, notes, key, anchors=anchors, head=head,
+        report = verify_log(lines, notes, key, anchors=anchors, head=head, stored_roots=local.get("roots"),
                             progress=lambda n: progress.update(task, completed=n))
     for seq, column in column_mismatches[:100]:
         report.add(seq, "altered", f"entry {seq} was altered: its stored {column} column differs from the "
@@ -309,13 +319,34 @@ def verify(bundle: Optional[Path] = typer.Option(None, "--bundle", file_okay=Fal
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _local_log(data_dir, key, checkpoints, rpc_url, contract, column_mismatches):
+def _read_anchor_file(path: Path):
+    """Anchors saved earlier: JSONL of {"tree_size", "root_hash" (hex), ...} or a bundle's anchors.json."""
+    from twinspace.audit.bundle import BundleError, anchors_from_json
+
+    raw = Path(path).read_text(encoding="utf-8")
+    try:
+        doc = json.loads(raw)
+        items = doc.get("anchors", []) if isinstance(doc, dict) and "anchors" in doc else None
+    except ValueError:
+        items = None
+    if items is None:
+        try:
+            items = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise BundleError(f"{path}: not JSON lines of anchors ({exc})") from None
+    return anchors_from_json(items)
+
+
+def _local_log(data_dir, key, checkpoints, rpc_url, contract, column_mismatches, local=None):
     """The entries, checkpoints, head and anchor target straight from this machine's broker database."""
     from broker.audit import tools
     from broker.audit.service import log_vkey
 
     rt = _runtime(data_dir)
     key = key or log_vkey(rt)
+    if local is not None:
+        local["roots"] = tools.db_checkpoint_roots(rt.engine)
+        local["anchors"] = tools.db_anchor_records(rt.engine)
     lines = tools.db_lines_checked(rt.engine, column_mismatches)
     notes = tools.db_checkpoint_notes(rt.engine) if checkpoints is None else []
     if rpc_url is None and contract is None and rt.settings.chain_rpc_url:

@@ -111,11 +111,11 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
     """Run the broker HTTP API (uvicorn)."""
     import os
 
-    import uvicorn
+    from broker.app import serve as serve_broker
 
     if data_dir:
         os.environ["TWINSPACE_DATA_DIR"] = str(data_dir)
-    uvicorn.run("broker.app:create_app", factory=True, host=host, port=port, workers=workers)
+    serve_broker(host=host, port=port, workers=workers)
 
 
 @app.command()

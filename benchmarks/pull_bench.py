@@ -1,0 +1,177 @@
+"""Authorised pull vs a bare FastAPI endpoint, in one run, on loopback.
+
+Run from the repository root:  .venv/bin/python benchmarks/pull_bench.py [--quick] [--backends sqlite,postgresql]
+
+Both servers are real uvicorn processes with one worker. The baseline is a FastAPI app with one
+route that returns the same CSV bytes the pull serves (60 rows); the pull is the full path — bearer
+token, transfer token, a fresh proof of possession per request (single use), agreement and
+transfer checks, the policy decision, the vault read, usage counters and the audit entries. The
+load generator (tests/faults/harness.py) is raw HTTP/1.1 over asyncio with keep-alive, one
+connection per unit of concurrency. PostgreSQL: a throw-away schema in 127.0.0.1:5432/test.
+The last line printed is the pull/bare ratio at concurrency 32 (the first backend run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.faults.harness import Broker, free_port, open_transfer, run_load  # noqa: E402
+
+PG_BASE = os.environ.get("TWINSPACE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+CONCURRENCY = (1, 32, 256)
+
+BARE_APP = textwrap.dedent('''
+    from fastapi import FastAPI
+    from fastapi.responses import Response
+    app = FastAPI()
+    BODY = open({path!r}, "rb").read()
+
+    @app.get("/bare")
+    def bare():
+        return Response(BODY, media_type="text/csv; charset=utf-8")
+''')
+
+
+def start_bare(body: bytes, tmp: Path) -> tuple[subprocess.Popen, int]:
+    """The baseline server; ``start_bare.seconds`` is its time from exec to the first answer."""
+    started = time.perf_counter()
+    (tmp / "body.csv").write_bytes(body)
+    (tmp / "bare_app.py").write_text(BARE_APP.format(path=str(tmp / "body.csv")))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port), "--log-level",
+                             "warning", "--workers", "1"], cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import httpx
+
+    for _ in range(200):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/bare", timeout=1)
+            start_bare.seconds = time.perf_counter() - started
+            return proc, port
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError("bare app did not start")
+
+
+def csv_body(rows: int) -> bytes:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from tests.faults.harness import table_bytes
+
+    table = pa.ipc.open_file(pa.BufferReader(table_bytes(rows))).read_all()
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def bare_request(port: int) -> bytes:
+    return f"GET /bare HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+
+def requests_for(c: int, quick: bool) -> int:
+    return {1: 100, 32: 800, 256: 1536}[c] // (4 if quick else 1)
+
+
+def measure(make, port: int, c: int, n: int) -> dict:
+    run_load("127.0.0.1", port, [make for _ in range(min(n, 2 * c, 64))], c)  # warm-up
+    result = run_load("127.0.0.1", port, [make for _ in range(n)], c, timeout=120)
+    counts = Counter(result.statuses)
+    return {"rps": result.rps, "ok": counts.get(200, 0), "n": n, "errors": len(result.errors),
+            "other": {k: v for k, v in counts.items() if k != 200}}
+
+
+def pg_schema() -> tuple[str, callable]:
+    import psycopg
+
+    schema = "bench_" + uuid.uuid4().hex[:10]
+    plain = PG_BASE.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(plain, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+
+    def drop() -> None:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+    return f"{PG_BASE}?options=-csearch_path%3D{schema}", drop
+
+
+def run_backend(backend: str, quick: bool, bare_port: int, tmp: Path) -> list[dict]:
+    drop = None
+    url = None
+    if backend == "postgresql":
+        url, drop = pg_schema()
+    broker = Broker(tmp / f"broker-{backend}", database_url=url).prepare()
+    started = time.perf_counter()
+    broker.start()
+    startup = time.perf_counter() - started
+    print(f"{backend:10} start-up to first /readyz 200: broker {startup:.2f} s, bare {start_bare.seconds:.2f} s, "
+          f"ratio {startup / start_bare.seconds:.2f}", flush=True)
+    rows = []
+    try:
+        target = open_transfer(broker)
+        for c in CONCURRENCY:
+            n = requests_for(c, quick)
+            bare = measure(lambda: bare_request(bare_port), bare_port, c, n)
+            pull = measure(target.raw_request, broker.port, c, n)
+            rows.append({"backend": backend, "c": c, "bare": bare, "pull": pull,
+                         "ratio": pull["rps"] / bare["rps"] if bare["rps"] else 0.0})
+            print(f"{backend:10} c={c:<3} bare {bare['rps']:8.0f} req/s   pull {pull['rps']:7.0f} req/s "
+                  f"({pull['ok']}/{n} ok{', other ' + str(pull['other']) if pull['other'] else ''}"
+                  f"{', errors ' + str(pull['errors']) if pull['errors'] else ''})   ratio {rows[-1]['ratio']:.3f}",
+                  flush=True)
+    finally:
+        broker.stop()
+        if drop:
+            drop()
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a quarter of the requests")
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--markdown", action="store_true", help="also print a markdown table")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="pull-bench-"))
+    print(f"# pull_bench {time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f}, "
+          f"{os.cpu_count()} cores", flush=True)
+    # The bare baseline serves the bytes an authorised pull returns (the same 60-row table as CSV).
+    body = csv_body(60)
+    bare_proc, bare_port = start_bare(body, tmp)
+    rows = []
+    try:
+        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+            try:
+                rows += run_backend(backend, args.quick, bare_port, tmp)
+            except Exception as exc:  # noqa: BLE001 - e.g. PostgreSQL not running
+                print(f"{backend}: skipped ({type(exc).__name__}: {exc})", flush=True)
+    finally:
+        bare_proc.terminate()
+        bare_proc.wait(10)
+    if args.markdown:
+        print("\n| backend | concurrency | bare req/s | pull req/s | pull ok | pull ÷ bare |")
+        print("|---|--:|--:|--:|--:|--:|")
+        for r in rows:
+            print(f"| {r['backend']} | {r['c']} | {r['bare']['rps']:,.0f} | {r['pull']['rps']:,.0f} | "
+                  f"{r['pull']['ok']}/{r['pull']['n']} | {r['ratio']:.3f} |")
+    at32 = [r for r in rows if r["c"] == 32]
+    for r in at32[1:]:
+        print(f"{r['backend']} pull/bare at c=32: {r['ratio']:.3f}")
+    if at32:
+        print(f"pull/bare ratio at c=32 ({at32[0]['backend']}): {at32[0]['ratio']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
