@@ -88,7 +88,9 @@ def test_export_is_dcat_ap_3_valid_as_jsonld_and_turtle(cast, tmp_path, shapes):
                            URIRef("http://spdx.org/rdf/terms#checksumValue"))) == a["content_hash"]
     # TwinSpace extensions
     assert g_ttl.value(ds, TWIN.twinCategory) == URIRef(dcat.TWIN_NS + "category-building_structure")
-    assert g_ttl.value(ds, TWIN.classification) == URIRef(dcat.TWIN_NS + "classification-public")
+    assert g_ttl.value(ds, TWIN.classificationLevel) == URIRef(dcat.TWIN_NS + "classification-public")
+    assert (str(g_ttl.value(ds, TWIN.category)), str(g_ttl.value(ds, TWIN.classification))) == \
+        ("building_structure", "public")  # the plain codes, as before
     assert str(g_ttl.value(ds, TWIN.entityCodeScheme)) == dcat.ENTITY_CODE_SCHEME
     restricted = {str(o) for s, o in g_ttl.subject_objects(DCTERMS.accessRights)}
     assert restricted == {EU + "access-right/PUBLIC", EU + "access-right/RESTRICTED", EU + "access-right/NON_PUBLIC"}
