@@ -1,5 +1,7 @@
-"""DCAT-3 JSON-LD export of the catalog, in the shape the Dataspace Protocol catalog uses:
-a ``dcat:Catalog`` whose ``dcat:dataset`` entries carry their offers as ``odrl:hasPolicy``."""
+"""The DSP catalog response's DCAT shape (``POST /dsp/catalog/request``, owned with the DSP work):
+a ``dcat:Catalog`` whose ``dcat:dataset`` entries carry their offers as ``odrl:hasPolicy``.
+The DCAT-AP 3.0.1 export (``GET /catalog/dcat``) is ``twinspace.dcat`` + ``broker.catalog.export``;
+the same asset -> Dataset/Distribution mapping is ``twinspace.dcat.dataset_node``."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, LargeBinary, Text
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
 from broker.storage.db import utcnow
@@ -15,13 +15,25 @@ from broker.storage.db import utcnow
 
 
 class Asset(SQLModel, table=True):
+    """Indexes (docs/catalog.md#queries): listing walks ``ix_catalog_asset_list`` in (created_at, id,
+    version) order and filters on its trailing columns, counting reads ``ix_catalog_asset_visible`` only
+    (both covering); one dataset is read by primary key.
+    There is no single-column index on is_latest/status/classification: with two to four values each,
+    SQLite preferred them to the primary key and to the ordered index."""
+
     __tablename__ = "catalog_asset"
+    __table_args__ = (
+        Index("ix_catalog_asset_list", "is_latest", "created_at", "id", "version", "status", "classification",
+              "audience_restricted"),
+        Index("ix_catalog_asset_visible", "is_latest", "status", "classification", "audience_restricted", "id",
+              "version"),
+    )
 
     id: str = Field(primary_key=True, max_length=64)
     version: int = Field(primary_key=True)
     provider_id: str = Field(foreign_key="org.id", index=True, max_length=64)
-    status: str = Field(default="active", index=True, max_length=16)  # active | superseded | withdrawn
-    is_latest: bool = Field(default=True, index=True)
+    status: str = Field(default="active", max_length=16)  # active | superseded | withdrawn
+    is_latest: bool = Field(default=True)
     title: str = Field(max_length=300)
     description: str = Field(default="", sa_column=Column(Text, nullable=False))
     keywords: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -29,7 +41,7 @@ class Asset(SQLModel, table=True):
     entity_type: str = Field(index=True, max_length=64)
     entity_code_scheme: str = Field(default="", max_length=200)
     region: str | None = Field(default=None, max_length=16)
-    classification: str = Field(index=True, max_length=16)
+    classification: str = Field(max_length=16)
     domain: str = Field(index=True, max_length=64)
     min_lon: float | None = None
     min_lat: float | None = None
@@ -49,12 +61,43 @@ class Asset(SQLModel, table=True):
     # None: broker-hosted (the encrypted vault holds the table). Otherwise the base URL of the
     # provider's connector, from which the broker fetches the table on each access (docs/connectors.md).
     data_endpoint: str | None = Field(default=None, max_length=500)
+    # Every offer names an audience: the admitted org types and org ids are rows of ``AssetAudience``.
+    # False when some offer admits every consumer whose clearance suffices. Derived from ``offers``.
+    # (False sorts first, so a capped count meets the cheap rows first.)
+    audience_restricted: bool = Field(default=False)
+    # Lower-cased title, description, keywords, entity type and domain: what ``q`` matches (substring).
+    search_text: str = Field(default="", sa_column=Column(Text, nullable=False))
 
     @property
     def bbox(self) -> list[float] | None:
         if self.min_lon is None:
             return None
         return [self.min_lon, self.min_lat, self.max_lon, self.max_lat]
+
+
+class AssetAudience(SQLModel, table=True):
+    """Who an audience-restricted asset version admits (``kind`` = "type" | "org"), so that visibility
+    is a primary-key probe in SQL instead of decoding every row's offers in Python."""
+
+    __tablename__ = "catalog_asset_audience"
+
+    asset_id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(primary_key=True)
+    kind: str = Field(primary_key=True, max_length=8)
+    value: str = Field(primary_key=True, max_length=64)
+
+
+class AssetTerm(SQLModel, table=True):
+    """The words of an asset version's ``search_text`` (lower-cased ``\\w+`` runs, at most 64 characters),
+    so that ``q`` finds its matches through an index: a word of ``q`` matches a word it is a prefix of."""
+
+    __tablename__ = "catalog_asset_term"
+    __table_args__ = (Index("ix_catalog_asset_term_term", "term", "asset_id", "version",
+                            postgresql_ops={"term": "text_pattern_ops"}),)
+
+    asset_id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(primary_key=True)
+    term: str = Field(primary_key=True, max_length=64)
 
 
 class AssetBlob(SQLModel, table=True):

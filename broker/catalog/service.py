@@ -21,12 +21,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import String, and_, cast, delete, or_
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from broker.audit import record_event
 from twinspace.canonical import canonical_json
-from broker.catalog import vault
+from broker.catalog import query, vault
 from broker.catalog.models import Asset, CatalogUpload, CatalogUploadPart
 from broker.catalog.schemas import CLASSIFICATION_ORDER, AssetMetadata
 from twinspace.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, PayloadTooLarge, Unprocessable
@@ -185,7 +185,21 @@ def _new_row(asset_id: str, version: int, provider_id: str, meta: AssetMetadata,
                  columns=[c.model_dump(exclude_none=True) for c in meta.columns], row_count=meta.row_count,
                  content_hash=meta.content_hash, byte_size=size, deid_report=meta.deid_report,
                  deid_report_hash=meta.deid_report_hash, offers=[o.model_dump() for o in meta.offers],
-                 data_endpoint=meta.data_endpoint)
+                 data_endpoint=meta.data_endpoint,
+                 audience_restricted=query.audience_rows(asset_id, version, [o.model_dump() for o in meta.offers])[0],
+                 search_text=search_text(meta.title, meta.description, meta.keywords, meta.entity_type, meta.domain))
+
+
+def search_text(title: str, description: str, keywords: list[str], entity_type: str, domain: str) -> str:
+    return "\n".join([title, description, " ".join(keywords), entity_type, domain]).lower()
+
+
+def _add_audience(session: Session, asset: Asset) -> None:
+    """The derived rows that let SQL decide visibility and ``q`` (``broker.catalog.query``)."""
+    for row in query.audience_rows(asset.id, asset.version, list(asset.offers))[1]:
+        session.add(row)
+    for term in query.term_rows(asset.id, asset.version, asset.search_text):
+        session.add(term)
 
 
 # --------------------------------------------------------------------------- commands
@@ -199,6 +213,7 @@ def publish(session: Session, provider_id: str, meta: AssetMetadata, *, settings
     asset = _new_row("ast_" + secrets.token_hex(10), 1, provider_id, meta, len(data))
     session.add(asset)
     session.flush()
+    _add_audience(session, asset)
     _store(session, asset, data, meta, settings)
     record_event(session, "catalog.publish", actor=provider_id, asset_id=asset.id,
                  details={"version": 1, "content_hash": meta.content_hash, "classification": meta.classification,
@@ -209,7 +224,7 @@ def publish(session: Session, provider_id: str, meta: AssetMetadata, *, settings
 
 
 def _owned_latest(session: Session, provider_id: str, asset_id: str) -> Asset:
-    latest = session.exec(select(Asset).where(Asset.id == asset_id, col(Asset.is_latest).is_(True))).first()
+    latest = query.latest(session, asset_id)
     if latest is None:
         raise NotFound(f"No asset {asset_id}.", code="asset_not_found")
     if latest.provider_id != provider_id:
@@ -233,6 +248,7 @@ def new_version(session: Session, provider_id: str, asset_id: str, meta: AssetMe
     asset = _new_row(asset_id, version, provider_id, meta, len(data))
     session.add(asset)
     session.flush()
+    _add_audience(session, asset)
     _store(session, asset, data, meta, settings)
     record_event(session, "catalog.new_version", actor=provider_id, asset_id=asset_id,
                  details={"version": version, "previous_version": latest.version, "content_hash": meta.content_hash,
@@ -259,7 +275,7 @@ def withdraw(session: Session, provider_id: str, asset_id: str, reason: str | No
 def get_asset(session: Session, asset_id: str, version: int | None = None) -> Asset:
     """One version (the latest when ``version`` is None), whatever its status; NotFound otherwise."""
     if version is None:
-        asset = session.exec(select(Asset).where(Asset.id == asset_id, col(Asset.is_latest).is_(True))).first()
+        asset = query.latest(session, asset_id)
     else:
         asset = session.get(Asset, (asset_id, version))
     if asset is None:
@@ -299,41 +315,29 @@ def search(session: Session, *, org_id: str, role: str, org_type: str = "other",
            time_to: datetime | None = None, include_history: bool = False, limit: int = 50,
            offset: int = 0, audit: bool = True) -> tuple[list[Asset], int]:
     """Assets the caller may see that match every given filter, newest first; (page, total)."""
-    stmt = select(Asset)
-    if not include_history:
-        stmt = stmt.where(col(Asset.is_latest).is_(True))
-    if q:
-        like = f"%{q.lower()}%"
-        from sqlalchemy import func
+    page = search_page(session, org_id=org_id, role=role, org_type=org_type, attributes=attributes, q=q,
+                       twin_category=twin_category, entity_type=entity_type, domain=domain,
+                       classification=classification, provider=provider, bbox=bbox, time_from=time_from,
+                       time_to=time_to, include_history=include_history, limit=limit, offset=offset, audit=audit)
+    return page.items, page.total
 
-        stmt = stmt.where(or_(func.lower(Asset.title).like(like), func.lower(Asset.description).like(like),
-                              func.lower(cast(Asset.keywords, String)).like(like),
-                              func.lower(Asset.entity_type).like(like), func.lower(Asset.domain).like(like)))
-    for column, value in ((Asset.twin_category, twin_category), (Asset.entity_type, entity_type),
-                          (Asset.domain, domain), (Asset.classification, classification),
-                          (Asset.provider_id, provider)):
-        if value:
-            stmt = stmt.where(column == value)
-    if bbox:
-        w, s, e, n = bbox
-        stmt = stmt.where(and_(col(Asset.min_lon).is_not(None), col(Asset.min_lon) <= e, col(Asset.max_lon) >= w,
-                               col(Asset.min_lat) <= n, col(Asset.max_lat) >= s))
-    if time_from is not None:
-        stmt = stmt.where(col(Asset.time_end).is_not(None), col(Asset.time_end) >= _utc(time_from))
-    if time_to is not None:
-        stmt = stmt.where(col(Asset.time_start).is_not(None), col(Asset.time_start) <= _utc(time_to))
-    stmt = stmt.order_by(col(Asset.created_at).desc(), col(Asset.id), col(Asset.version).desc())
-    visible = [a for a in session.exec(stmt).all()
-               if can_see(a, org_id=org_id, role=role, org_type=org_type, attributes=attributes)]
-    page = visible[offset:offset + limit]
+
+def search_page(session: Session, *, org_id: str, role: str, org_type: str = "other",
+                attributes: dict[str, Any] | None = None, limit: int = 50, offset: int = 0,
+                cursor: str | None = None, count_cap: int | None = None, audit: bool = True,
+                **filters: Any) -> query.Page:
+    """One page of :func:`search` with its ``next_cursor``; visibility, filters, order, paging and the
+    count all run in SQL (``broker.catalog.query``). The large ``deid_report`` is not loaded."""
+    page = query.search(session, org_id=org_id, role=role, org_type=org_type, clearance=clearance_of(attributes),
+                        limit=limit, offset=offset, cursor=cursor, count_cap=count_cap, **filters)
     if audit:
-        filters = {k: v for k, v in {"q": q, "twin_category": twin_category, "entity_type": entity_type,
-                                     "domain": domain, "classification": classification, "provider": provider,
-                                     "bbox": bbox, "time_from": _iso(time_from), "time_to": _iso(time_to)}.items()
-                   if v is not None}
+        named = {k: v for k, v in filters.items() if v is not None and k != "include_history"}
+        for key in ("time_from", "time_to"):
+            if key in named:
+                named[key] = _iso(named[key])
         record_event(session, "catalog.search", actor=org_id,
-                     details={"filters": filters, "total": len(visible), "returned": len(page)})
-    return page, len(visible)
+                     details={"filters": named, "total": page.total, "returned": len(page.items)})
+    return page
 
 
 # --------------------------------------------------------------------------- views
@@ -350,18 +354,22 @@ def asset_policy_view(asset: Asset) -> dict[str, Any]:
                      if asset.deid_report else None)}
 
 
-def asset_view(asset: Asset) -> dict[str, Any]:
-    """The public metadata of one asset version, as the catalog API returns it."""
-    return {"id": asset.id, "version": asset.version, "provider_id": asset.provider_id, "status": asset.status,
+def asset_view(asset: Asset, *, full: bool = True) -> dict[str, Any]:
+    """The public metadata of one asset version, as the catalog API returns it; list items
+    (``full=False``) leave out the de-identification report (its hash stays), which GET returns."""
+    view = {"id": asset.id, "version": asset.version, "provider_id": asset.provider_id, "status": asset.status,
             "is_latest": asset.is_latest, "title": asset.title, "description": asset.description,
             "keywords": list(asset.keywords), "twin_category": asset.twin_category, "entity_type": asset.entity_type,
             "entity_code_scheme": asset.entity_code_scheme, "region": asset.region,
             "classification": asset.classification, "domain": asset.domain, "bbox": asset.bbox,
             "time_start": _iso(asset.time_start), "time_end": _iso(asset.time_end), "columns": list(asset.columns),
             "row_count": asset.row_count, "content_hash": asset.content_hash, "byte_size": asset.byte_size,
-            "deid_report": asset.deid_report, "deid_report_hash": asset.deid_report_hash,
+            "deid_report_hash": asset.deid_report_hash,
             "offers": list(asset.offers), "created_at": _iso(asset.created_at),
             "withdrawn_at": _iso(asset.withdrawn_at), "storage": "connector" if asset.data_endpoint else "broker"}
+    if full:
+        view["deid_report"] = asset.deid_report
+    return view
 
 
 def versions(session: Session, asset_id: str) -> list[Asset]:

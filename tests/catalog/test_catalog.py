@@ -256,5 +256,6 @@ def test_dcat_export(cast, tmp_path):
     assert offer["odrl:target"]["@id"] == ds["@id"]
     assert ds["dct:spatial"]["dcat:bbox"]["@value"].startswith("POLYGON((")
     assert ds["dct:temporal"]["dcat:startDate"]["@value"].startswith("2020-01-01")
-    assert ds["spdx:checksum"]["spdx:checksumValue"] == a["content_hash"]
+    (dist,) = ds["dcat:distribution"]  # DCAT-AP: the checksum belongs to the distribution
+    assert dist["spdx:checksum"]["spdx:checksumValue"]["@value"] == a["content_hash"]
     assert len(cast["auditor"].client.catalog_dcat()["dcat:dataset"]) == 2
