@@ -70,6 +70,15 @@ class Settings(BaseSettings):
                                                "default data_dir/vault_master.key (0600). Same file on every replica.")
     catalog_max_upload_bytes: int = Field(536_870_912, ge=1024, description="Largest table a provider may upload.")
     catalog_min_k_natural_person: int = Field(5, ge=2, description="k-anonymity floor for natural-person assets.")
+    dsp_participant_id: str | None = Field(None, description="DSP participantId of this connector (the "
+                                           "catalog's participantId, agreements' assigner); default: issuer.")
+    dsp_base_url: str | None = Field(None, description="Public base URL of the DSP endpoints (e.g. "
+                                     "https://broker.example.org/dsp): catalog endpointURL and callbacks.")
+    dsp_peer_hosts: list[str] = Field(default_factory=list, description="Hosts this broker sends DSP messages to "
+                                          "(callbacks, remote providers; JSON list; '.example.org' admits subdomains; ['*'] any). "
+                                          "Empty: none.")
+    dsp_transfer_autostart: bool = Field(True, description="Start a requested DSP transfer at once when the "
+                                         "agreement and a fresh policy decision allow it (broker-hosted data).")
     connector_hosts: list[str] = Field(default_factory=list, description="Hosts the broker may fetch "
                                        "connector-hosted data from (JSON list; '.example.org' admits its "
                                        "subdomains). Empty: any host — restrict it in production.")

@@ -24,7 +24,13 @@ DOCUMENT_TYPE = "twinspace-agreement/1"
 BUNDLE_FORMAT = "twinspace-agreement-bundle/1"
 COUNTERSIGNATURE_TYPE = "twinspace-countersignature/1"
 DSP_CONTEXT = "https://w3id.org/dspace/2025/1/context.jsonld"
-TWIN_CONTEXT = {"twin": "https://twinspace.dev/ns/twin#"}
+ODRL_PROFILE_CONTEXT = "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"
+TWIN_CONTEXT = "https://twinspace.dev/ns/twin/context.jsonld"  # twinspace/dsp/data/context/twinspace.jsonld
+TWIN_PROFILE = "https://twinspace.dev/ns/twin"
+# The signed document stands alone as JSON-LD: DSP terms, the ODRL terms DSP imports, TwinSpace terms.
+DOCUMENT_CONTEXT = [DSP_CONTEXT, ODRL_PROFILE_CONTEXT, TWIN_CONTEXT]
+ODRL_KEYS = ("@id", "@type", "profile", "target", "assigner", "assignee", "timestamp", "permission", "prohibition",
+             "obligation")
 PARTY_ROLES = ("provider", "consumer")
 
 
@@ -43,18 +49,28 @@ def agreement_document(*, agreement_id: str, negotiation_id: str, asset_id: str,
                        content_hash: str, dataset: str, offer_id: str, provider_id: str, consumer_id: str,
                        purpose: str, scenario: str | None, policy_id: str, policy_version: str,
                        policy_params: dict[str, Any], obligations: dict[str, Any], not_before: datetime,
-                       not_after: datetime, issued_at: datetime, issuer: str) -> dict[str, Any]:
-    """The document both parties sign: an ODRL Agreement (DSP shape) with TwinSpace terms."""
-    return {
-        "@context": [DSP_CONTEXT, TWIN_CONTEXT],
+                       not_after: datetime, issued_at: datetime, issuer: str,
+                       classification: str | None = None) -> dict[str, Any]:
+    """The document both parties sign: an ODRL 2.2 Agreement whose rules are the policy parameters
+    (``twinspace.odrl.mapping``: the Rego input is read back from them), with TwinSpace terms (all in
+    the TwinSpace context, so JSON-LD expansion keeps every key)."""
+    from twinspace.odrl.mapping import from_rules, to_rules
+    from twinspace.odrl.policy import party_iri
+
+    rules = to_rules(policy_id, policy_params, classification=classification)
+    if from_rules(rules)[0] != policy_params:
+        raise ValueError("the policy parameters do not round-trip through ODRL")
+    doc = {
+        "@context": list(DOCUMENT_CONTEXT),
         "@type": "Agreement",
         "@id": f"urn:twinspace:agreement:{agreement_id}",
+        "profile": TWIN_PROFILE,
         "type": DOCUMENT_TYPE,
         "id": agreement_id,
         "negotiation_id": negotiation_id,
         "target": dataset,
-        "assigner": provider_id,
-        "assignee": consumer_id,
+        "assigner": party_iri(provider_id),
+        "assignee": party_iri(consumer_id),
         "timestamp": iso(issued_at),
         "asset": {"id": asset_id, "version": asset_version, "content_hash": content_hash, "offer_id": offer_id},
         "provider_id": provider_id,
@@ -64,10 +80,28 @@ def agreement_document(*, agreement_id: str, negotiation_id: str, asset_id: str,
         "policy": {"id": policy_id, "version": policy_version, "params": policy_params},
         "validity": {"not_before": iso(not_before), "not_after": iso(not_after)},
         "obligations": obligations,
-        "permission": [{"action": "use", "target": dataset,
-                        "constraint": [{"leftOperand": "purpose", "operator": "eq", "rightOperand": purpose}]}],
+        **rules,
         "broker": issuer,
     }
+    if scenario is None:  # JSON-LD has no null value: an absent scenario is left out, not written as null
+        del doc["scenario"]
+    return doc
+
+
+def odrl_view(document: dict[str, Any]) -> dict[str, Any]:
+    """The agreement as a plain DSP peer reads it (ContractAgreementMessage ``agreement``): the ODRL
+    part of the signed document, without its own @context."""
+    return {k: document[k] for k in ODRL_KEYS if k in document}
+
+
+def policy_params_of(document: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """The Rego parameters of an agreement, read from its ODRL rules (the terms that were signed).
+    Agreements made before the TwinSpace ODRL profile keep their stored parameters."""
+    from twinspace.odrl.mapping import from_rules
+
+    if document.get("profile") != TWIN_PROFILE:
+        return dict(stored)
+    return from_rules(document)[0]
 
 
 def signing_input(document: dict[str, Any]) -> bytes:

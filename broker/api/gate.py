@@ -32,7 +32,16 @@ class AuthGateMiddleware:
             claims = decode_access_token(token, runtime.broker_key.public_key(), issuer=runtime.settings.issuer,
                                          leeway=runtime.settings.clock_skew_seconds)
         except Unauthorized as exc:
-            response = problem_response(401, exc.code, "Unauthorized", exc.detail, scope.get("path"))
+            path = scope.get("path") or ""
+            if path.startswith("/dsp/"):  # a DSP peer gets the protocol's error object
+                from fastapi.responses import JSONResponse
+
+                from twinspace.dsp.errors import error_object, protocol_of
+
+                response = JSONResponse(error_object(protocol_of(path), code=exc.code, reason=exc.detail),
+                                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            else:
+                response = problem_response(401, exc.code, "Unauthorized", exc.detail, path)
             await response(scope, receive, send)
             return
         # Verified once: the route's principal dependency reuses these claims for this exact token.

@@ -18,6 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 MAX_DEPTH = 64
 MAX_SAFE_INT = 2**53 - 1
 FULL_CHECK_BYTES = 1 << 20  # larger bodies (encrypted queries) get the fast checks only
+# Dataspace Protocol routes answer bad JSON with a DSP error object: they run ``check_json`` themselves
+# (``broker.contracts.dsp.message_body``), so that a DSP peer never gets an RFC 9457 problem instead.
+DSP_PREFIX = "/dsp/"
 
 
 class BadJson(ValueError):
@@ -82,7 +85,8 @@ class StrictJsonMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS") or not _is_json(scope):
+        if (scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS") or not _is_json(scope)
+                or scope.get("path", "").startswith(DSP_PREFIX)):
             await self.app(scope, receive, send)
             return
         chunks = []

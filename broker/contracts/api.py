@@ -1,5 +1,6 @@
-"""Contract routes (thin). ``/dsp/...``: Dataspace Protocol endpoints (JSON-LD messages, validated);
-``/contracts/...``: the management API the CLI, SDK and console use."""
+"""Contract routes (thin): ``/contracts/...``, the management API the CLI, SDK and console use. The
+DSP routes (``/dsp/...``, ``/.well-known/dspace-version``) are in ``broker.contracts.dsp_api`` and
+included here."""
 
 from __future__ import annotations
 
@@ -11,17 +12,14 @@ from pydantic import Field
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
-from broker.contracts import service
+from broker.contracts import dsp_api, remote_api, service
 from twinspace import agreements
-from twinspace.dsp.messages import (CatalogRequestMessage, ContractAgreementMessage,
-                                       ContractAgreementVerificationMessage, ContractNegotiationEventMessage,
-                                       ContractNegotiationTerminationMessage, ContractOfferMessage,
-                                       ContractRequestMessage)
 from twinspace.crypto import b64url
-from twinspace.errors import BadRequest
 from broker.schemas import StrictModel
 
 router = APIRouter(tags=["contracts"])
+router.include_router(dsp_api.router)
+router.include_router(remote_api.router)
 LD = "application/ld+json"
 PARTIES = ("consumer", "provider")
 
@@ -31,77 +29,6 @@ def _ld(body: dict[str, Any], status: int = 200) -> JSONResponse:
 
 
 def _neg(neg) -> JSONResponse:
-    return _ld(service.negotiation_view(neg))
-
-
-# --------------------------------------------------------------------------- DSP: catalog
-@router.post("/dsp/catalog/request")
-def dsp_catalog(msg: CatalogRequestMessage, principal: Principal = require_roles(*ALL_ROLES),
-                session: Session = db_session) -> JSONResponse:
-    """CatalogRequestMessage → the DCAT catalog the caller may see (offers as ``odrl:hasPolicy``)."""
-    from broker.catalog import dcat
-    from broker.catalog.service import search
-
-    page, _ = search(session, org_id=principal.org_id, role=principal.role, org_type=principal.org_type,
-                     attributes=principal.attributes, limit=10_000, offset=0)
-    return _ld(dcat.catalog(page))
-
-
-# --------------------------------------------------------------------------- DSP: negotiation
-@router.post("/dsp/negotiations/request", status_code=201)
-def dsp_request(msg: ContractRequestMessage, request: Request, principal: Principal = require_roles("consumer"),
-                session: Session = db_session) -> JSONResponse:
-    neg = service.request_contract(session, get_runtime(request).settings, principal, msg)
-    return _ld(service.negotiation_view(neg), 201 if not msg.providerPid else 200)
-
-
-@router.post("/dsp/negotiations/{pid}/request")
-def dsp_counter_request(pid: str, msg: ContractRequestMessage, request: Request,
-                        principal: Principal = require_roles("consumer"),
-                        session: Session = db_session) -> JSONResponse:
-    if msg.providerPid not in (None, pid):
-        raise BadRequest("providerPid differs from the negotiation in the path.", code="pid_mismatch")
-    msg = msg.model_copy(update={"providerPid": pid})
-    return _neg(service.request_contract(session, get_runtime(request).settings, principal, msg))
-
-
-@router.post("/dsp/negotiations/{pid}/offers")
-def dsp_offer(pid: str, msg: ContractOfferMessage, principal: Principal = require_roles("provider"),
-              session: Session = db_session) -> JSONResponse:
-    return _neg(service.offer_contract(session, principal, pid, msg))
-
-
-@router.post("/dsp/negotiations/{pid}/events")
-def dsp_event(pid: str, msg: ContractNegotiationEventMessage, request: Request,
-              principal: Principal = require_roles(*PARTIES), session: Session = db_session) -> JSONResponse:
-    runtime = get_runtime(request)
-    return _neg(service.negotiation_event(session, runtime.settings, runtime.broker_key, principal, pid, msg))
-
-
-@router.post("/dsp/negotiations/{pid}/agreement")
-def dsp_agreement(pid: str, msg: ContractAgreementMessage, principal: Principal = require_roles("provider"),
-                  session: Session = db_session) -> JSONResponse:
-    return _neg(service.agree(session, principal, pid, msg))
-
-
-@router.post("/dsp/negotiations/{pid}/agreement/verification")
-def dsp_verification(pid: str, msg: ContractAgreementVerificationMessage,
-                     principal: Principal = require_roles("consumer"),
-                     session: Session = db_session) -> JSONResponse:
-    return _neg(service.verify_agreement(session, principal, pid, msg))
-
-
-@router.post("/dsp/negotiations/{pid}/termination")
-def dsp_termination(pid: str, msg: ContractNegotiationTerminationMessage,
-                    principal: Principal = require_roles("consumer", "provider", "operator"),
-                    session: Session = db_session) -> JSONResponse:
-    return _neg(service.terminate(session, principal, pid, msg))
-
-
-@router.get("/dsp/negotiations/{pid}")
-def dsp_get(pid: str, principal: Principal = require_roles(*ALL_ROLES),
-            session: Session = db_session) -> JSONResponse:
-    neg = service.get_negotiation(session, pid, principal)
     return _ld(service.negotiation_view(neg))
 
 

@@ -69,3 +69,26 @@ class Agreement(SQLModel, table=True):
     revoked_at: datetime | None = None
     revoked_by: str | None = Field(default=None, max_length=64)
     revocation_reason: str | None = Field(default=None, max_length=500)
+
+
+class RemoteNegotiation(SQLModel, table=True):
+    """Consumer role: a negotiation this broker runs for one of its consumers with another DSP provider
+    (id = consumerPid). The provider's messages arrive at a capability callback URL; only the SHA-256
+    of its secret is kept. The consumer's access token at the provider is never stored."""
+
+    __tablename__ = "dsp_remote_negotiation"
+
+    id: str = Field(primary_key=True, max_length=64)  # consumerPid
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    provider_url: str = Field(max_length=500)  # the provider's DSP base URL
+    provider_pid: str | None = Field(default=None, max_length=200)
+    offer: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    purpose: str | None = Field(default=None, max_length=100)
+    scenario: str | None = Field(default=None, max_length=100)
+    state: str = Field(index=True, max_length=16)
+    agreement: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    signed_agreement: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    countersignature: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    callback_secret_sha256: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

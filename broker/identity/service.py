@@ -39,6 +39,25 @@ def _parse_public_key(public_key: str):
         raise BadRequest("public_key must be a base64url raw 32-byte Ed25519 key.", code="invalid_public_key") from None
 
 
+def _check_legal_entity(session: Session, role: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    """``legal_entity_id`` (e.g. a company registration number) and ``controlled_by`` (its parent entity)
+    are checked here, at onboarding, because secure aggregation relies on them to tell independent
+    providers apart: one legal entity may hold one organisation per role, never two."""
+    for name in ("legal_entity_id", "controlled_by"):
+        value = attributes.get(name)
+        if value is not None and (not isinstance(value, str) or not 1 <= len(value.strip()) <= 64):
+            raise BadRequest(f"{name} must be a string of 1 to 64 characters.", code="invalid_legal_entity")
+        if value is not None:
+            attributes = {**attributes, name: value.strip()}
+    entity = attributes.get("legal_entity_id")
+    if entity is not None:
+        for org in session.exec(select(Org).where(Org.role == role)).all():
+            if (org.attributes or {}).get("legal_entity_id") == entity:
+                raise Conflict("An organisation of this legal entity is already registered in this role.",
+                               code="legal_entity_exists")
+    return attributes
+
+
 def register_org(session: Session, *, name: str, role: Role | str, public_key: str, org_type: str = "other",
                  attributes: dict[str, Any] | None = None, actor: str | None = None) -> tuple[Org, OrgKey]:
     """Create an organisation with its first public key. The private key never reaches the broker."""
@@ -46,10 +65,11 @@ def register_org(session: Session, *, name: str, role: Role | str, public_key: s
     pub = _parse_public_key(public_key)
     if session.exec(select(Org).where(Org.name == name)).first():
         raise Conflict(f"An organisation named {name!r} already exists.", code="org_exists")
+    attributes = _check_legal_entity(session, role.value, attributes or {})
     kid = key_id(pub)
     if session.get(OrgKey, kid):
         raise Conflict("This public key is already registered.", code="key_exists")
-    org = Org(id=new_org_id(), name=name, role=role.value, org_type=org_type, attributes=attributes or {})
+    org = Org(id=new_org_id(), name=name, role=role.value, org_type=org_type, attributes=attributes)
     key = OrgKey(kid=kid, org_id=org.id, public_key=public_key)
     session.add(org)
     session.flush()

@@ -1,24 +1,41 @@
-"""Per-agreement privacy budgets (epsilon), shared by all broker replicas through the database."""
+"""Privacy budgets per (consumer, asset) and secure-aggregation rounds, shared by all broker replicas."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, LargeBinary
+from sqlalchemy import JSON, BigInteger, Column, LargeBinary
 from sqlmodel import Field, SQLModel
 
 from broker.storage.db import utcnow
 
 
-class PrivacyBudget(SQLModel, table=True):
-    __tablename__ = "privacy_budget"
+class PrivacyAccount(SQLModel, table=True):
+    """One privacy budget per (consumer organisation, asset): every version of the asset and every
+    agreement the consumer holds on it draw from it, so a new agreement never adds budget."""
+    __tablename__ = "privacy_account"
 
-    agreement_id: str = Field(primary_key=True, max_length=64)
-    epsilon_total: float
-    epsilon_spent: float = 0.0
-    epsilon_reserved: float = 0.0
+    key: str = Field(primary_key=True, max_length=160)   # "<consumer org id>|<asset id>"
+    consumer_id: str = Field(index=True, max_length=64)
+    asset_id: str = Field(index=True, max_length=64)
+    measure: str = Field(default="pure", max_length=8)   # pure (ε adds up) | zcdp (ρ adds up)
+    # amounts in integer units of 10^-9 (``ledger.UNIT``): exact sums, nothing left over by float drift
+    total_units: int = Field(sa_column=Column(BigInteger, nullable=False))  # the smallest total offered
+    spent_units: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    reserved_units: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     queries: int = 0
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PrivacyReservation(SQLModel, table=True):
+    """Budget held for a query in flight; expired (and given back) after ``expires_at`` if its query
+    never settled, so a crashed worker cannot hold budget for ever."""
+    __tablename__ = "privacy_reservation"
+
+    id: str = Field(primary_key=True, max_length=40)
+    account_key: str = Field(index=True, max_length=160)
+    cost_units: int = Field(sa_column=Column(BigInteger, nullable=False))
+    expires_at: float                                    # epoch seconds (portable comparisons)
 
 
 class AggregationRound(SQLModel, table=True):

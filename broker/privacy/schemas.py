@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from twinspace.errors import BadRequest
 from twinspace.privacy.params import MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES
 from broker.schemas import StrictModel
+from twinspace.privacy.mechanisms import MIN_EPSILON_PER_QUERY
 
 _B64_CONTEXT = 4 * (MAX_CONTEXT_BYTES // 3 + 1)
 _B64_CIPHERTEXT = 4 * (MAX_CIPHERTEXT_BYTES // 3 + 1)
@@ -74,13 +75,23 @@ class HistogramQuery(StrictModel):
 
 
 class LinearScoreQuery(StrictModel):
-    """Encrypted weight vector × plaintext feature columns → encrypted total or per-group scores."""
+    """Encrypted weight vector × plaintext feature columns → encrypted total or per-group scores.
+
+    Groups are named by the consumer (``groups``), never discovered from the data: how many groups a
+    column has would otherwise be an answer without noise."""
     type: Literal["linear_score"]
     features: list[ColumnName] = Field(min_length=1, max_length=64)
     weights: CiphertextB64
     bound: float = Field(gt=0, le=1e9, description="Each feature is clipped to ±bound")
     scale: int = Field(0, ge=0, le=6)
     group_by: ColumnName | None = None
+    groups: list[Annotated[str, Field(max_length=200)]] | None = Field(None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _groups_named(self) -> "LinearScoreQuery":
+        if (self.group_by is None) != (self.groups is None):
+            raise ValueError("group_by and groups go together: name the groups you want")
+        return self
 
 
 class PredicateQuery(StrictModel):
@@ -107,8 +118,8 @@ class EncryptedQueryRequest(StrictModel):
     agreement_id: Annotated[str, Field(min_length=1, max_length=64)]
     context: ContextB64
     query: Query
-    epsilon: float | None = Field(None, gt=0, le=10, description="Privacy cost of this query; default and "
-                                  "ceiling: the policy's add_dp_noise obligation")
+    epsilon: float | None = Field(None, ge=MIN_EPSILON_PER_QUERY, le=10, description="Privacy cost of this query (at least MIN_EPSILON_PER_QUERY); "
+                                  "default and ceiling: the policy's add_dp_noise obligation")
 
 
 class AggregationRoundRequest(StrictModel):
@@ -118,7 +129,7 @@ class AggregationRoundRequest(StrictModel):
     column: ColumnName
     bound: float = Field(gt=0, le=1e9)
     scale: int = Field(0, ge=0, le=6)
-    epsilon: float | None = Field(None, gt=0, le=10)
+    epsilon: float | None = Field(None, ge=MIN_EPSILON_PER_QUERY, le=10)
     min_providers: int | None = Field(None, ge=2, le=32, description="Default: every named agreement")
 
 
@@ -132,6 +143,8 @@ def jsonable_query(query: Any) -> dict[str, Any]:
     data = query.model_dump(exclude={"mask", "weights"})
     if "where" in data:
         data["where"] = [{"column": c["column"], "op": c["op"]} for c in data["where"]]
+    if data.get("groups"):
+        data["groups"] = len(data["groups"])
     if "categories" in data:
         data["categories"] = len(data["categories"])
     return data

@@ -1,22 +1,25 @@
-"""Transfer routes (thin): DSP transfer process endpoints, a token refresh and the data plane."""
+"""Transfer routes (thin): DSP transfer process endpoints (DSP error objects on failure), the list of
+transfers, a token refresh (the consumer's DataAddress) and the broker-hosted data plane."""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from twinspace.dsp.states import TransferState as TS
-from broker.transfer import dataplane, download, service
-from twinspace.dsp.transfer_messages import (TransferCompletionMessage, TransferRequestMessage, TransferStartMessage,
-                                      TransferSuspensionMessage, TransferTerminationMessage)
+from broker.contracts.dsp import DspRoute, ld, message_body
+from broker.transfer import dataplane, download, process, remote_api, service
+from twinspace.dsp.messages import parse
 
 router = APIRouter(tags=["transfer"])
+dsp_router = APIRouter(tags=["dsp"], route_class=DspRoute)
+body = Depends(message_body)
 LD = "application/ld+json"
 
 
@@ -24,46 +27,61 @@ def _ld(body: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=LD)
 
 
-@router.post("/dsp/transfers/request", status_code=201)
-def dsp_transfer_request(msg: TransferRequestMessage, request: Request, principal: Principal = require_roles("consumer"),
+# --------------------------------------------------------------------------- DSP transfer process protocol
+@dsp_router.post("/dsp/transfers/request", status_code=201)
+def dsp_transfer_request(request: Request, background: BackgroundTasks, raw: Any = body,
+                         principal: Principal = require_roles("consumer"),
                          session: Session = db_session) -> JSONResponse:
-    """TransferRequestMessage → TransferProcess (STARTED) with the provider's TransferStartMessage."""
+    """TransferRequestMessage → 201 TransferProcess (REQUESTED). The provider starts it afterwards
+    (TransferStartMessage to the callbackAddress; broker-hosted consumers read it here)."""
     runtime = get_runtime(request)
-    tp, start = service.request_transfer(session, runtime.settings, runtime.broker_key, principal, msg)
-    return _ld({**service.view(tp), "twin:startMessage": start}, 201)
+    msg = parse(raw, "TransferRequestMessage")
+    tp = service.create(session, runtime.settings, principal, msg)
+    if runtime.settings.dsp_transfer_autostart:
+        background.add_task(process.autostart, runtime.engine, runtime.settings, runtime.broker_key, tp.id, principal)
+    return ld(service.dsp_view(tp), 201)
 
 
-@router.get("/dsp/transfers/{pid}")
+@dsp_router.get("/dsp/transfers/{pid}")
 def dsp_transfer_get(pid: str, principal: Principal = require_roles(*ALL_ROLES),
                      session: Session = db_session) -> JSONResponse:
-    return _ld(service.view(service.get_transfer(session, pid, principal)))
+    return ld(service.dsp_view(service.get_transfer(session, pid, principal)))
 
 
-@router.post("/dsp/transfers/{pid}/start")
-def dsp_transfer_start(pid: str, msg: TransferStartMessage, request: Request,
+@dsp_router.post("/dsp/transfers/{pid}/start")
+def dsp_transfer_start(pid: str, request: Request, raw: Any = body,
                        principal: Principal = require_roles("consumer", "provider"),
                        session: Session = db_session) -> JSONResponse:
+    """TransferStartMessage: the provider starts a REQUESTED transfer; either party resumes a SUSPENDED one."""
     runtime = get_runtime(request)
-    return _ld(service.resume(session, runtime.settings, runtime.broker_key, principal, pid, msg))
+    msg = parse(raw, "TransferStartMessage")
+    return ld(service.start_message_from(session, runtime.settings, runtime.broker_key, principal, pid, msg))
 
 
-@router.post("/dsp/transfers/{pid}/suspension")
-def dsp_transfer_suspend(pid: str, msg: TransferSuspensionMessage, principal: Principal = require_roles("consumer", "provider"),
+@dsp_router.post("/dsp/transfers/{pid}/suspension")
+def dsp_transfer_suspend(pid: str, raw: Any = body, principal: Principal = require_roles("consumer", "provider"),
                          session: Session = db_session) -> JSONResponse:
-    return _ld(service.view(service.change_state(session, principal, pid, TS.SUSPENDED, msg)))
+    msg = parse(raw, "TransferSuspensionMessage")
+    return ld(service.dsp_view(service.change_state(session, principal, pid, TS.SUSPENDED, msg)))
 
 
-@router.post("/dsp/transfers/{pid}/completion")
-def dsp_transfer_complete(pid: str, msg: TransferCompletionMessage, principal: Principal = require_roles("consumer", "provider"),
+@dsp_router.post("/dsp/transfers/{pid}/completion")
+def dsp_transfer_complete(pid: str, raw: Any = body, principal: Principal = require_roles("consumer", "provider"),
                           session: Session = db_session) -> JSONResponse:
-    return _ld(service.view(service.change_state(session, principal, pid, TS.COMPLETED, msg)))
+    msg = parse(raw, "TransferCompletionMessage")
+    return ld(service.dsp_view(service.change_state(session, principal, pid, TS.COMPLETED, msg)))
 
 
-@router.post("/dsp/transfers/{pid}/termination")
-def dsp_transfer_terminate(pid: str, msg: TransferTerminationMessage,
+@dsp_router.post("/dsp/transfers/{pid}/termination")
+def dsp_transfer_terminate(pid: str, raw: Any = body,
                            principal: Principal = require_roles("consumer", "provider", "operator"),
                            session: Session = db_session) -> JSONResponse:
-    return _ld(service.view(service.change_state(session, principal, pid, TS.TERMINATED, msg)))
+    msg = parse(raw, "TransferTerminationMessage")
+    return ld(service.dsp_view(service.change_state(session, principal, pid, TS.TERMINATED, msg)))
+
+
+router.include_router(dsp_router)
+router.include_router(remote_api.router)
 
 
 @router.get("/transfers")

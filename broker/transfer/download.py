@@ -8,6 +8,7 @@ from typing import Any
 from sqlmodel import Session
 
 from broker.audit import record_event
+from broker.contracts import access
 from broker.contracts import service as contracts
 from broker.settings import Settings
 from broker.transfer.dataplane import MEDIA_TYPES, apply_obligations, encode, merge_obligations
@@ -31,7 +32,7 @@ def pull_data(session: Session, settings: Settings, principal: Any, agreement_id
                      details={"code": getattr(exc, "code", type(exc).__name__)})
         raise
     usage = {"format": fmt, "purpose": agreement.purpose, "scenario": agreement.scenario}
-    allow, reasons, extra = contracts.ACCESS_DECIDER(session, agreement, principal, "read", usage)
+    allow, reasons, extra = access.ACCESS_DECIDER(session, agreement, principal, "read", usage)
     if not allow:
         contracts._log_refusal(session, "contract.data_refused", actor=principal.org_id, agreement=agreement,
                      details={"code": "access_denied", "reasons": [str(r)[:200] for r in reasons][:10]})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import UniqueConstraint
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from broker.storage.db import utcnow
@@ -26,5 +28,26 @@ class TransferProcess(SQLModel, table=True):
     token_generation: int = 0  # bumped on suspend/terminate/complete: earlier tokens stop working
     pulls: int = 0
     rows_served: int = 0
+    callback_address: str | None = Field(default=None, max_length=500)  # the consumer's DSP callback base
+    consumer_kid: str | None = Field(default=None, max_length=64)  # the key the consumer's tokens bind to
+    data_address: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # PUSH sink
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class RemoteTransfer(SQLModel, table=True):
+    """Consumer role: a transfer process with another DSP provider under a remote agreement
+    (id = consumerPid); the provider's DataAddress arrives with its TransferStartMessage."""
+
+    __tablename__ = "dsp_remote_transfer"
+
+    id: str = Field(primary_key=True, max_length=64)  # consumerPid
+    negotiation_id: str = Field(foreign_key="dsp_remote_negotiation.id", index=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    provider_pid: str | None = Field(default=None, max_length=200)
+    agreement_id: str = Field(max_length=300)
+    format: str = Field(max_length=64)
+    state: str = Field(index=True, max_length=16)
+    data_address: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

@@ -146,13 +146,21 @@ purpose_denied_if_listed(inp) := purpose_denied(inp) if inp.params.purposes
 else := set()
 
 # --- validity window (epoch seconds) ------------------------------------------------------------
-validity_denied(inp) := (({"the agreement is not yet valid" |
+validity_denied(inp) := ((({"the agreement is not yet valid" |
 	has_agreement(inp)
 	not inp.now >= inp.agreement.not_before
 } | {"the agreement has expired" |
 	has_agreement(inp)
 	not inp.now < inp.agreement.not_after
-}) | {"the policy's validity window has not started" | inp.now < inp.params.not_before}) | {"the policy's validity window has ended" | inp.now >= inp.params.not_after}
+}) | {"the policy's validity window has not started" | inp.now < inp.params.not_before}) | {"the policy's validity window has ended" | inp.now >= inp.params.not_after}) | elapsed_denied(inp)
+
+# ODRL elapsedTime (params.max_elapsed_seconds): use ends that long after the agreement started.
+elapsed_denied(inp) := {msg |
+	has_agreement(inp)
+	limit := inp.params.max_elapsed_seconds
+	inp.now - inp.agreement.not_before > limit
+	msg := sprintf("the permitted elapsed time of %v seconds is over", [limit])
+}
 
 # --- usage limits -------------------------------------------------------------------------------
 usage_denied(inp) := {msg |

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from twinspace.client.query import ConsumerKeys, QueryClient
 from tests.console.conftest import console_login
-from tests.privacy.test_query_api import N, setup  # noqa: F401  (fixture)
+from tests.privacy.test_query_api import setup  # noqa: F401  (fixture)
 
 
 def test_queries_page_shows_budgets_and_the_cli(setup, https_client):
     consumer, agreement_id = setup["consumer"], setup["agreement"]["id"]
-    QueryClient(consumer.client, ConsumerKeys.create("bfv")).aggregate(agreement_id, "floor_area",
-                                                                        np.ones(N, dtype=int), bound=500)
+    QueryClient(consumer.client, ConsumerKeys.create("bfv")).predicate(
+        agreement_id, [{"column": "district", "op": "eq", "value": "Daan"}], kind="count")
     console_login(https_client, consumer.org_id, consumer.private_key)
     page = https_client.get("/console/queries")
     assert page.status_code == 200

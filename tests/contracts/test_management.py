@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from broker.audit.models import AuditEntry
-from broker.contracts import service
+from broker.contracts import access, service
 from twinspace.cli.contract import contract_app
 from twinspace.agreements import sign_document, signing_input, verify_agreement_bundle
 from twinspace.crypto import b64url, generate_key, key_id, public_key_b64, sign
@@ -186,17 +186,17 @@ def test_access_decider_hook_and_obligations(world, client, monkeypatch):
         calls.append((agr.id, principal.org_id, action, usage["purpose"]))
         return False, ["purpose not allowed today"], {}
 
-    monkeypatch.setattr(service, "ACCESS_DECIDER", deny)
+    monkeypatch.setattr(access, "ACCESS_DECIDER", deny)
     resp = client.get(f"/contracts/agreements/{aid}/data", headers=world.consumer.headers())
     assert (resp.status_code, resp.json()["code"]) == (403, "access_denied")
     assert calls == [(aid, world.consumer.org_id, "read", "research")]
 
-    monkeypatch.setattr(service, "ACCESS_DECIDER",
+    monkeypatch.setattr(access, "ACCESS_DECIDER",
                         lambda *a: (True, ["ok"], {"max_rows": 3, "columns": ["district", "building_id"]}))
     rows = _rows(client.get(f"/contracts/agreements/{aid}/data", headers=world.consumer.headers()))
     assert len(rows) == 3 and list(rows[0]) == ["building_id", "district"]
     # without a decider obligation, the offer's own max_rows (40) applies
-    monkeypatch.setattr(service, "ACCESS_DECIDER", service.default_access_decider)
+    monkeypatch.setattr(access, "ACCESS_DECIDER", service.default_access_decider)
     assert len(_rows(client.get(f"/contracts/agreements/{aid}/data", headers=world.consumer.headers()))) == 40
 
 

@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import Session, select
 
 from broker.audit.models import AuditEntry
-from broker.contracts import service
+from broker.contracts import lookups, service
 from broker.contracts.models import Agreement
 from twinspace.errors import Conflict, Forbidden, Gone, NotFound, ServiceUnavailable
 from tests.contracts.helpers import offer_iri, publish, table_bytes
@@ -29,16 +29,16 @@ def test_require_active_agreement(world, engine, monkeypatch):
         with pytest.raises(exc) as err:
             _call(engine, agreement_id, consumer)
         assert err.value.code == code
-    real_now = service.now
-    monkeypatch.setattr(service, "now", lambda: real_now() + timedelta(days=31))
+    real_now = lookups.now
+    monkeypatch.setattr(lookups, "now", lambda: real_now() + timedelta(days=31))
     with pytest.raises(Gone) as err:
         _call(engine, agreement["id"], world.consumer.org_id)
     assert err.value.code == "agreement_expired"
-    monkeypatch.setattr(service, "now", lambda: real_now() - timedelta(days=1))
+    monkeypatch.setattr(lookups, "now", lambda: real_now() - timedelta(days=1))
     with pytest.raises(Forbidden) as err:
         _call(engine, agreement["id"], world.consumer.org_id)
     assert err.value.code == "agreement_not_yet_valid"
-    monkeypatch.setattr(service, "now", real_now)
+    monkeypatch.setattr(lookups, "now", real_now)
     # a row edited behind the signature's back is not trusted
     with Session(engine) as s:
         row = s.get(Agreement, agreement["id"])

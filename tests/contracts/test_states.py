@@ -69,7 +69,7 @@ def test_api_refuses_out_of_order_and_wrong_party_messages(world):
     with pytest.raises(BrokerError) as err:  # consumers do not send offers
         c.post(f"/dsp/negotiations/{pid}/offers", json={"@context": CONTEXT, "@type": "ContractOfferMessage",
                                                          "providerPid": pid, "consumerPid": neg["consumerPid"],
-                                                         "offer": {"@id": offer_iri(world.asset)}})
+                                                         "offer": c._catalog_offer(offer_iri(world.asset))})
     assert (err.value.status, err.value.code) == (403, "wrong_role")
     # another provider is not a party
     with pytest.raises(BrokerError) as err:
@@ -79,7 +79,7 @@ def test_api_refuses_out_of_order_and_wrong_party_messages(world):
     p.contract_offer(pid, max_rows=5)
     again = c.post(f"/dsp/negotiations/{pid}/request", json={
         "@context": CONTEXT, "@type": "ContractRequestMessage", "consumerPid": neg["consumerPid"],
-        "providerPid": pid, "offer": {"@id": offer_iri(world.asset)}, "twin:purpose": "traffic_planning"})
+        "providerPid": pid, "offer": c._catalog_offer(offer_iri(world.asset)), "twin:purpose": "traffic_planning"})
     assert again["state"] == "REQUESTED" and again["twin:negotiation"]["purpose"] == "traffic_planning"
     assert c.contract_terminate(pid, code="changed_mind")["state"] == "TERMINATED"
     with pytest.raises(BrokerError) as err:
@@ -88,17 +88,24 @@ def test_api_refuses_out_of_order_and_wrong_party_messages(world):
 
 
 def test_dsp_messages_are_validated(world):
+    """Bodies are read as JSON-LD, then the DSP schema, then the model: each failure is a DSP error
+    object (ContractNegotiationError) with a 4xx status."""
     c = world.consumer.client
     good = {"@context": CONTEXT, "@type": "ContractRequestMessage", "consumerPid": "urn:uuid:1",
-            "offer": {"@id": offer_iri(world.asset)}, "twin:purpose": "research"}
-    for bad in ({**good, "@context": ["https://example.org/other"]}, {**good, "@type": "ContractOfferMessage"},
-                {**good, "unexpected": 1}, {k: v for k, v in good.items() if k != "twin:purpose"},
-                {**good, "consumerPid": "has spaces"}):
+            "offer": c._catalog_offer(offer_iri(world.asset)), "callbackAddress": "urn:twinspace:broker-hosted",
+            "twin:purpose": "research"}
+    for bad, code in (({**good, "@context": ["https://example.org/other"]}, "invalid_json_ld"),
+                      ({**good, "@type": "ContractOfferMessage"}, "wrong_message_type"),
+                      ({k: v for k, v in good.items() if k != "callbackAddress"}, "schema_violation"),
+                      ({**good, "offer": {"@id": offer_iri(world.asset)}}, "schema_violation"),
+                      ({**good, "consumerPid": "has spaces"}, "invalid_message")):
         with pytest.raises(BrokerError) as err:
             c.post("/dsp/negotiations/request", json=bad)
-        assert (err.value.status, err.value.code) == (422, "validation_failed")
+        assert (err.value.status, err.value.code) == (400, code)
+        assert err.value.problem["@type"] == "ContractNegotiationError"
     with pytest.raises(BrokerError) as err:
-        c.post("/dsp/negotiations/request", json={**good, "offer": {"@id": "urn:twinspace:offer:ast_nope:v1:x"}})
+        c.post("/dsp/negotiations/request", json={**good, "offer": {**good["offer"],
+                                                                   "@id": "urn:twinspace:offer:ast_nope:v1:x"}})
     assert (err.value.status, err.value.code) == (404, "offer_not_found")
     neg = c.post("/dsp/negotiations/request", json=good)
     assert neg["state"] == "REQUESTED" and neg["@context"] == CONTEXT
@@ -106,5 +113,5 @@ def test_dsp_messages_are_validated(world):
         c.post("/dsp/negotiations/request", json=good)
     assert err.value.code == "consumer_pid_in_use"
     catalog = c.post("/dsp/catalog/request", json={"@context": CONTEXT, "@type": "CatalogRequestMessage"})
-    offers = [o["@id"] for ds in catalog["dcat:dataset"] for o in ds["odrl:hasPolicy"]]
+    offers = [o["@id"] for ds in catalog["dataset"] for o in ds["hasPolicy"]]
     assert offer_iri(world.asset) in offers

@@ -110,12 +110,14 @@ def test_secure_aggregate_refuses_too_few_or_duplicate_contributions(keys, pcs):
     assert _code(BadRequest, he.secure_aggregate, [a, b"junk"], 2, ctx=pc) == "ciphertext_malformed"
 
 
-def test_predicate_mode_refuses_small_cohorts(pcs):
-    values = np.arange(100)
-    pred = np.zeros(100, dtype=bool)
-    pred[:4] = True
-    assert _code(Forbidden, he.predicate_aggregate, pcs["bfv"], values, pred, k=5, epsilon=1.0,
-                 bound=100) == "cohort_too_small"
+def test_overflow_is_decided_from_public_facts_only(pcs):
+    """``check_encodable`` sees the row count, the bound and epsilon — never the data — so its refusal
+    cannot serve as an oracle."""
+    with pytest.raises(Unprocessable) as err:
+        he.check_encodable(pcs["bfv"], 1000, 10**9, 0.05)
+    assert err.value.code == "sum_may_overflow"
+    he.check_encodable(pcs["bfv"], 1000, 10**6, 0.05)
+    he.check_encodable(pcs["ckks"], 1000, 10**9, 0.05)
 
 
 def test_a_bfv_sum_whose_noise_could_wrap_is_refused(keys, pcs):
@@ -123,7 +125,7 @@ def test_a_bfv_sum_whose_noise_could_wrap_is_refused(keys, pcs):
     k, pc = keys["bfv"], pcs["bfv"]
     chunks = k.encrypt_mask(np.ones(10))
     with pytest.raises(Unprocessable) as err:
-        he.masked_sum(pc, chunks, np.ones(10, dtype=np.int64), bound=1e9, epsilon=0.001)
+        he.masked_sum(pc, chunks, np.ones(10, dtype=np.int64), bound=1e9, epsilon=0.05)
     assert err.value.code == "sum_may_overflow"
     he.masked_sum(pc, chunks, np.ones(10, dtype=np.int64), bound=1e9, epsilon=1.0)  # within range
 

@@ -155,12 +155,12 @@ def test_changed_asset_version_expiry_and_withdrawal_refuse(world, started, engi
 def test_expired_agreement_is_refused(world, started, engine, monkeypatch):
     from datetime import timedelta
 
-    from broker.contracts import service
+    from broker.contracts import lookups
 
     agreement, tp, endpoint, token = started
     assert len(world.consumer.client.transfer_pull(tp, "csv")) > 0
-    real_now = service.now
-    monkeypatch.setattr(service, "now", lambda: real_now() + timedelta(days=31))
+    real_now = lookups.now
+    monkeypatch.setattr(lookups, "now", lambda: real_now() + timedelta(days=31))
     with pytest.raises(BrokerError) as err:
         world.consumer.client.transfer_pull(tp, "csv")
     assert (err.value.status, err.value.code) == (410, "agreement_expired")

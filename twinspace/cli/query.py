@@ -135,15 +135,19 @@ def histogram(agreement_id: str, column: str = typer.Option(...),
 def score(agreement_id: str, feature: list[str] = typer.Option(..., help="Feature column (repeatable)."),
           weight: list[float] = typer.Option(..., help="Your private weight per feature (BFV: integers)."),
           bound: float = typer.Option(..., help="Clip each feature to ±bound."),
-          group_by: Optional[str] = typer.Option(None), scale: int = typer.Option(0),
+          group_by: Optional[str] = typer.Option(None),
+          group: Optional[list[str]] = typer.Option(None, help="A group of --group-by to answer for (repeatable)."),
+          scale: int = typer.Option(0),
           epsilon: Optional[float] = Epsilon, url: str = Url, org: str = OrgId, key: Path = KeyFile,
           audience: str = Audience, he_key: Path = HeKey) -> None:
-    """Encrypted linear score Σ w·x, in total or per group; the weights stay encrypted."""
+    """Encrypted linear score Σ w·x, in total or per named group; the weights stay encrypted."""
     if len(feature) != len(weight):
         _fail(ValueError("give one --weight per --feature"))
+    if bool(group_by) != bool(group):
+        _fail(ValueError("--group-by needs the groups you want, as --group (repeatable)"))
     q = _query_client(url, org, key, audience, he_key)
     _run(lambda: q.linear_score(agreement_id, feature, weight, bound=bound, scale=scale, group_by=group_by,
-                                epsilon=epsilon), "linear score")
+                                groups=group, epsilon=epsilon), "linear score")
 
 
 def _condition(text: str) -> dict:

@@ -22,7 +22,10 @@ class BrokerError(Exception):
         self.status = status
         self.problem = problem
         self.code = problem.get("code", f"http_{status}")
-        super().__init__(f"{status} {self.code}: {problem.get('detail', '')}")
+        detail = problem.get("detail")
+        if detail is None and isinstance(problem.get("reason"), list):  # a DSP error object
+            detail = "; ".join(str(r) for r in problem["reason"])
+        super().__init__(f"{status} {self.code}: {detail or ''}")
 
 
 @dataclass
@@ -143,13 +146,27 @@ class BrokerClient:
         """DSP CatalogRequestMessage: the DCAT catalog with offers (``odrl:hasPolicy``)."""
         return self.post("/dsp/catalog/request", json=self._dsp("CatalogRequestMessage"))
 
+    def _catalog_offer(self, offer: str) -> dict[str, Any]:
+        """The ODRL offer ``offer`` (IRI) as the DSP dataset lists it, with its target set."""
+        parts = offer.split(":")
+        if len(parts) != 6 or parts[:3] != ["urn", "twinspace", "offer"]:
+            raise ValueError("not a TwinSpace catalog offer IRI")
+        dataset_iri = f"urn:twinspace:asset:{parts[3]}:{parts[4]}"
+        dataset = self.get(f"/dsp/catalog/datasets/{dataset_iri}")
+        found = next((o for o in dataset.get("hasPolicy") or [] if o.get("@id") == offer), None)
+        if found is None:
+            raise ValueError("the dataset does not list this offer")
+        return {**found, "target": dataset_iri}
+
     def contract_request(self, offer: str, purpose: str, scenario: str | None = None, not_after: str | None = None,
                          consumer_pid: str | None = None) -> dict[str, Any]:
-        """Consumer: ContractRequestMessage for a catalog offer IRI; returns the ContractNegotiation."""
+        """Consumer: ContractRequestMessage for a catalog offer IRI (the offer's ODRL terms as the catalog
+        lists them); returns the ContractNegotiation. The broker hosts our side (no callback)."""
         import uuid
 
         return self.post("/dsp/negotiations/request", json=self._dsp(
-            "ContractRequestMessage", consumerPid=consumer_pid or f"urn:uuid:{uuid.uuid4()}", offer={"@id": offer},
+            "ContractRequestMessage", consumerPid=consumer_pid or f"urn:uuid:{uuid.uuid4()}",
+            offer=self._catalog_offer(offer), callbackAddress="urn:twinspace:broker-hosted",
             **{"twin:purpose": purpose, "twin:scenario": scenario, "twin:notAfter": not_after}))
 
     def contract_offer(self, negotiation_id: str, *, max_rows: int | None = None, columns: list[str] | None = None,
@@ -158,7 +175,7 @@ class BrokerClient:
         neg = self.get(f"/contracts/negotiations/{negotiation_id}")
         terms = {k: v for k, v in {"max_rows": max_rows, "columns": columns, "not_after": not_after,
                                    "params": params}.items() if v is not None}
-        offer = {"@id": neg["twin:negotiation"]["offer"], **({"twin:terms": terms} if terms else {})}
+        offer = {**self._catalog_offer(neg["twin:negotiation"]["offer"]), **({"twin:terms": terms} if terms else {})}
         return self.post(f"/dsp/negotiations/{negotiation_id}/offers", json=self._dsp(
             "ContractOfferMessage", offer=offer, **self._pids(negotiation_id)))
 
@@ -192,7 +209,7 @@ class BrokerClient:
         terms = neg["twin:negotiation"]
         if doc.get("consumer_id") != self.org_id:
             raise ValueError("the agreement does not name us as consumer")
-        if (doc["asset"]["id"], doc["asset"]["version"], doc["purpose"], doc["scenario"]) != (
+        if (doc["asset"]["id"], doc["asset"]["version"], doc["purpose"], doc.get("scenario")) != (
                 terms["asset_id"], terms["asset_version"], terms["purpose"], terms["scenario"]):
             raise ValueError("the agreement's asset or purpose differs from what we negotiated")
         signature = sign_document(self.private_key, doc, role="consumer", org_id=self.org_id)
@@ -223,13 +240,23 @@ class BrokerClient:
     def contract_revoke(self, agreement_id: str, reason: str | None = None) -> dict[str, Any]:
         return self.post(f"/contracts/agreements/{agreement_id}/revoke", json={"reason": reason})
 
-    def transfer_request(self, agreement_id: str, consumer_pid: str | None = None) -> dict[str, Any]:
-        """Consumer: TransferRequestMessage; returns the TransferProcess with ``twin:startMessage``."""
+    def transfer_request(self, agreement_id: str, consumer_pid: str | None = None,
+                         wait_seconds: float = 10.0) -> dict[str, Any]:
+        """Consumer: TransferRequestMessage (the process is REQUESTED), wait until the provider started it,
+        then fetch our DataAddress. Returns the TransferProcess with ``twin:startMessage``."""
         import uuid
 
-        return self.post("/dsp/transfers/request", json=self._dsp(
+        tp = self.post("/dsp/transfers/request", json=self._dsp(
             "TransferRequestMessage", consumerPid=consumer_pid or f"urn:uuid:{uuid.uuid4()}",
-            agreementId=agreement_id, format="HttpData-PULL"))
+            agreementId=agreement_id, format="HttpData-PULL", callbackAddress="urn:twinspace:broker-hosted"))
+        deadline = time.time() + wait_seconds
+        while tp["state"] == "REQUESTED" and time.time() < deadline:
+            time.sleep(0.05)
+            tp = self.transfer_get(tp["providerPid"])
+        if tp["state"] != "STARTED":
+            raise BrokerError(409, {"code": "transfer_not_started",
+                                    "detail": f"the provider did not start the transfer (state {tp['state']})"})
+        return {**tp, "twin:startMessage": self.transfer_token(tp["providerPid"])}
 
     @staticmethod
     def data_address(start: dict[str, Any]) -> tuple[str, str]:

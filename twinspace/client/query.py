@@ -150,8 +150,11 @@ class QueryClient:
     def _decoded(self, answer: dict[str, Any]) -> dict[str, Any]:
         divisor, scaled = 10 ** int(answer.get("scale") or 0), set(answer.get("scaled") or [])
         values = {}
+        exact = answer.get("type") == "predicate"  # a noised integer, freshly encrypted
         for name, ct in answer["results"].items():
             value = self.keys.decrypt_sum(_unb64(ct))
+            if exact and self.keys.scheme == "ckks":
+                value = round(value)
             values[name] = value / divisor if name in scaled else value
         return {**answer, "values": values}
 
@@ -174,12 +177,15 @@ class QueryClient:
         return {**answer, "values": {k: self.keys.decrypt_sum(_unb64(ct)) for k, ct in answer["results"].items()}}
 
     def linear_score(self, agreement_id: str, features: list[str], weights, *, bound: float, scale: int = 0,
-                     group_by: str | None = None, epsilon: float | None = None) -> dict[str, Any]:
-        """Σ_rows w·x per group (or in total) for private weights ``w`` (BFV: integers)."""
+                     group_by: str | None = None, groups: list[str] | None = None,
+                     epsilon: float | None = None) -> dict[str, Any]:
+        """Σ_rows w·x per named group (or in total) for private weights ``w`` (BFV: integers). Groups whose
+        noisy count is below the cohort threshold are absent from the answer."""
         body = {"type": "linear_score", "features": features, "weights": _b64(self.keys.encrypt_weights(
             np.asarray(weights))), "bound": bound, "scale": scale}
         if group_by:
             body["group_by"] = group_by
+            body["groups"] = list(groups or [])
         return self._decoded(self._send(agreement_id, body, epsilon))
 
     def predicate(self, agreement_id: str, where: list[dict[str, Any]], *, kind: str = "count",
@@ -209,7 +215,9 @@ class QueryClient:
         answer = self.broker.post(f"/queries/aggregations/{round_id}/result")
         total, count = self.keys.decrypt_vector(_unb64(answer["result"]), 2)
         scale = int(answer["spec"].get("scale") or 0)
-        if self.keys.scheme == "bfv" and scale:  # providers sent BFV sums in fixed point 10^scale
+        if self.keys.scheme == "ckks":  # providers encrypt integers (noised in fixed point) under either scheme
+            total, count = round(total), round(count)
+        if scale:
             total = total / 10 ** scale
         return {**answer, "values": {"sum": total, "count": count, "mean": total / count if count > 0 else None}}
 
@@ -236,8 +244,9 @@ def contribute_pending(provider: Any, tables: dict[str, Any]) -> list[dict[str, 
                 raise ValueError(f"round {rnd['round_id']} asks epsilon {spec['epsilon']}, above the "
                                  f"{terms['epsilon_per_query']} of agreement {item['agreement_id']}")
             values = table.column(spec["column"]).to_numpy(zero_copy_only=False).astype(float)
+            # the measure, too, comes from the signed agreement (under zCDP the cost is a rho)
             stats = provider_statistics(values, scheme=pc.scheme, bound=spec["bound"], scale=spec["scale"],
-                                        epsilon=spec["epsilon"])
+                                        epsilon=spec["epsilon"], measure=terms.get("privacy_measure", "pure"))
             ct = he.encrypt_statistics(pc, stats)
             sent.append(provider.post(f"/queries/aggregations/{rnd['round_id']}/contributions",
                                       json={"agreement_id": item["agreement_id"], "ciphertext": _b64(ct)}))

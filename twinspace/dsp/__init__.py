@@ -1,0 +1,1 @@
+"""Dataspace Protocol 2025-1: JSON-LD contexts, schema validation, message shapes (pure core)."""

@@ -1,39 +1,81 @@
-"""DSP transfer-process messages (2025-1 shape), strictly validated."""
+"""DSP 2025-1 transfer-process messages (read after JSON-LD normalisation) and the documents TwinSpace
+sends: ``TransferProcess`` acks and ``TransferStartMessage`` with a ``DataAddress``.
+
+Formats: ``HttpData-PULL`` (the provider's data plane serves, the start message names its endpoint
+and a token) and ``HttpData-PUSH`` (the consumer's request names its own ``dataAddress``, the
+provider's data plane delivers there). Where the data plane is and how its endpoint looks is
+pluggable: ``data_address`` builds the DataAddress from whatever the data plane reports."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from twinspace.dsp.messages import CONTEXT, PID, DspMessage
+from twinspace.dsp.messages import PID, PLAIN_CONTEXT, DspMessage, DspModel
 
 PULL_FORMAT = "HttpData-PULL"
+PUSH_FORMAT = "HttpData-PUSH"
+FORMATS = (PULL_FORMAT, PUSH_FORMAT)
+HTTP_ENDPOINT_TYPE = "https://w3id.org/idsa/v4.1/HTTP"
 AUTH_TYPE = "twinspace-transfer+pop"
+
+
+class EndpointProperty(DspModel):
+    type: Literal["EndpointProperty"] = Field("EndpointProperty", alias="@type")
+    name: str = Field(min_length=1, max_length=100)
+    value: str = Field(max_length=8000)
+
+
+class DataAddress(DspModel):
+    type: Literal["DataAddress"] = Field("DataAddress", alias="@type")
+    endpointType: str = Field(max_length=300)
+    endpoint: str | None = Field(None, max_length=2000)
+    endpointProperties: list[EndpointProperty] | None = Field(None, max_length=50)
+
+    def property(self, name: str) -> str | None:
+        return next((p.value for p in self.endpointProperties or [] if p.name == name), None)
+
+
+def _format(value: Any) -> Any:
+    """``format`` is vocab-typed: a sender may write ``dspace:HttpData-PULL`` or a full IRI."""
+    if isinstance(value, str):
+        for prefix in ("https://w3id.org/dspace/2025/1/", "dspace:"):
+            if value.startswith(prefix):
+                return value[len(prefix):]
+    return value
 
 
 class TransferRequestMessage(DspMessage):
     type: Literal["TransferRequestMessage"] = Field(alias="@type")
     consumerPid: str = Field(pattern=PID)
-    agreementId: str = Field(min_length=1, max_length=64)
-    format: Literal["HttpData-PULL"]
+    agreementId: str = Field(min_length=1, max_length=200)
+    format: str = Field(min_length=1, max_length=100)
+    dataAddress: DataAddress | None = None
     callbackAddress: str | None = Field(None, max_length=500)
+
+    _fmt = field_validator("format", mode="before")(lambda cls, v: _format(v))
 
 
 class TransferStartMessage(DspMessage):
-    """Sent by either party to resume a SUSPENDED transfer (the broker answers with a fresh DataAddress)."""
+    """From the provider: the transfer started (PULL: with the DataAddress). From either party on a
+    SUSPENDED process: resume it."""
 
     type: Literal["TransferStartMessage"] = Field(alias="@type")
     providerPid: str = Field(pattern=PID)
     consumerPid: str = Field(pattern=PID)
+    dataAddress: DataAddress | None = None
 
 
-class TransferSuspensionMessage(DspMessage):
-    type: Literal["TransferSuspensionMessage"] = Field(alias="@type")
+class _CodeMessage(DspMessage):
     providerPid: str = Field(pattern=PID)
     consumerPid: str = Field(pattern=PID)
     code: str | None = Field(None, max_length=100)
     reason: list[Any] | None = Field(None, max_length=20)
+
+
+class TransferSuspensionMessage(_CodeMessage):
+    type: Literal["TransferSuspensionMessage"] = Field(alias="@type")
 
 
 class TransferCompletionMessage(DspMessage):
@@ -42,29 +84,59 @@ class TransferCompletionMessage(DspMessage):
     consumerPid: str = Field(pattern=PID)
 
 
-class TransferTerminationMessage(DspMessage):
+class TransferTerminationMessage(_CodeMessage):
     type: Literal["TransferTerminationMessage"] = Field(alias="@type")
-    providerPid: str = Field(pattern=PID)
-    consumerPid: str = Field(pattern=PID)
-    code: str | None = Field(None, max_length=100)
-    reason: list[Any] | None = Field(None, max_length=20)
+
+
+TRANSFER_MODELS: dict[str, type[DspMessage]] = {
+    "TransferRequestMessage": TransferRequestMessage, "TransferStartMessage": TransferStartMessage,
+    "TransferSuspensionMessage": TransferSuspensionMessage, "TransferCompletionMessage": TransferCompletionMessage,
+    "TransferTerminationMessage": TransferTerminationMessage}
 
 
 def transfer_process(*, provider_pid: str, consumer_pid: str, state: str) -> dict[str, Any]:
-    return {"@context": CONTEXT, "@type": "TransferProcess", "providerPid": provider_pid,
+    return {"@context": list(PLAIN_CONTEXT), "@type": "TransferProcess", "providerPid": provider_pid,
             "consumerPid": consumer_pid, "state": state}
 
 
-def start_message(*, provider_pid: str, consumer_pid: str, endpoint: str, token: str,
-                  expires_at: int) -> dict[str, Any]:
-    """TransferStartMessage with the pull DataAddress; the token needs a proof of possession on use."""
-    def prop(name: str, value: Any) -> dict[str, Any]:
-        return {"@type": "EndpointProperty", "name": name, "value": value}
+def data_address(endpoint: str, properties: dict[str, Any], *,
+                 endpoint_type: str = HTTP_ENDPOINT_TYPE) -> dict[str, Any]:
+    """A DSP ``DataAddress``; endpoint property values are strings (the schema's rule)."""
+    props = [{"@type": "EndpointProperty", "name": str(name), "value": _text(value)}
+             for name, value in properties.items() if value is not None]
+    address: dict[str, Any] = {"@type": "DataAddress", "endpointType": endpoint_type, "endpoint": endpoint}
+    if props:
+        address["endpointProperties"] = props
+    return address
 
-    return {"@context": CONTEXT, "@type": "TransferStartMessage", "providerPid": provider_pid,
-            "consumerPid": consumer_pid,
-            "dataAddress": {"@type": "DataAddress", "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
-                            "endpoint": endpoint,
-                            "endpointProperties": [prop("authorization", token), prop("authType", AUTH_TYPE),
-                                                   prop("expiresAt", expires_at),
-                                                   prop("formats", ["csv", "json", "parquet"])]}}
+
+def _text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def start_message(*, provider_pid: str, consumer_pid: str, address: dict[str, Any] | None = None,
+                  endpoint: str | None = None, token: str | None = None,
+                  expires_at: int | None = None) -> dict[str, Any]:
+    """TransferStartMessage. PULL: ``address`` (from ``data_address``) or the TwinSpace data plane's
+    ``endpoint`` + ``token`` (a proof of possession is needed on use); PUSH: no address."""
+    msg: dict[str, Any] = {"@context": list(PLAIN_CONTEXT), "@type": "TransferStartMessage",
+                           "providerPid": provider_pid, "consumerPid": consumer_pid}
+    if address is None and endpoint is not None:
+        address = data_address(endpoint, {"authorization": token, "authType": AUTH_TYPE, "expiresAt": expires_at,
+                                          "formats": ["csv", "json", "parquet"]})
+    if address is not None:
+        msg["dataAddress"] = address
+    return msg
+
+
+def code_message(kind: str, *, provider_pid: str, consumer_pid: str, code: str | None = None,
+                 reason: list[Any] | None = None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"@context": list(PLAIN_CONTEXT), "@type": kind, "providerPid": provider_pid,
+                           "consumerPid": consumer_pid}
+    if code:
+        msg["code"] = str(code)[:100]
+    if reason:
+        msg["reason"] = [str(r)[:500] for r in reason][:10]
+    return msg

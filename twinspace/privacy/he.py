@@ -1,17 +1,14 @@
-"""Compute side of privacy-preserving queries (runs where the provider's data is).
+"""Homomorphic-encryption side of privacy-preserving queries (runs where the provider's data is).
 
-Protocol (encrypted-mask mode): the consumer sends a public TenSEAL context (no secret key, no
-Galois keys) and a 0/1 row mask encrypted in chunks of ``slots`` rows. Here each chunk is
-multiplied slot-wise by the plaintext provider values and the products are summed slot-wise
-(no rotations, hence no Galois keys). Before returning, ONE fresh encryption is added carrying
-(a) a random vector whose slots sum to zero (mod t for BFV) — the "zero-sum" blinding, so the
-per-slot partial sums are hidden and the consumer learns only the total when it sums the slots —
-and (b) differential-privacy Laplace noise in one random slot. See docs/privacy-queries.md for
-what each party learns and the circuit-privacy caveat.
+What reaches the consumer is always a FRESH encryption under its public context of numbers that are
+already differentially private (``twinspace/privacy/mechanisms.py``), plus a fresh zero-sum blinding
+vector from the OS CSPRNG (the consumer sums the slots): ``encrypt_result`` for plaintext-predicate
+queries, ``encrypt_statistics`` for secure-aggregation contributions, and ``linear_score`` multiplies
+the consumer's encrypted weights by an already noised vector. No ciphertext returned to the consumer
+has a noise term that depends on the data beyond those DP values (circuit privacy by construction).
 
-Plaintext-predicate mode (safer default, ``predicate_aggregate``): the predicate is evaluated in
-clear on declared columns, the cohort must be ≥ k, DP noise is added and only the noised result is
-freshly encrypted under the consumer's public context.
+``masked_sums`` (encrypted 0/1 masks) is kept for benchmarks only; the broker refuses encrypted-mask
+queries (docs/privacy-queries.md explains the noise channel of a crafted mask ciphertext).
 
 Pure code: no HTTP, no database. Errors are ``twinspace.errors`` with stable codes and no internals.
 """
@@ -20,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -30,7 +26,7 @@ import numpy as np
 import tenseal as ts
 
 from twinspace.errors import BadRequest, Forbidden, PayloadTooLarge, TwinSpaceError, Unprocessable
-from twinspace.privacy import dp
+from twinspace.privacy import mechanisms
 from twinspace.privacy.params import (ALLOWED, MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES, MAX_REQUEST_BYTES,
                                    ParamSet, identify)
 
@@ -240,25 +236,26 @@ def _slotwise_sums(pc: PublicContext, chunks: Sequence[bytes], columns: Sequence
 # ---------------------------------------------------------------- blinding + DP noise
 
 def _blind_and_noise(pc: PublicContext, acc, *, epsilon: float | None, sensitivity: float,
-                     magnitude: float, rng: np.random.Generator | None = None) -> bytes:
-    """Add ONE fresh encryption of (zero-sum random vector + DP noise in a random slot)."""
+                     magnitude: float) -> bytes:
+    """Add ONE fresh encryption of (zero-sum random vector + integer DP noise in a random slot).
+
+    The blinding values come from the OS CSPRNG (``mechanisms.blinding_rng``); the noise from OpenDP's
+    own sampler (discrete Laplace, Δ₁ = ``sensitivity``), so seeing the blinding reveals nothing of it."""
     s = pc.slots
-    g = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
-    j = int(g.integers(s))
+    g = mechanisms.blinding_rng()
+    j = g.randrange(s)
+    noise = int(mechanisms.noisy_vector([0], max(1, int(np.ceil(sensitivity))), epsilon)[0]) if epsilon else 0
     if pc.scheme == "bfv":
         t = pc.params.plain_modulus
-        r = g.integers(0, t, size=s, dtype=np.int64)
-        r[-1] = 0
-        r[-1] = (-int(r.sum(dtype=object))) % t
-        r = np.where(r > t // 2, r - t, r)  # centred int64 for the encoder
-        if epsilon is not None:
-            r[j] = int(r[j]) + dp.discrete_laplace_noise(sensitivity, epsilon, rng=g)
-        fresh = ts.bfv_vector(pc.ctx, [int(x) for x in r])
+        r = [g.randrange(t) for _ in range(s - 1)]
+        r.append((-sum(r)) % t)
+        r[j] = (r[j] + noise) % t
+        fresh = ts.bfv_vector(pc.ctx, [x - t if x > t // 2 else x for x in r])  # centred for the encoder
     else:
-        r = g.normal(0.0, CKKS_BLIND_FACTOR * max(magnitude, 1.0), size=s)
+        sigma = CKKS_BLIND_FACTOR * max(magnitude, 1.0)
+        r = np.array([g.gauss(0.0, sigma) for _ in range(s)])
         r -= r.mean()
-        if epsilon is not None:
-            r[j] += dp.laplace_noise(sensitivity, epsilon, rng=g)
+        r[j] += noise
         # the products were not rescaled: they sit at scale^2 on the top level
         try:
             fresh = ts.ckks_vector(pc.ctx, r.tolist(), scale=pc.params.global_scale ** 2)
@@ -272,16 +269,29 @@ def _blind_and_noise(pc: PublicContext, acc, *, epsilon: float | None, sensitivi
                          code="ciphertext_mismatch") from None
 
 
+def encrypt_result(pc: PublicContext, value: int) -> bytes:
+    """A released (already noised) integer as a FRESH encryption under the consumer's key, zero-sum
+    blinded over the slots. Nothing but fresh encryptions goes into it, so its noise carries no trace
+    of the data or of the computation (circuit privacy by construction)."""
+    res = [0] * pc.slots
+    res[0] = int(value)
+    if pc.scheme == "bfv":
+        acc = ts.bfv_vector(pc.ctx, res)
+    else:
+        acc = ts.ckks_vector(pc.ctx, [float(x) for x in res], scale=pc.params.global_scale ** 2)
+    return _blind_and_noise(pc, acc, epsilon=None, sensitivity=1, magnitude=abs(float(value)))
+
+
 # ---------------------------------------------------------------- query types
 
 def masked_sums(pc: PublicContext, mask_chunks: Sequence[bytes], columns: Sequence[np.ndarray],
-                bounds: Sequence[float], *, epsilon: float | None, parallel: bool | None = None,
-                rng: np.random.Generator | None = None) -> list[bytes]:
-    """For each column: encrypted Σ mask_i · clip(values_i, ±bound) + Laplace(bound/epsilon), zero-sum
-    blinded, in one pass over the mask. ``epsilon`` is per output (the caller composes).
+                bounds: Sequence[float], *, epsilon: float | None, parallel: bool | None = None) -> list[bytes]:
+    """For each column: encrypted Σ mask_i · clip(values_i, ±bound) + discrete Laplace(2·bound/epsilon),
+    zero-sum blinded, in one pass over the mask. ``epsilon`` is per output (the caller composes).
 
-    ``epsilon=None`` disables DP noise (only for trusted consumers / tests). DP holds for 0/1
-    masks; the compute side cannot verify that an encrypted mask is 0/1 (see the docs).
+    NOT OFFERED TO CONSUMERS (``broker/privacy/service.py`` refuses every encrypted-mask query): the
+    compute side cannot prove an encrypted mask is 0/1, and a crafted mask ciphertext's noise carries a
+    weighted sum of the values past the DP noise (docs/privacy-queries.md). Kept for benchmarks.
     """
     columns = [np.asarray(v) for v in columns]
     if not columns or len(columns) != len(bounds) or len({len(v) for v in columns}) != 1:
@@ -289,105 +299,71 @@ def masked_sums(pc: PublicContext, mask_chunks: Sequence[bytes], columns: Sequen
     rows = len(columns[0])
     _check_request(pc, mask_chunks, rows)
     if epsilon is not None:
-        dp.check_epsilon(epsilon)
-    prepared = [_prepare_values(pc, v, b, 50 * b / epsilon if epsilon is not None else 0.0)  # e^-50 tail
+        mechanisms.check_epsilon(epsilon)
+    prepared = [_prepare_values(pc, v, b, 100 * b / epsilon if epsilon is not None else 0.0)  # e^-50 tail
                 for v, b in zip(columns, bounds)]
     accs = _slotwise_sums(pc, mask_chunks, prepared, rows, parallel)
-    return [_blind_and_noise(pc, acc, epsilon=epsilon, sensitivity=b, magnitude=b * len(mask_chunks), rng=rng)
+    return [_blind_and_noise(pc, acc, epsilon=epsilon, sensitivity=2 * b, magnitude=b * len(mask_chunks))
             for acc, b in zip(accs, bounds)]
 
 
 def masked_sum(pc: PublicContext, mask_chunks: Sequence[bytes], values: np.ndarray, *,
-               bound: float, epsilon: float | None, parallel: bool | None = None,
-               rng: np.random.Generator | None = None) -> bytes:
-    """Encrypted Σ mask_i · clip(values_i, ±bound) + Laplace(bound/epsilon), zero-sum blinded."""
-    return masked_sums(pc, mask_chunks, [values], [bound], epsilon=epsilon, parallel=parallel, rng=rng)[0]
+               bound: float, epsilon: float | None, parallel: bool | None = None) -> bytes:
+    """Encrypted Σ mask_i · clip(values_i, ±bound) + noise, zero-sum blinded (see ``masked_sums``)."""
+    return masked_sums(pc, mask_chunks, [values], [bound], epsilon=epsilon, parallel=parallel)[0]
 
 
 def masked_count(pc: PublicContext, mask_chunks: Sequence[bytes], n_rows: int, *,
-                 epsilon: float | None, parallel: bool | None = None,
-                 rng: np.random.Generator | None = None) -> bytes:
+                 epsilon: float | None, parallel: bool | None = None) -> bytes:
     """Encrypted number of selected rows (padding slots beyond ``n_rows`` are multiplied by 0)."""
     return masked_sum(pc, mask_chunks, np.ones(n_rows, dtype=np.int64), bound=1, epsilon=epsilon,
-                      parallel=parallel, rng=rng)
+                      parallel=parallel)
 
 
 def histogram(pc: PublicContext, mask_chunks: Sequence[bytes], categories: np.ndarray, n_bins: int, *,
-              epsilon: float | None, parallel: bool | None = None,
-              rng: np.random.Generator | None = None) -> list[bytes]:
-    """One encrypted (noised) count per category 0..n_bins-1 among the selected rows.
-
-    Each row falls in exactly one bin, so noise Laplace(1/epsilon) per bin gives epsilon-DP for the
-    whole histogram (parallel composition). Bins are fixed by ``n_bins`` so that the set of
-    categories present is not revealed.
-    """
+              epsilon: float | None, parallel: bool | None = None) -> list[bytes]:
+    """One encrypted (noised) count per category 0..n_bins-1 among the selected rows (see ``masked_sums``)."""
     categories = np.asarray(categories)
     if categories.ndim != 1 or categories.dtype.kind not in "iu":
         raise Unprocessable("Categories must be integer codes.", code="invalid_values")
     if not 1 <= n_bins <= 1024 or (len(categories) and (categories.min() < 0 or categories.max() >= n_bins)):
         raise Unprocessable("Category codes must be in [0, n_bins).", code="invalid_values")
     indicators = [(categories == b).astype(np.int64) for b in range(n_bins)]
-    return masked_sums(pc, mask_chunks, indicators, [1] * n_bins, epsilon=epsilon, parallel=parallel, rng=rng)
+    return masked_sums(pc, mask_chunks, indicators, [1] * n_bins, epsilon=epsilon, parallel=parallel)
 
 
-def linear_score(pc: PublicContext, enc_weights: bytes, features: np.ndarray, *,
-                 bound: float | None = None, epsilon: float | None = None,
-                 rng: np.random.Generator | None = None) -> bytes:
-    """Encrypted w·x for the consumer's private weights w and one provider feature vector x.
+def check_weights(pc: PublicContext, enc_weights: bytes) -> None:
+    """A weights ciphertext is well formed (checked before any data is read)."""
+    _load_ct(pc, enc_weights, "weights ciphertext")
 
-    With ``epsilon``, Laplace noise of scale ``bound/epsilon`` is added (``bound`` = sensitivity
-    of the score, which depends on the weights the provider cannot see; the consumer declares it
-    in the agreement).
-    """
-    x = np.asarray(features)
-    if x.ndim != 1 or len(x) == 0 or len(x) > pc.slots:
+
+def linear_score(pc: PublicContext, enc_weights: bytes, noised_features: Sequence[int]) -> bytes:
+    """Encrypted w·x̃ for the consumer's private weights w and an ALREADY NOISED feature-sum vector x̃
+    (``mechanisms.release_group_sums``). Whatever the weights ciphertext holds (even a crafted one whose
+    noise term carries x̃ back), the consumer learns a post-processing of an ε-DP release."""
+    x = [int(v) for v in noised_features]
+    if not 1 <= len(x) <= pc.slots:
         raise Unprocessable(f"Features must be a vector of 1..{pc.slots} values.", code="invalid_values")
-    if epsilon is not None and bound is None:
-        raise BadRequest("A sensitivity bound is required with epsilon.", code="invalid_sensitivity")
     ct = _load_ct(pc, enc_weights, "weights ciphertext")
-    xb = np.abs(x).max() if len(x) else 1.0
-    v = _prepare_values(pc, x, float(max(xb, 1.0)))
-    plain = [int(a) for a in v] if pc.scheme == "bfv" else v.tolist()
+    plain = x + [0] * (pc.slots - len(x))
+    if pc.scheme == "ckks":
+        plain = [float(v) for v in plain]
     try:
         acc = ct * plain
     except Exception:  # noqa: BLE001
         raise BadRequest("The weights do not match the encryption parameters.", code="ciphertext_mismatch") from None
-    return _blind_and_noise(pc, acc, epsilon=epsilon, sensitivity=bound or 1.0,
-                            magnitude=float(xb), rng=rng)
+    return _blind_and_noise(pc, acc, epsilon=None, sensitivity=1, magnitude=float(max(abs(v) for v in x) or 1))
 
 
-# ---------------------------------------------------------------- plaintext-predicate mode
-
-def predicate_aggregate(pc: PublicContext, values: np.ndarray, predicate: np.ndarray, *, k: int,
-                        epsilon: float, bound: float, kind: str = "sum",
-                        rng: np.random.Generator | None = None) -> bytes:
-    """Safer default: plaintext predicate on declared columns, cohort ≥ k, DP noise, then a fresh
-    encryption of the noised result (zero-sum spread over the slots) under the consumer's key."""
-    predicate = np.asarray(predicate, dtype=bool)
-    values = np.asarray(values)
-    if predicate.shape != values.shape or values.ndim != 1:
-        raise Unprocessable("Predicate and values must have the same length.", code="invalid_values")
-    dp.enforce_k_threshold(int(predicate.sum()), k)
-    dp.check_epsilon(epsilon)
-    if kind == "count":
-        total, sens = int(predicate.sum()), 1.0
-    elif kind == "sum":
-        v = _prepare_values(pc, values, bound, 50 * bound / epsilon)[:len(values)]
-        total, sens = (int(v[predicate].sum()) if pc.scheme == "bfv" else float(v[predicate].sum())), bound
-    else:
-        raise BadRequest("kind must be 'sum' or 'count'.", code="invalid_query")
-    g = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
-    if pc.scheme == "bfv":
-        noised = total + dp.discrete_laplace_noise(sens, epsilon, rng=g)
-        res = np.zeros(pc.slots, dtype=np.int64)
-        res[0] = noised
-        acc = ts.bfv_vector(pc.ctx, [int(a) for a in res])
-    else:
-        noised = total + dp.laplace_noise(sens, epsilon, rng=g)
-        res = np.zeros(pc.slots)
-        res[0] = noised
-        acc = ts.ckks_vector(pc.ctx, res.tolist(), scale=pc.params.global_scale ** 2)
-    return _blind_and_noise(pc, acc, epsilon=None, sensitivity=sens, magnitude=abs(noised), rng=g)
+def check_encodable(pc: PublicContext, rows: int, bound: int, epsilon: float) -> None:
+    """Data-independent: can a noised sum of ``rows`` values in ±bound (fixed point) be encrypted without
+    wrapping (BFV) or overflowing the encoder (CKKS)? Decided from public facts only, before data is read,
+    so this refusal tells nothing about the data (the noise margin is e^-100-tail Laplace at this epsilon)."""
+    margin = 200 * 2 * bound / epsilon + 10 ** 6
+    limit = pc.params.plain_modulus // 2 if pc.scheme == "bfv" else 2.0 ** 100
+    if bound * max(rows, 1) + margin >= limit:
+        raise Unprocessable("The sum could overflow these encryption parameters; lower the bound or scale.",
+                            code="sum_may_overflow")
 
 
 # ---------------------------------------------------------------- secure aggregation
@@ -431,26 +407,13 @@ def secure_aggregate(ciphertexts: Sequence[bytes], min_providers: int, *, ctx: P
 
 
 __all__ = ["PublicContext", "load_public_context", "masked_sums", "masked_sum", "masked_count", "histogram",
-           "linear_score", "predicate_aggregate", "encrypt_statistics", "secure_aggregate", "check_ciphertext",
-           "ALLOWED"]
-
-
-def scaled_bound(bound: float, scheme: str, scale: int) -> float:
-    """The clipping bound in the units the scheme computes in (BFV: fixed-point integers)."""
-    return float(np.ceil(bound * 10 ** scale)) if scheme == "bfv" else float(bound)
+           "linear_score", "encrypt_result", "check_weights", "check_encodable", "encrypt_statistics",
+           "secure_aggregate", "check_ciphertext", "provider_statistics", "ALLOWED"]
 
 
 def provider_statistics(values: np.ndarray, *, scheme: str, bound: float, scale: int, epsilon: float,
-                        rng: np.random.Generator | None = None) -> np.ndarray:
-    """What a provider's connector encrypts for a round: [Σ clip(v), count], each with DP noise
-    (epsilon split over the two statistics). Pure; runs on the provider's machine."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    b = scaled_bound(bound, scheme, scale)
-    if scheme == "bfv":
-        clipped = np.clip(np.rint(v * 10 ** scale), -b, b).astype(np.int64)
-        return np.array([int(clipped.sum()) + dp.discrete_laplace_noise(b, epsilon / 2, rng=rng),
-                         len(v) + dp.discrete_laplace_noise(1, epsilon / 2, rng=rng)], dtype=np.int64)
-    clipped = np.clip(v, -b, b)
-    return np.array([clipped.sum() + dp.laplace_noise(b, epsilon / 2, rng=rng),
-                     len(v) + dp.laplace_noise(1, epsilon / 2, rng=rng)])
+                        measure: str = "pure") -> np.ndarray:
+    """What a provider's connector encrypts for a round: [noised Σ clip(v), noised count], integers in
+    fixed point 10^scale whatever the scheme (``mechanisms.contribution_statistics``). Pure; runs on the
+    provider's machine. ``scheme`` is accepted for the callers' symmetry: the noise never depends on it."""
+    return mechanisms.contribution_statistics(values, bound=bound, scale=scale, cost=epsilon, measure=measure)

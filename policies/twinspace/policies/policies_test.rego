@@ -107,6 +107,13 @@ test_policy_validity_window if {
 	denied_because(policies.purpose_restricted.decide(with_params({"purposes": ["research"], "not_before": 1100})), "not started")
 }
 
+test_policy_elapsed_time if {
+	# ODRL elapsedTime: the agreement started at 0, now is 1000
+	denied_because(policies.purpose_restricted.decide(with_params({"purposes": ["research"], "max_elapsed_seconds": 999})), "elapsed time")
+	policies.purpose_restricted.decide(with_params({"purposes": ["research"], "max_elapsed_seconds": 1000})).allow
+	policies.open_data.decide(with_params({"max_elapsed_seconds": 1000})).allow
+}
+
 # --- clearance versus classification (分级) ------------------------------------------------------
 test_clearance_at_or_above_classification_is_allowed if {
 	policies.purpose_restricted.decide(with_asset({"classification": "public"})).allow
