@@ -16,8 +16,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", dependencies=[public_route])
 async def healthz() -> dict:
-    """The process is up. Async on purpose: it answers from the event loop even when every worker
-    thread and database slot is busy."""
+    """The process is up (async: it answers even when every worker thread and database slot is busy)."""
     return {"status": "ok", "version": __version__}
 
 
