@@ -83,6 +83,7 @@ STEPS: list[Callable[[DemoContext], None]] = [
     __import__("twinspace.demo.catalog", fromlist=["x"]).step_catalog_publish,
     __import__("twinspace.demo.catalog", fromlist=["x"]).step_catalog_list,
     __import__("twinspace.demo.twins", fromlist=["x"]).step_twin_profiles,
+    __import__("twinspace.demo.standards", fromlist=["x"]).step_standards,
     __import__("twinspace.demo.policy", fromlist=["x"]).step_policies,
     __import__("twinspace.demo.contracts", fromlist=["x"]).step_contract_negotiate,
     __import__("twinspace.demo.contracts", fromlist=["x"]).step_contract_download,
