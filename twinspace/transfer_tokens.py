@@ -1,8 +1,11 @@
 """Transfer tokens and proofs of possession (pure: keys in, claims out).
 
-* **Transfer token** — EdDSA JWT by the broker, ``token_use=transfer``, audience ``<issuer>/dataplane``,
-  bound to one transfer process (``tpid``), its agreement (``agr``), the consumer (``sub``), the asset
-  version (``asset``) and the consumer's key (``cnf.kid``, the RFC 7638 thumbprint). Short-lived.
+* **Transfer token** — EdDSA JWT by the broker, ``token_use=transfer``, audience the provider
+  connector's normalised endpoint (``twinspace.dataplane.normalise_endpoint``), bound to one transfer
+  process (``tpid``), its agreement (``agr``), the consumer (``sub``), the provider (``prv``), the asset
+  version (``asset``) and the consumer's key (``cnf.kid``, the RFC 7638 thumbprint, and ``cnf.x``, the
+  raw public key, so the connector checks the proof offline). Short-lived; the connector accepts each
+  ``jti`` once.
 * **Proof of possession** (DPoP-like, RFC 9449 in spirit) — on every data-plane request the consumer
   sends a fresh JWT signed with the key named by ``cnf.kid``: header ``typ=twinspace-pop+jwt``, claims
   ``htm`` (method), ``htu`` (request path), ``iat``, ``jti`` (single use) and ``ath`` (base64url
@@ -27,31 +30,34 @@ POP_TYP = "twinspace-pop+jwt"
 ALGORITHMS = ["EdDSA"]
 
 
-def dataplane_audience(issuer: str) -> str:
-    return f"{issuer}/dataplane"
-
-
-def issue_transfer_token(broker_key: Ed25519PrivateKey, *, issuer: str, consumer_id: str, consumer_kid: str,
-                         transfer_id: str, agreement_id: str, asset: dict[str, Any], generation: int, ttl: int,
+def issue_transfer_token(broker_key: Ed25519PrivateKey, *, issuer: str, audience: str, consumer_id: str,
+                         consumer_kid: str, consumer_key: str, provider_id: str, transfer_id: str,
+                         agreement_id: str, asset: dict[str, Any], generation: int, ttl: int,
                          not_after: float | None = None) -> tuple[str, int]:
+    """``audience``: the connector's normalised endpoint; ``consumer_key``: the raw public key (b64url)."""
     now = int(time.time())
     exp = now + ttl
     if not_after is not None:
         exp = min(exp, int(not_after))
-    claims = {"iss": issuer, "aud": dataplane_audience(issuer), "sub": consumer_id, "iat": now, "exp": exp,
+    claims = {"iss": issuer, "aud": audience, "sub": consumer_id, "iat": now, "exp": exp,
               "jti": uuid.uuid4().hex, "token_use": "transfer", "tpid": transfer_id, "agr": agreement_id,
-              "gen": generation, "asset": asset, "cnf": {"kid": consumer_kid}}
+              "prv": provider_id, "gen": generation, "asset": asset,
+              "cnf": {"kid": consumer_kid, "x": consumer_key}}
     token = jwt.encode(claims, broker_key, algorithm="EdDSA", headers={"kid": key_id(broker_key.public_key())})
     return token, exp
 
 
-def decode_transfer_token(token: str, broker_public: Ed25519PublicKey, *, issuer: str, leeway: int) -> dict[str, Any]:
+def decode_transfer_token(token: str, broker_public: Ed25519PublicKey, *, issuer: str, audience: str,
+                          leeway: int) -> dict[str, Any]:
+    """At the connector: ``audience`` is its own normalised endpoint (a token for another is refused)."""
     try:
-        claims = jwt.decode(token, broker_public, algorithms=ALGORITHMS, audience=dataplane_audience(issuer),
+        claims = jwt.decode(token, broker_public, algorithms=ALGORITHMS, audience=audience,
                             issuer=issuer, leeway=leeway,
                             options={"require": ["iss", "aud", "sub", "exp", "iat", "jti"], "strict_aud": True})
     except jwt.ExpiredSignatureError:
         raise Unauthorized("The transfer token has expired; request a new one.", code="expired_transfer_token") from None
+    except jwt.InvalidAudienceError:
+        raise Unauthorized("The transfer token is for another connector.", code="wrong_audience") from None
     except jwt.PyJWTError:
         raise Unauthorized("The transfer token is invalid.", code="invalid_transfer_token") from None
     if claims.get("token_use") != "transfer" or not isinstance(claims.get("cnf"), dict):
