@@ -72,3 +72,8 @@ class TooManyRequests(TwinSpaceError):
 
 class ServiceUnavailable(TwinSpaceError):
     status, title, default_code = 503, "Service Unavailable", "service_unavailable"
+
+
+class BadGateway(TwinSpaceError):
+    """A connector could not be reached or answered badly; one uniform answer, so it is no port scanner."""
+    status, title, default_code = 502, "Bad Gateway", "connector_unreachable"
