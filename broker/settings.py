@@ -66,9 +66,8 @@ class Settings(BaseSettings):
     # --- feature settings are added below, one block per feature ------------------
 
     # catalog
-    vault_master_key_file: Path | None = Field(None, description="AES-256 key wrapping per-asset data keys; "
-                                               "default data_dir/vault_master.key (0600). Same file on every replica.")
-    catalog_max_upload_bytes: int = Field(536_870_912, ge=1024, description="Largest table a provider may upload.")
+    catalog_max_upload_bytes: int = Field(536_870_912, ge=1024, description="Largest table a connector's "
+                                          "manifest may announce (bytes).")
     catalog_min_k_natural_person: int = Field(5, ge=2, description="k-anonymity floor for natural-person assets.")
     dsp_participant_id: str | None = Field(None, description="DSP participantId of this connector (the "
                                            "catalog's participantId, agreements' assigner); default: issuer.")
@@ -79,9 +78,12 @@ class Settings(BaseSettings):
                                           "Empty: none.")
     dsp_transfer_autostart: bool = Field(True, description="Start a requested DSP transfer at once when the "
                                          "agreement and a fresh policy decision allow it (broker-hosted data).")
-    connector_hosts: list[str] = Field(default_factory=list, description="Hosts the broker may fetch "
-                                       "connector-hosted data from (JSON list; '.example.org' admits its "
-                                       "subdomains). Empty: any host — restrict it in production.")
+    connector_allow_networks: list[str] = Field(default_factory=list, description="CIDRs of non-public "
+                                                "addresses (private, loopback, link-local, CGNAT, ...) the broker "
+                                                "may still call connectors at (JSON list, e.g. [\"127.0.0.0/8\"]). "
+                                                "Empty: connectors must be at public addresses.")
+    connector_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of each broker call "
+                                             "to a connector (ownership, manifest, push, compute).")
 
 
     # policies (broker/policy; docs/policies.md)
@@ -113,8 +115,6 @@ class Settings(BaseSettings):
                                             "token (bound to the agreement and the consumer key).")
     transfer_pop_max_age_seconds: int = Field(60, ge=5, le=300, description="Max age of the proof-of-possession "
                                               "JWT sent with each data-plane request (single use).")
-    dataplane_url: str | None = Field(None, description="Public base URL of the data plane put in DSP "
-                                      "DataAddress endpoints; default: a path relative to the broker.")
 
     # privacy-preserving queries (broker/privacy; docs/privacy-queries.md). Policies override these per agreement.
     privacy_epsilon_per_query: float = Field(0.5, gt=0, le=10, description="Default epsilon per encrypted query "
