@@ -1,13 +1,15 @@
-"""Publish a de-identified table to a broker: build the asset metadata from the table and its
-de-identification report, re-check the privacy model locally (nothing is sent when it fails), then
-upload and publish through ``BrokerClient`` in one atomic broker transaction."""
+"""Publish a de-identified table: build the asset metadata from the table and its de-identification
+report, re-check the privacy model locally (nothing is sent when it fails), place the table in the
+provider's own connector, and publish the metadata only (``BrokerClient.catalog_publish`` with
+``data_endpoint``): the broker never receives a row."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -81,16 +83,36 @@ def prepare(data: bytes, *, title: str, classification: str, domain: str, offers
     }
 
 
-def publish_file(client, path: Path, *, report: dict[str, Any] | None = None, asset_id: str | None = None,
-                 data_endpoint: str | None = None, **kwargs: Any) -> dict[str, Any]:
-    """Check locally, then upload and publish ``path`` (or a new version of ``asset_id``). With
-    ``data_endpoint`` (the base URL of this provider's ``twinspace connector serve``) nothing is
-    uploaded: the file stays here and the broker fetches it from that endpoint on each access."""
+class Connector(Protocol):
+    """Where a provider's rows live: its connector's endpoint and a way to place a table there."""
+
+    endpoint: str
+
+    def put(self, data: bytes) -> str: ...
+
+
+@dataclass
+class LocalConnector:
+    """A connector whose data directory is on this machine (``twinspace connector serve --data-dir``)."""
+
+    endpoint: str
+    data_dir: Path
+
+    def put(self, data: bytes) -> str:
+        from connectors.node.store import DataStore
+
+        return DataStore(Path(self.data_dir)).put(data)
+
+
+def publish_file(client, path: Path, *, connector: Connector, report: dict[str, Any] | None = None,
+                 asset_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Check locally, place ``path`` in the provider's ``connector``, then publish its metadata (or a new
+    version of ``asset_id``) with the connector as ``data_endpoint``."""
     data = Path(path).read_bytes()
     metadata = prepare(data, report=report, **kwargs)
-    if data_endpoint:
-        metadata["data_endpoint"] = data_endpoint
-    return client.catalog_publish(metadata, data, asset_id=asset_id)
+    connector.put(data)
+    metadata["data_endpoint"] = connector.endpoint
+    return client.catalog_publish(metadata, asset_id=asset_id)
 
 
 def parse_offer(spec: str) -> dict[str, Any]:

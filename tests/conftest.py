@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,9 @@ def database_url(request, tmp_path) -> str | None:
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
-    return Settings(data_dir=tmp_path / "broker", database_url=None, redis_url=None)
+    # Test connectors listen on loopback: the broker's SSRF guard admits exactly that range.
+    return Settings(data_dir=tmp_path / "broker", database_url=None, redis_url=None,
+                    connector_allow_networks=["127.0.0.0/8"])
 
 
 @pytest.fixture
@@ -129,10 +131,31 @@ class OrgHandle:
         return self.client.headers()
 
 
+@dataclass
+class HostingClient(BrokerClient):
+    """A provider's client whose ``catalog_publish(meta, data)`` first places ``data`` at the provider's
+    own connector (a real connector process on loopback, started and registered on first use) and
+    publishes the metadata with that ``data_endpoint`` — the broker never receives the rows."""
+
+    connector_factory: Callable[[], Any] | None = None
+
+    def catalog_publish(self, metadata: dict[str, Any], data: bytes | None = None,
+                        asset_id: str | None = None) -> dict[str, Any]:
+        if data is not None and not metadata.get("data_endpoint") and self.connector_factory is not None:
+            connector = self.connector_factory()
+            connector.put(data)
+            metadata = {**metadata, "data_endpoint": connector.endpoint}
+        return super().catalog_publish(metadata, data, asset_id=asset_id)
+
+
 @pytest.fixture
-def make_org(runtime, settings, client):
-    """``make_org(role, name=None, org_type=..., attributes=...)`` → an authenticated OrgHandle."""
+def make_org(runtime, settings, client, tmp_path):
+    """``make_org(role, name=None, org_type=..., attributes=...)`` → an authenticated OrgHandle. A
+    provider's handle has ``connector()``: its own connector (started and registered on first use)."""
+    from twinspace.testing.connector import ConnectorHarness
+
     counter = {"n": 0}
+    running: list[Any] = []
 
     def _make(role: str, name: str | None = None, *, org_type: str = "other",
               attributes: dict[str, Any] | None = None) -> OrgHandle:
@@ -140,7 +163,26 @@ def make_org(runtime, settings, client):
         name = name or f"{role.title()} Org {counter['n']}"
         new = create_org_with_key(runtime.engine, name=name, role=role, key_dir=settings.data_dir / "keys",
                                   org_type=org_type, attributes=attributes)
-        sdk = BrokerClient(client, new.org_id, new.private_key, audience=settings.issuer)
-        return OrgHandle(new.org_id, new.name, new.role, new.private_key, new.kid, sdk)
+        handle = OrgHandle(new.org_id, new.name, new.role, new.private_key, new.kid, None)  # type: ignore[arg-type]
+        own: dict[str, Any] = {}
 
-    return _make
+        def connector() -> Any:
+            if "harness" not in own:
+                link = BrokerClient(client, new.org_id, new.private_key, audience=settings.issuer)
+                harness = ConnectorHarness(new.org_id, new.private_key, broker=link, broker_issuer=settings.issuer,
+                                           broker_public_key=runtime.broker_key.public_key(),
+                                           data_dir=tmp_path / f"connector-{new.org_id}")
+                harness.start()
+                running.append(harness)
+                handle.client.connector_register(harness.endpoint)
+                own["harness"] = harness
+            return own["harness"]
+
+        handle.connector = connector  # type: ignore[attr-defined]
+        handle.client = HostingClient(client, new.org_id, new.private_key, audience=settings.issuer,
+                                      connector_factory=connector if role == "provider" else None)
+        return handle
+
+    yield _make
+    for harness in running:
+        harness.stop()

@@ -43,8 +43,8 @@ def check_profile(profile: Profile, *, classification: str, domain: str, offers:
 
 
 def publish_profile(client, profile: Profile, work_dir: Path, *, title: str, classification: str, domain: str,
-                    offers: list[dict[str, Any]], keywords: list[str] | None = None, asset_id: str | None = None,
-                    data_endpoint: str | None = None) -> dict[str, Any]:
+                    offers: list[dict[str, Any]], connector, keywords: list[str] | None = None,
+                    asset_id: str | None = None) -> dict[str, Any]:
     """Publish a profile bound to its source asset (``Profile.with_source``)."""
     src = profile.source or {}
     if not src.get("asset_id") or not src.get("version"):
@@ -55,17 +55,17 @@ def publish_profile(client, profile: Profile, work_dir: Path, *, title: str, cla
     return publish_file(client, path, title=title, description=profile_description(profile),
                         keywords=profile_keywords(profile, keywords), classification=classification, domain=domain,
                         offers=offers, twin_category=profile.twin_category, entity_type=profile.entity_type,
-                        bbox=profile.bbox, asset_id=asset_id, data_endpoint=data_endpoint)
+                        bbox=profile.bbox, asset_id=asset_id, connector=connector)
 
 
-def publish_with_profile(client, source_path: Path, profile: Profile, work_dir: Path, *,
+def publish_with_profile(client, source_path: Path, profile: Profile, work_dir: Path, *, connector,
                          source: dict[str, Any], profile_meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Publish a source table and its profile as a pair. Both are checked locally first; if the profile
     is then refused by the broker, the just-published source is withdrawn, so no half pair stays."""
     check_profile(profile, **{k: profile_meta[k] for k in ("classification", "domain", "offers", "title")})
-    asset = publish_file(client, source_path, **source)
+    asset = publish_file(client, source_path, connector=connector, **source)
     try:
-        prof = publish_profile(client, profile.with_source(asset), work_dir, **profile_meta)
+        prof = publish_profile(client, profile.with_source(asset), work_dir, connector=connector, **profile_meta)
     except Exception as exc:
         try:
             client.catalog_withdraw(asset["id"], "its entity profile could not be published")

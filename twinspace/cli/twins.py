@@ -142,9 +142,14 @@ def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
                                                        "(its SHA-256 must match) instead of publishing TABLE."),
             k: int = typer.Option(10, help="k-threshold for the profile."),
             work_dir: Path = typer.Option(Path("."), help="Where the profile table is written."),
+            connector: str = typer.Option(..., "--connector", envvar="TWINSPACE_CONNECTOR_URL",
+                                          help="Your connector's endpoint (registered with the broker)."),
+            connector_dir: Path = typer.Option(..., "--connector-dir", envvar="TWINSPACE_CONNECTOR_DIR",
+                                               help="Your connector's data directory (the tables are placed there)."),
             audience: str = typer.Option("twinspace-broker", help="The broker's issuer name.")) -> None:
-    """Publish TABLE and its entity profile as a pair (or only the profile of --source-asset)."""
-    from connectors.publish import parse_offer
+    """Publish TABLE and its entity profile as a pair (or only the profile of --source-asset). The tables go
+    to your connector; the broker receives their metadata only."""
+    from connectors.publish import LocalConnector, parse_offer
     from connectors.twins.publish import publish_profile, publish_with_profile
     from twinspace.client.broker import BrokerClient, BrokerError
 
@@ -155,12 +160,13 @@ def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
         meta = {"title": profile_title or f"{title} — entity profile", "classification": classification,
                 "domain": domain, "offers": p_offers}
         client = BrokerClient.connect(broker, org_id, key, audience=audience)
+        host = LocalConnector(connector, connector_dir)
         if source_asset:
             src = client.catalog_get(source_asset)
-            p = publish_profile(client, prof.with_source(src), work_dir, **meta)
+            p = publish_profile(client, prof.with_source(src), work_dir, connector=host, **meta)
             typer.echo(f"published profile {p['id']} v{p['version']} of {src['id']} v{src['version']}")
             return
-        asset, p = publish_with_profile(client, table, prof, work_dir,
+        asset, p = publish_with_profile(client, table, prof, work_dir, connector=host,
                                         source={"title": title, "classification": classification, "domain": domain,
                                                 "offers": offers}, profile_meta=meta)
     except ConnectorError as exc:

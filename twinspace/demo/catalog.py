@@ -21,8 +21,7 @@ def step_catalog_publish(ctx) -> None:
     from connectors import ingest
     from twinspace.testing import synthetic
 
-    work = ctx.settings.data_dir / "connector-work"
-    work.mkdir(parents=True, exist_ok=True)
+    work = ctx.work_dir("provider")
     # 1. Taipei Department of Transportation: the real parking-lot feed (public; operator phones dropped)
     if SHARED_TAIPEI.is_file():
         parking = ingest.ingest_taipei_parking(SHARED_TAIPEI).table
@@ -33,12 +32,13 @@ def step_catalog_publish(ctx) -> None:
     write_table(work / "parking.arrow", parking)
     cfg = parse_config({"columns": {"telephone": {"technique": "drop"}}} if "telephone" in parking.column_names else {})
     res = deidentify(work / "parking.arrow", cfg, work / "parking.deid.arrow")
-    a1 = publish_file(ctx.client("provider"), res.path, report=res.report,
+    a1 = publish_file(ctx.client("provider"), res.path, connector=ctx.connector("provider"), report=res.report,
                       title="Taipei public parking lots", description=f"Car parks with space counts; {source}.",
                       keywords=["parking", "停車場", "Taipei"], classification="public", domain="transport",
                       offers=[{"id": "open", "policy_id": "open-data", "params": {}}])
     # 2. City Planning Bureau: a building stock with owners (pseudonymised, k-anonymous over QIs)
     stock = synthetic.building_stock(600, seed=7)
+    work = ctx.work_dir("provider2")
     write_table(work / "buildings.arrow", stock)
     cfg = parse_config({
         "quasi_identifiers": ["district", "use", "year_built"],
@@ -50,7 +50,8 @@ def step_catalog_publish(ctx) -> None:
     res = deidentify(work / "buildings.arrow", cfg, work / "buildings.deid.arrow",
                      secrets={"owner_national_id": secrets.token_bytes(32)})
     res.require_policy()
-    a2 = publish_file(ctx.client("provider2"), res.path, report=res.report, title="Building stock (de-identified)",
+    a2 = publish_file(ctx.client("provider2"), res.path, connector=ctx.connector("provider2"), report=res.report,
+                      title="Building stock (de-identified)",
                       description="Buildings with use, age band and floor area; owners pseudonymised.",
                       keywords=["buildings", "planning"], classification="internal", domain="planning",
                       offers=[{"id": "research", "policy_id": "purpose-restricted",

@@ -23,7 +23,7 @@ def _energy_table(n: int, seed: int) -> pa.Table:
                      "floor_area_m2": area, "kwh_year": (area * rng.uniform(80, 160, n)).round().astype(np.int64)})
 
 
-def _publish(client, table: pa.Table, title: str) -> dict:
+def _publish(ctx, label: str, table: pa.Table, title: str) -> dict:
     from connectors.publish import prepare
 
     sink = pa.BufferOutputStream()
@@ -34,7 +34,7 @@ def _publish(client, table: pa.Table, title: str) -> dict:
                    twin_category="building_structure", entity_type="Building",
                    description="Yearly electricity use per public building; aggregate queries only.",
                    units={"kwh_year": "kWh", "floor_area_m2": "m2"})
-    return client.catalog_publish(meta, data)
+    return ctx.publish(label, meta, data)
 
 
 def step_encrypted_query(ctx) -> None:
@@ -48,7 +48,7 @@ def step_encrypted_query(ctx) -> None:
     agreements, assets = {}, {}
     for label, title in (("provider2", "Public building energy use (planning)"),
                          ("provider", "Transport facility energy use")):
-        asset = _publish(ctx.client(label), tables[label], title)
+        asset = _publish(ctx, label, tables[label], title)
         assets[label] = asset
         agreements[label] = negotiate(consumer, ctx.client(label),
                                       f"urn:twinspace:offer:{asset['id']}:v{asset['version']}:aggregate", "research")

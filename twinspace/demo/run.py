@@ -1,7 +1,8 @@
 """``twinspace demo``: the data space end to end, in process, on embedded defaults.
 
 Each feature contributes steps (functions taking the DemoContext) to ``STEPS``; they run in order
-against one broker served in-process through FastAPI's TestClient (no sockets, no services).
+against one broker served on a loopback port, with each provider's connector a process of its own
+(``twinspace/demo/connectors.py``): the providers' rows stay in their connectors' directories.
 """
 
 from __future__ import annotations
@@ -14,12 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import warnings
-
+import httpx
 from fastapi import FastAPI
-
-warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-from fastapi.testclient import TestClient  # noqa: E402  (after the filter: the demo's output stays clean)
 from rich.console import Console
 from rich.table import Table
 
@@ -42,13 +39,21 @@ class DemoContext:
     settings: Settings
     runtime: Runtime
     app: FastAPI
-    http: TestClient
+    http: Any  # an httpx.Client on the broker (a TestClient in tests)
     participants: dict[str, Participant] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = None  # the demo's directory (broker, keys, providers, connectors beside each other)
+    # (ctx, label) -> a started connector with .endpoint, .put(bytes) and .stop(); None: in-thread harness
+    connector_factory: Callable[["DemoContext", str], Any] | None = None
+    connectors: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base(self) -> Path:
+        return self.root or self.settings.data_dir.parent
 
     def add_participant(self, label: str, *, name: str, role: str, org_type: str,
                         attributes: dict[str, Any] | None = None) -> Participant:
-        org = create_org_with_key(self.runtime.engine, name=name, role=role, key_dir=self.settings.data_dir / "keys",
+        org = create_org_with_key(self.runtime.engine, name=name, role=role, key_dir=self.base / "keys",
                                   org_type=org_type, attributes=attributes, actor="demo")
         client = BrokerClient(self.http, org.org_id, org.private_key, audience=self.settings.issuer)
         self.participants[label] = Participant(org, client)
@@ -56,6 +61,52 @@ class DemoContext:
 
     def client(self, label: str) -> BrokerClient:
         return self.participants[label].client
+
+    def work_dir(self, label: str) -> Path:
+        """A provider's own working files (raw and de-identified tables): never the broker's directory."""
+        path = self.base / "providers" / label
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def connector(self, label: str) -> Any:
+        """The provider's connector, started and registered with the broker (ownership proven) on first use."""
+        if label not in self.connectors:
+            connector = (self.connector_factory or _harness)(self, label)
+            self.connectors[label] = connector
+            self.client(label).connector_register(connector.endpoint)
+        return self.connectors[label]
+
+    def publish(self, label: str, metadata: dict[str, Any], data: bytes, asset_id: str | None = None) -> dict:
+        """The provider places the table in its connector and publishes the metadata only."""
+        connector = self.connector(label)
+        connector.put(data)
+        return self.client(label).catalog_publish({**metadata, "data_endpoint": connector.endpoint},
+                                                  asset_id=asset_id)
+
+    def stop_connectors(self) -> None:
+        for connector in self.connectors.values():
+            connector.stop()
+
+
+def _harness(ctx: DemoContext, label: str) -> Any:
+    """In-thread connector for a broker reached through a TestClient (tests of single steps)."""
+    from twinspace.testing.connector import ConnectorHarness
+
+    org = ctx.participants[label].org
+    link = BrokerClient(ctx.http, org.org_id, org.private_key, audience=ctx.settings.issuer)
+    harness = ConnectorHarness(org.org_id, org.private_key, broker=link, broker_issuer=ctx.settings.issuer,
+                               broker_public_key=ctx.runtime.broker_key.public_key(),
+                               data_dir=ctx.base / "connectors" / label)
+    harness.start()
+    return harness
+
+
+def _connector_process(ctx: DemoContext, label: str) -> Any:
+    from twinspace.demo.connectors import ConnectorProcess
+
+    org = ctx.participants[label].org
+    return ConnectorProcess(label, org.org_id, org.key_file, ctx.base / "connectors" / label,
+                            broker_url=str(ctx.http.base_url).rstrip("/"), audience=ctx.settings.issuer).start()
 
 
 def step_participants(ctx: DemoContext) -> None:
@@ -101,47 +152,58 @@ def run_demo(*, data_dir: Path | None = None, serve: bool = False, port: int = 8
     root = Path(data_dir) if data_dir else (Path(".twinspace-demo") if serve else Path(tempfile.mkdtemp(prefix="twinspace-demo-")))
     if root.exists() and keep:
         shutil.rmtree(root)
-    settings = Settings(data_dir=root, database_url=None, redis_url=None)
+    # The broker's state is a directory of its own: the canary test (tests/transfer/test_canary.py) reads
+    # all of it and finds no provider row there.
+    settings = Settings(data_dir=root / "broker", database_url=None, redis_url=None,
+                        connector_allow_networks=["127.0.0.0/8"])  # the demo's connectors listen on loopback
     console.rule("[bold]TwinSpace demo[/] — embedded defaults (SQLite, in-process policies and chain)")
-    console.print(f"Broker state: {settings.data_dir}")
+    console.print(f"Broker state: {settings.data_dir}; provider connectors: {root / 'connectors'}")
+    served, ctx = None, None
     try:
+        from twinspace.demo.connectors import ServedBroker
+
         runtime = Runtime.start(settings)
         app = create_app(settings, runtime=runtime)
-        with TestClient(app) as http:
-            ctx = DemoContext(console, settings, runtime, app, http)
-            if audit_bundle is not None:  # what an auditor takes away: kept after the demo's state is removed
-                ctx.state["audit_bundle_dir"] = Path(audit_bundle).resolve()
-            for step in STEPS:
-                console.rule(f"[cyan]{(step.__doc__ or step.__name__).strip().splitlines()[0]}")
-                step(ctx)
+        served = ServedBroker(app, port=port if serve else 0).start()
+        http = httpx.Client(base_url=served.url, timeout=120.0)
+        ctx = DemoContext(console, settings, runtime, app, http, root=root, connector_factory=_connector_process)
+        if audit_bundle is not None:  # what an auditor takes away: kept after the demo's state is removed
+            ctx.state["audit_bundle_dir"] = Path(audit_bundle).resolve()
+        for step in STEPS:
+            console.rule(f"[cyan]{(step.__doc__ or step.__name__).strip().splitlines()[0]}")
+            step(ctx)
+        console.rule("[bold green]Demo completed")
+        if serve:
+            _serve_forever(ctx, served)
     except Exception as exc:  # the demo reports any failure plainly and exits non-zero
         console.print(f"[bold red]Demo failed:[/] {type(exc).__name__}: {exc}")
         console.print(traceback.format_exc(limit=6), style="dim")
         return 1
     finally:
+        if ctx is not None:
+            ctx.stop_connectors()
+        if served is not None:
+            served.stop()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
-    console.rule("[bold green]Demo completed")
-    if serve:
-        import os
-
-        import uvicorn
-
-        from broker.settings import get_settings
-
-        # Serve the demo's own settings and runtime (not a factory reading the environment: get_settings() is
-        # cached and was already filled with the defaults, so the served broker opened an empty ./.twinspace).
-        os.environ["TWINSPACE_DATA_DIR"] = str(settings.data_dir)
-        for name in ("TWINSPACE_DATABASE_URL", "TWINSPACE_REDIS_URL"):  # the demo ran on embedded defaults
-            os.environ.pop(name, None)
-        get_settings.cache_clear()
-        who = Table("participant", "role", "org id (--org)", "key file (--key, or console login)",
-                    title="Log in to the console, or use the CLI, as")
-        for p in ctx.participants.values():
-            who.add_row(p.org.name, p.org.role, p.org.org_id, str(p.org.key_file))
-        console.print(who)
-        console.print(f"Serving the demo broker on http://127.0.0.1:{port} (console at "
-                      f"http://127.0.0.1:{port}/console; log in with a key from {settings.data_dir / 'keys'}). "
-                      "Ctrl-C stops it.")
-        uvicorn.run(create_app(settings, runtime=runtime), host="127.0.0.1", port=port)
     return 0
+
+
+def _serve_forever(ctx: DemoContext, served) -> None:
+    """``--serve``: the broker and the connectors stay up on the demo data until Ctrl-C."""
+    import time
+
+    who = Table("participant", "role", "org id (--org)", "key file (--key, or console login)",
+                title="Log in to the console, or use the CLI, as")
+    for p in ctx.participants.values():
+        who.add_row(p.org.name, p.org.role, p.org.org_id, str(p.org.key_file))
+    ctx.console.print(who)
+    for label, connector in ctx.connectors.items():
+        ctx.console.print(f"Connector of {ctx.participants[label].org.name}: {connector.endpoint}")
+    ctx.console.print(f"Serving the demo broker on {served.url} (console at {served.url}/console; log in with a "
+                      f"key from {ctx.base / 'keys'}). Ctrl-C stops it.")
+    try:
+        while served.thread.is_alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass

@@ -40,14 +40,15 @@ def _parking(ctx, data: Path, work: Path):
         if asset["content_hash"] == sha and "total_car" in table.column_names:
             prof = parking_profile(table, source_hash=sha)
             return asset, prof, publish_profile(client, prof.with_source(asset), work, title="Taipei parking profile",
-                                                classification="public", domain="transport", offers=OPEN)
+                                                classification="public", domain="transport", offers=OPEN,
+                                                connector=ctx.connector("provider"))
     path = work / "taipei-parking.arrow"
     write_table(path, ingest_taipei_parking(data / "taipei-parking" / "TCMSV_alldesc.json").table
                 .drop_columns(["telephone"]))
     table, sha = load_source(path)
     prof = parking_profile(table, source_hash=sha)
     asset, p = publish_with_profile(
-        client, path, prof, work,
+        client, path, prof, work, connector=ctx.connector("provider"),
         source={"title": "Taipei public parking lots (feed)", "classification": "public", "domain": "transport",
                 "keywords": ["parking", "停車場", "Taipei"], "offers": OPEN},
         profile_meta={"title": "Taipei parking profile", "classification": "public", "domain": "transport",
@@ -62,16 +63,15 @@ def step_twin_profiles(ctx) -> None:
         ctx.console.print("[yellow]Twin-entity profiles skipped:[/] the shared data (taipei-parking, cityjson) "
                           "was not found; set TWINSPACE_SHARED_DATA.")
         return
-    work = ctx.settings.data_dir / "connector-work"
-    work.mkdir(parents=True, exist_ok=True)
-    p_asset, p_prof, p_pub = _parking(ctx, data, work)
+    p_asset, p_prof, p_pub = _parking(ctx, data, ctx.work_dir("provider"))
+    work = ctx.work_dir("provider2")
     model = read_cityjson(data / "cityjson" / "delft.city.json", region="NL-ZH")
     bpath = work / "delft-buildings.arrow"
     write_table(bpath, objects_table(model, "Building", district_attribute="bronhouder"))
     table, sha = load_source(bpath)
     b_prof = building_profile(table, source_hash=sha)
     b_asset, b_pub = publish_with_profile(
-        ctx.client("provider2"), bpath, b_prof, work,
+        ctx.client("provider2"), bpath, b_prof, work, connector=ctx.connector("provider2"),
         source={"title": "Delft buildings (CityJSON 2.0, LoD1)", "classification": "public", "domain": "planning",
                 "keywords": ["buildings", "CityJSON", "Delft"],
                 "description": "160 buildings of the Delft BGT/IMGeo extract (cjio test data): footprints, heights, "
