@@ -1,0 +1,167 @@
+"""The connector's HTTP API (docs/data-plane.md): well-known document, ownership proofs, manifests,
+the pull route (the PEP in ``pep.py``), health. Every error is an RFC 9457 problem."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from connectors.node.config import NodeConfig
+from connectors.node.pep import POP_HEADER, TOKEN_HEADER, Enforcer
+from connectors.node.store import HEX64
+from twinspace.crypto import public_key_b64
+from twinspace.dataplane import MANIFEST, OWNERSHIP, sign_message
+from twinspace.errors import BadRequest, NotFound, PayloadTooLarge, TwinSpaceError
+
+log = logging.getLogger("twinspace.connector")
+PROBLEM = "application/problem+json"
+
+
+def problem_response(status: int, code: str, title: str, detail: str, extra: dict[str, Any] | None = None,
+                     instance: str | None = None) -> JSONResponse:
+    body = {"type": f"https://twinspace.dev/problems/{code}", "title": title, "status": status, "detail": detail,
+            "code": code, **(extra or {})}
+    if instance:
+        body["instance"] = instance
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+class OwnershipRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    nonce: str = Field(min_length=16, max_length=256)
+    audience: str = Field(min_length=1, max_length=512)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies above the limit (by Content-Length, and while reading)."""
+
+    def __init__(self, app, limit: int, compute_limit: int):
+        self.app, self.limit, self.compute_limit = app, limit, compute_limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        limit = self.compute_limit if scope.get("path", "").startswith("/compute") else self.limit
+        for name, value in scope.get("headers") or []:
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > limit
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    response = problem_response(413, "payload_too_large", "Payload Too Large",
+                                                f"Request bodies are limited to {limit} bytes.")
+                    return await response(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
+            return message
+
+        return await self.app(scope, limited, send)
+
+
+def create_node_app(config: NodeConfig) -> FastAPI:
+    pep = Enforcer(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        config.outbox.start(config.outbox_interval)
+        try:
+            yield
+        finally:
+            config.outbox.stop()
+
+    app = FastAPI(title="TwinSpace connector", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.config = config
+    app.state.enforcer = pep
+
+    @app.exception_handler(TwinSpaceError)
+    async def twinspace_error(request: Request, exc: TwinSpaceError):
+        return problem_response(exc.status, exc.code, exc.title, exc.detail, exc.extra, request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in exc.errors()]
+        return problem_response(422, "invalid_request", "Unprocessable Content",
+                                "The request does not match the expected shape.", {"errors": errors[:20]},
+                                request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
+        return problem_response(exc.status_code, code, str(exc.detail), str(exc.detail), None, request.url.path)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return problem_response(500, "internal_error", "Internal Server Error",
+                                "The connector failed to handle the request.", None, request.url.path)
+
+    @app.get("/.well-known/twinspace-connector")
+    def well_known() -> dict[str, Any]:
+        return {"endpoint": config.endpoint, "org_id": config.org_id, "kid": config.kid,
+                "public_key": public_key_b64(config.public_key)}
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.post("/ownership")
+    def ownership(body: OwnershipRequest) -> dict[str, str]:
+        proof = sign_message(config.private_key, OWNERSHIP, issuer=config.org_id, audience=body.audience,
+                             claims={"endpoint": config.endpoint, "nonce": body.nonce, "org": config.org_id})
+        return {"proof": proof}
+
+    @app.get("/assets/{sha256}/manifest")
+    def manifest(sha256: str) -> dict[str, str]:
+        if not HEX64.match(sha256):
+            raise BadRequest("An asset is named by its SHA-256 (64 lower-case hex digits).", code="invalid_sha256")
+        data = config.store.read(sha256)
+        if data is None:
+            raise NotFound("No file with this SHA-256 is served here.", code="data_not_found")
+        import pyarrow as pa
+
+        table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
+        columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
+        return {"manifest": sign_message(config.private_key, MANIFEST, issuer=config.org_id,
+                                         audience=config.broker_issuer,
+                                         claims={"endpoint": config.endpoint, "org": config.org_id, "sha256": sha256,
+                                                 "rows": table.num_rows, "bytes": len(data), "columns": columns})}
+
+    @app.get("/dataplane/transfers/{pid}")
+    def pull(pid: str, request: Request, format: str = "csv", columns: str | None = None):
+        if len(pid) > 256:
+            raise BadRequest("The transfer id is too long.", code="invalid_transfer_id")
+        config.outbox.flush()
+        plan = pep.authorise_pull(pid, token=request.headers.get(TOKEN_HEADER), proof=request.headers.get(POP_HEADER),
+                                  fmt=format, columns=columns)
+        return StreamingResponse(pep.stream(plan), media_type=plan.media_type, headers=plan.headers())
+
+    import importlib
+    import importlib.util
+
+    # Optional parts, each in its own module (the compute API is written separately): included when present.
+    if importlib.util.find_spec("connectors.node.push") is not None:
+        app.include_router(importlib.import_module("connectors.node.push").router_for(config, pep))
+    if importlib.util.find_spec("connectors.node.compute_api") is not None:
+        app.include_router(importlib.import_module("connectors.node.compute_api").router_for(config))
+
+    return BodyLimitApp(app, config)
+
+
+def BodyLimitApp(app: FastAPI, config: NodeConfig) -> FastAPI:
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes, compute_limit=config.max_compute_body_bytes)
+    return app
