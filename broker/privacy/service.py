@@ -1,14 +1,22 @@
-"""Encrypted queries under agreements (secure aggregation: ``aggregation.py``). No FastAPI imports.
+"""Encrypted queries under agreements, decided and charged here, computed at the provider's connector
+(compute-to-data; secure aggregation: ``aggregation.py``). No FastAPI imports.
 
-Every query: the consumer's finalised agreement → a fresh policy decision for ``query`` (audited) →
-every data-independent check (schema, ciphertexts, parameters, overflow from public facts), refused
-with its own code and free of charge → the cost reserved on the (consumer, asset) account → the
-computation, which reads data → the cost charged and the query audited, **whether it was answered
-or refused** (a refusal after reading data is ``query_refused`` whatever the reason, so refusals are
-no oracle). If the charge cannot be recorded the reservation is released and nothing is returned.
+The broker never sees a row or an unnoised aggregate: it holds no copy of the data. Every query:
+the consumer's finalised agreement → a fresh policy decision for ``query`` (audited) → the cost
+reserved on the (consumer, asset) account → ``POST {data_endpoint}/compute/queries`` with a
+``twinspace-compute+jwt`` signed by the broker for that connector, bound to the request body by its
+SHA-256 → the connector plans (every data-independent check: schema, ciphertexts, parameters,
+overflow from public facts), then computes on its own rows, adds the DP noise and encrypts under the
+consumer's public context → the broker verifies the provider's signed receipt, charges and audits
+the query **whether it was answered or refused** (a refusal after reading data is ``query_refused``
+whatever the reason, so refusals are no oracle) and relays the ciphertexts. A plan failure (a 4xx
+problem from the connector, with its own code) and an unreachable connector release the reservation:
+nothing is charged. If the charge cannot be recorded the reservation is released and nothing is
+returned. The broker keeps only hashes of the ciphertexts it relays.
 
 Mechanisms, sensitivities and the neighbouring relation: ``twinspace/privacy/mechanisms.py``; the
-ledger: ``broker/privacy/ledger.py``; the privacy model: ``docs/privacy-queries.md``.
+computation: ``connectors/node/compute.py``; the ledger: ``broker/privacy/ledger.py``; the privacy
+model: ``docs/privacy-queries.md``.
 
 Parameters come from the policy decision first (obligations ``add_dp_noise.epsilon`` and
 ``min_cohort``), then the agreement's policy parameters (``epsilon_per_query``, ``min_cohort``,
@@ -18,25 +26,29 @@ Parameters come from the policy decision first (obligations ``add_dp_noise.epsil
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc_
 from sqlmodel import Session
 
 from broker.contracts import service as contracts
 from broker.privacy import ledger
-from broker.privacy.schemas import (EncryptedQueryRequest, LinearScoreQuery, PredicateQuery, b64decode, b64encode,
-                                    jsonable_query)
+from broker.privacy.schemas import EncryptedQueryRequest, b64decode, b64encode, jsonable_query, wire_query
 from broker.storage.db import session_scope
-from twinspace.errors import BadRequest, Forbidden, TwinSpaceError, Unprocessable
+from twinspace.crypto import public_key_from_b64
+from twinspace.dataplane import (COMPUTE, RECEIPT, body_sha256, merge_obligations, message_header, normalise_endpoint,
+                                 sign_message, verify_message)
+from twinspace.errors import (BadGateway, BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
+                              TooManyRequests, TwinSpaceError, Unprocessable)
 from twinspace.privacy import he, mechanisms
 from twinspace.privacy.mechanisms import QueryRefused
 
+log = logging.getLogger("twinspace.privacy")
 MASK_QUERIES = ("aggregate", "histogram")  # refused: an encrypted mask cannot be proven 0/1 (see the docs)
+COMPUTE_PATH = "/compute/queries"
+COMPUTE_TIMEOUT_SECONDS = 120.0  # HE on a large table takes longer than an ordinary connector call
 
 
 @dataclass
@@ -51,6 +63,11 @@ class Terms:
     policy_version: str
     input_hash: str
     measure: str = "pure"
+
+    def wire(self) -> dict[str, Any]:
+        """What the connector is told (signed, via the body hash): no budget, no agreement internals."""
+        return {"epsilon": self.epsilon, "k": self.k, "columns": self.columns,
+                "predicate_columns": self.predicate_columns, "measure": self.measure}
 
 
 def _sha(data: bytes) -> str:
@@ -69,7 +86,6 @@ def _authorize(session: Session, settings, principal: Any, agreement_id: str, re
                query_type: str) -> Terms:
     from broker.policy.access import decide_access
     from broker.policy.service import require_allow
-    from broker.transfer.dataplane import merge_obligations
 
     agreement = contracts.require_active_agreement(session, agreement_id, principal.org_id)
     decision = require_allow(decide_access(
@@ -105,142 +121,157 @@ def _authorize(session: Session, settings, principal: Any, agreement_id: str, re
                  policy_version=decision.policy_version, input_hash=decision.input_hash)
 
 
-def _column(table: pa.Table, terms: Terms, name: str, *, predicate: bool = False) -> pa.ChunkedArray:
-    allowed = terms.predicate_columns if predicate and terms.predicate_columns is not None else terms.columns
-    if name not in table.column_names or (allowed is not None and name not in allowed):
-        raise Unprocessable(f"Column {name!r} is not available under this agreement.", code="column_not_permitted")
-    return table.column(name)
+# --------------------------------------------------------------------------- the connector call
+_RELAYED = {400: BadRequest, 403: Forbidden, 404: NotFound, 409: Conflict, 413: PayloadTooLarge,
+            422: Unprocessable, 429: TooManyRequests}
+_PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "instance"}
 
 
-def _numeric(table: pa.Table, terms: Terms, name: str) -> pa.ChunkedArray:
-    column = _column(table, terms, name)
-    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-        raise Unprocessable(f"Column {name!r} is not numeric.", code="column_not_numeric")
-    return column
+def _connector_failed(detail: str = "The provider's connector could not compute the query; nothing was charged.",
+                      code: str = "connector_failed") -> BadGateway:
+    return BadGateway(detail, code=code)
 
 
-def _fixed(column: pa.ChunkedArray, scale: int) -> np.ndarray:
-    """Reads data: the column in fixed point 10^scale (nulls and non-finite values → 0)."""
-    return mechanisms.to_fixed_point(column.to_numpy(zero_copy_only=False).astype(float), scale)
+def _relay_problem(status: int, response) -> TwinSpaceError:
+    """A plan failure at the connector (data-independent, not charged) as the same problem for the consumer.
+    A 401 is the broker's message being refused, not the consumer's fault: a 502."""
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {}
+    problem = problem if isinstance(problem, dict) else {}
+    code = problem.get("code") if isinstance(problem.get("code"), str) and len(problem["code"]) <= 64 else None
+    kind = _RELAYED.get(status)
+    if kind is None or code is None:
+        log.warning("connector refused a compute request: %s %s", status, code)
+        return _connector_failed("The provider's connector refused the query request; nothing was charged.",
+                                 code="connector_refused")
+    detail = problem.get("detail") if isinstance(problem.get("detail"), str) else "The query was refused."
+    extra = {k: v for k, v in problem.items() if k not in _PROBLEM_KEYS and isinstance(k, str)
+             and (v is None or isinstance(v, (bool, int, float, str)))}
+    return kind(detail[:500], code=code, extra=extra)
 
 
-_OPS = {"eq": pc_.equal, "ne": pc_.not_equal, "lt": pc_.less, "le": pc_.less_equal, "gt": pc_.greater,
-        "ge": pc_.greater_equal}
+def _post_compute(settings, endpoint: str, payload: dict[str, Any]):
+    """``POST {endpoint}/compute/queries`` through the broker's one guarded way out."""
+    from broker.catalog import netguard
+
+    timeout = float(getattr(settings, "privacy_compute_timeout_seconds", None) or COMPUTE_TIMEOUT_SECONDS)
+    return netguard.request(settings, "POST", endpoint, COMPUTE_PATH, json=payload, timeout=timeout)
 
 
-def _conditions(table: pa.Table, terms: Terms, conditions) -> list[tuple[pa.ChunkedArray, str, Any]]:
-    """Data-independent: every predicate column is permitted and every value casts to its type."""
-    out = []
-    for c in conditions:
-        column = _column(table, terms, c.column, predicate=True)
-        try:
-            value = (pa.array(c.value).cast(column.type) if c.op == "in" else pa.scalar(c.value).cast(column.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            raise Unprocessable(f"The value for {c.column!r} does not match the column's type.",
-                                code="invalid_predicate") from None
-        out.append((column, c.op, value))
-    return out
+def _verify_receipt(session: Session, settings, receipt: Any, *, provider_id: str,
+                    expect: dict[str, Any]) -> dict[str, Any]:
+    """The provider's signed receipt: an active key of the asset's provider, kind receipt, for this
+    broker, naming this query, agreement, consumer and asset. ``BadGateway`` otherwise."""
+    from broker.identity.service import active_key
+
+    try:
+        if not isinstance(receipt, str):
+            raise ValueError
+        org, key = active_key(session, message_header(receipt)["kid"])
+        if org.id != provider_id:
+            raise ValueError
+        claims = verify_message(receipt, public_key_from_b64(key.public_key), RECEIPT, audience=settings.issuer,
+                                issuer=provider_id)
+    except (TwinSpaceError, ValueError, TypeError, KeyError):
+        raise _connector_failed("The provider's connector returned no valid receipt; nothing was charged.",
+                                code="invalid_receipt") from None
+    if claims.get("kind") != "query" or any(claims.get(k) != v for k, v in expect.items()):
+        raise _connector_failed("The provider's receipt is for another query; nothing was charged.",
+                                code="invalid_receipt")
+    rows = claims.get("rows")
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+        raise _connector_failed("The provider's receipt names no row count; nothing was charged.",
+                                code="invalid_receipt")
+    return claims
 
 
-def _where(n: int, conditions: list[tuple[pa.ChunkedArray, str, Any]]) -> np.ndarray:
-    """Reads data: the rows the predicate selects."""
-    selected = np.ones(n, dtype=bool)
-    for column, op, value in conditions:
-        hit = pc_.is_in(column, value_set=value) if op == "in" else _OPS[op](column, value)
-        selected &= pc_.fill_null(hit, False).to_numpy(zero_copy_only=False)
-    return selected
-
-
-def _codes(column: pa.ChunkedArray, labels: list[str]) -> np.ndarray:
-    """Row → index of its label in ``labels``; rows matching none (and nulls) → len(labels)."""
-    text = pc_.cast(column, pa.string()).to_pylist()
-    index = {label: i for i, label in enumerate(labels)}
-    return np.array([index.get(v, len(labels)) if v is not None else len(labels) for v in text], dtype=np.int64)
-
-
-def _scaled(scale: int, names: list[str]) -> dict[str, Any]:
-    """Which results are in fixed point (the consumer divides them by 10^scale), for both schemes."""
-    return {"scale": scale, "scaled": names} if scale else {"scale": 0, "scaled": []}
-
-
-# --------------------------------------------------------------------------- plan (no data) + compute
-def _plan(ctx: he.PublicContext, query, table: pa.Table, terms: Terms) -> Callable[[], tuple[dict, dict]]:
-    """Every check that depends only on public facts (schema, row count, the request), with its own code
-    and no charge; returns the computation, which reads data and may then only fail as ``query_refused``."""
-    n, measure = table.num_rows, terms.measure
-    if isinstance(query, PredicateQuery):
-        conditions = _conditions(table, terms, query.where)
-        value_column = _numeric(table, terms, query.column) if query.kind == "sum" else None
-        bound = mechanisms.fixed_bound(query.bound, query.scale) if query.kind == "sum" else 1
-        he.check_encodable(ctx, n, bound, terms.epsilon)
-
-        def run() -> tuple[dict, dict]:
-            selected = _where(n, conditions)
-            values = _fixed(value_column, query.scale) if value_column is not None else np.zeros(n, np.int64)
-            released = mechanisms.release_predicate(values, selected, kind=query.kind, bound=bound, k=terms.k,
-                                                    cost=terms.epsilon, measure=measure)
-            return ({query.kind: he.encrypt_result(ctx, released)},
-                    _scaled(query.scale if query.kind == "sum" else 0, ["sum"] if query.kind == "sum" else []))
-        return run
-    if isinstance(query, LinearScoreQuery):
-        weights = b64decode(query.weights, "weights ciphertext")
-        he.check_weights(ctx, weights)
-        columns = [_numeric(table, terms, f) for f in query.features]
-        bound = mechanisms.fixed_bound(query.bound, query.scale)
-        he.check_encodable(ctx, n, bound * len(columns), terms.epsilon)
-        group_column = _column(table, terms, query.group_by, predicate=True) if query.group_by else None
-        labels = list(dict.fromkeys(query.groups or []))
-        if group_column is None and n < terms.k:  # n is public: a data-independent refusal
-            raise Forbidden("The asset has fewer rows than the agreement's minimum cohort.", code="cohort_too_small")
-
-        def run() -> tuple[dict, dict]:
-            x = np.stack([_fixed(c, query.scale) for c in columns], axis=1)
-            codes = _codes(group_column, labels) if group_column is not None else None
-            released = mechanisms.release_group_sums(x, codes, len(labels), bound=bound, k=terms.k,
-                                                     cost=terms.epsilon, measure=measure)
-            names = labels if group_column is not None else ["total"]
-            out = {names[g]: he.linear_score(ctx, weights, sums) for g, sums in sorted(released.items())}
-            return out, _scaled(query.scale, list(out))
-        return run
-    raise BadRequest("Unknown query type.", code="invalid_query")  # pragma: no cover - pydantic refuses first
+def _answer(data: Any) -> tuple[str, dict[str, bytes], dict[str, Any]]:
+    """The connector's 200: its outcome, the ciphertexts (decoded, only to hash them) and the public facts."""
+    if not isinstance(data, dict) or data.get("outcome") not in ("answered", "refused"):
+        raise _connector_failed()
+    if data["outcome"] == "refused":
+        return "refused", {}, {}
+    results, facts = data.get("results"), data.get("facts") or {}
+    if not isinstance(results, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in results.items()):
+        raise _connector_failed()
+    scale, scaled = facts.get("scale", 0), facts.get("scaled", [])
+    if (not isinstance(facts, dict) or set(facts) - {"scale", "scaled"} or isinstance(scale, bool)
+            or not isinstance(scale, int) or not isinstance(scaled, list)
+            or not all(isinstance(n, str) and n in results for n in scaled)):
+        raise _connector_failed()
+    try:
+        decoded = {name: b64decode(ct, "result ciphertext") for name, ct in results.items()}
+    except TwinSpaceError:
+        raise _connector_failed() from None
+    return "answered", decoded, {"scale": scale, "scaled": scaled}
 
 
 # --------------------------------------------------------------------------- encrypted queries
 def run_query(runtime, principal: Any, body: EncryptedQueryRequest) -> dict[str, Any]:
-    """Decide, check, reserve, compute, charge and audit one encrypted query (see the module docstring)."""
-    from broker.catalog import vault
+    """Decide, reserve, have the provider's connector compute, verify, charge and audit one encrypted
+    query (see the module docstring)."""
+    from broker.catalog.models import Asset
     from broker.policy.service import record_usage
 
-    ctx = he.load_public_context(b64decode(body.context, "encryption context"))
+    settings = runtime.settings
+    ctx = he.load_public_context(b64decode(body.context, "encryption context"))  # public; free 400s
     query_id = "q_" + secrets.token_hex(10)
     with session_scope(runtime.engine) as session:
-        terms = _authorize(session, runtime.settings, principal, body.agreement_id, body.epsilon, body.query.type)
+        terms = _authorize(session, settings, principal, body.agreement_id, body.epsilon, body.query.type)
         agreement = terms.agreement
-        table = vault.load_table(session, agreement.asset_id, agreement.asset_version, settings=runtime.settings)
-    compute = _plan(ctx, body.query, table, terms)
+        asset = session.get(Asset, (agreement.asset_id, agreement.asset_version))
+        if asset is None or not asset.data_endpoint:
+            raise Conflict("The asset is not served by a connector; no query can be computed.",
+                           code="no_connector")
+        endpoint = normalise_endpoint(asset.data_endpoint)
+    asset_ref = {"id": agreement.asset_id, "version": agreement.asset_version,
+                 "content_hash": agreement.content_hash}
+    request = {"query_id": query_id, "agreement_id": agreement.id, "consumer_id": agreement.consumer_id,
+               "asset": asset_ref, "context": body.context, "query": wire_query(body.query), "terms": terms.wire()}
+    token = sign_message(runtime.broker_key, COMPUTE, issuer=settings.issuer, audience=endpoint, claims={
+        "query_id": query_id, "agr": agreement.id, "sub": agreement.consumer_id, "asset": asset_ref,
+        "body_sha256": body_sha256(request)})
+
     key = ledger.open_account(runtime.engine, agreement.consumer_id, agreement.asset_id, terms.budget_total,
                               terms.measure)
     reservation = ledger.reserve(runtime.engine, key, terms.epsilon)
-    results, facts, reason = None, {}, None
     try:
-        results, facts = compute()  # reads data: from here on every outcome is charged
-    except TwinSpaceError as exc:
-        reason = getattr(exc, "reason", None) or exc.code
-    except Exception as exc:  # noqa: BLE001 - e.g. an encoder error on a data-dependent value
-        reason = type(exc).__name__
-    hashes = {name: _sha(ct) for name, ct in (results or {}).items()}
+        response = _post_compute(settings, endpoint, {"token": token, "request": request})
+        if 400 <= response.status_code < 500:
+            raise _relay_problem(response.status_code, response)  # the plan refused: nothing read, nothing charged
+        if response.status_code != 200:
+            raise _connector_failed()
+        try:
+            data = response.json()
+        except ValueError:
+            raise _connector_failed() from None
+        outcome, results, facts = _answer(data)
+        hashes = {name: _sha(ct) for name, ct in results.items()}
+        with session_scope(runtime.engine) as session:
+            receipt = _verify_receipt(session, settings, data.get("receipt"), provider_id=agreement.provider_id,
+                                      expect={"query_id": query_id, "agr": agreement.id, "sub": agreement.consumer_id,
+                                              "asset": asset_ref, "outcome": outcome,
+                                              "result_sha256": hashes if outcome == "answered" else None})
+    except BaseException:
+        ledger.release(runtime.engine, reservation)
+        raise
+
     details = {"query_id": query_id, "scheme": ctx.params.name, "query": jsonable_query(body.query),
-               "rows": table.num_rows, "epsilon": terms.epsilon, "k": terms.k, "account": key,
+               "rows": receipt["rows"], "epsilon": terms.epsilon, "k": terms.k, "account": key,
                "context_sha256": _sha(ctx.raw), "policy_version": terms.policy_version,
-               "input_hash": terms.input_hash}
-    if results is None:  # the reason stays in the audit log (for the provider and auditors), not the answer
-        details.update(outcome="refused", reason=reason)
+               "input_hash": terms.input_hash, "connector": endpoint, "receipt": data["receipt"],
+               "receipt_id": receipt["jti"]}
+    if outcome == "refused":  # the reason stays in the audit log (for the provider and auditors), not the answer
+        reason = receipt.get("reason")
+        details.update(outcome="refused", reason=reason if isinstance(reason, str) else "refused")
     else:
         details.update(result_sha256=hashes)
     ledger.commit(runtime.engine, reservation, actor=principal.org_id, events=[
-        {"kind": "privacy.query", "outcome": "deny" if results is None else "allow", "asset_id": agreement.asset_id,
-         "agreement_id": agreement.id, "details": details}])
-    if results is None:
+        {"kind": "privacy.query", "outcome": "deny" if outcome == "refused" else "allow",
+         "asset_id": agreement.asset_id, "agreement_id": agreement.id, "details": details}])
+    if outcome == "refused":
         raise QueryRefused()
     with session_scope(runtime.engine) as session:
         record_usage(session, agreement.id, 0)
