@@ -1,7 +1,11 @@
-"""``twinspace demo``: the whole data space end to end, offline, exit 0; a failing step exits 1 plainly."""
+"""``twinspace demo``: the whole data space end to end, offline, exit 0; a failing step exits 1 plainly;
+and a canary planted in the providers' rows never reaches the broker's files, database or logs."""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import secrets
 import socket
 
 import pytest
@@ -14,14 +18,20 @@ from twinspace.cli.main import app as cli
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """Any attempt to open an IP connection fails the demo (it must need no network and no services)."""
+    """Any attempt to open an IP connection beyond loopback fails the demo (it needs no network and no
+    services: its broker and connectors talk over 127.0.0.1)."""
     attempts: list[object] = []
     real_connect = socket.socket.connect
 
     def guarded(sock, address):
         if sock.family in (socket.AF_INET, socket.AF_INET6):
-            attempts.append(address)
-            raise OSError(f"network use in the demo: {address!r}")
+            try:
+                loopback = ipaddress.ip_address(address[0]).is_loopback
+            except ValueError:
+                loopback = False
+            if not loopback:
+                attempts.append(address)
+                raise OSError(f"network use in the demo: {address!r}")
         return real_connect(sock, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
@@ -31,12 +41,63 @@ def no_network(monkeypatch):
     return attempts
 
 
-def test_demo_runs_every_step_offline_and_exits_0(tmp_path, no_network):
+@pytest.fixture
+def canary(monkeypatch):
+    """A value planted in every row the demo's providers hold (the building stock and the energy tables)."""
+    import pyarrow as pa
+
+    from twinspace.demo import privacy as privacy_demo
+    from twinspace.testing import synthetic
+
+    value = "CANARY" + secrets.token_hex(8)
+    stock, energy = synthetic.building_stock, privacy_demo._energy_table
+
+    def planted(table: pa.Table, column: str) -> pa.Table:
+        marked = pa.array([f"{value}-{v}" for v in table.column(column).to_pylist()])
+        return table.set_column(table.column_names.index(column), column, marked)
+
+    monkeypatch.setattr(synthetic, "building_stock", lambda *a, **k: planted(stock(*a, **k), "source_id"))
+    monkeypatch.setattr(privacy_demo, "_energy_table", lambda *a, **k: planted(energy(*a, **k), "building_code"))
+    return value
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name} {record.getMessage()} {record.args!r}")
+
+
+def _files_holding(root, needle: bytes) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes())
+
+
+def test_demo_runs_every_step_offline_and_exits_0(tmp_path, no_network, canary):
     console = Console(record=True, width=240)
-    code = demo_module.run_demo(data_dir=tmp_path / "demo", console=console)
+    logs = _Records()
+    root_logger = logging.getLogger()
+    previous = root_logger.level
+    root_logger.addHandler(logs)
+    root_logger.setLevel(logging.DEBUG)  # everything the broker process logs, SQL included
+    try:
+        code = demo_module.run_demo(data_dir=tmp_path / "demo", console=console, audit_bundle=tmp_path / "bundle")
+    finally:
+        root_logger.removeHandler(logs)
+        root_logger.setLevel(previous)
     out = console.export_text()
     assert code == 0, out
     assert no_network == []
+    # The canary: in the providers' connectors (the planting worked), nowhere at the broker — not in its
+    # directory (database, WAL, keys, anything), not in the audit bundle it exported, not in its logs.
+    demo = tmp_path / "demo"
+    needle = canary.encode()
+    assert _files_holding(demo / "connectors", needle), "the canary was not planted in the providers' rows"
+    assert _files_holding(demo / "broker", needle) == []
+    assert _files_holding(tmp_path / "bundle", needle) == []
+    assert [line for line in logs.lines if canary in line] == []
+    assert not list((demo / "broker").rglob("*.arrow"))
     # Foundation: the cast is registered and each participant authenticated with its own key.
     for who in ("Taipei Department of Transportation (provider)", "Smart Mobility Ltd (consumer)",
                 "City Audit Office (auditor)"):
@@ -45,9 +106,11 @@ def test_demo_runs_every_step_offline_and_exits_0(tmp_path, no_network):
     assert "Taipei public parking lots" in out and "Building stock" in out and "Catalog by role" in out
     # Policies: one allow and one deny with its reason.
     assert "allow" in out and "deny" in out and "not among the permitted purposes" in out
-    # Contracts: negotiated to FINALIZED, verified offline, data downloaded, then refused after revocation.
+    # Contracts: negotiated to FINALIZED, verified offline, data pulled from the provider's connector, then
+    # refused after revocation (by the broker for a new token, by the connector for a token issued before).
     assert "FINALIZED" in out and "offline check: VALID" in out
     assert "After revocation the next pull is refused: 410 agreement_revoked" in out
+    assert "The connector refuses a token issued before the revocation: 403" in out
     # Privacy: one encrypted aggregate query (download refused: aggregation only) and one secure aggregation.
     assert "Encrypted queries on Public building energy use" in out and "2 of 10 spent" in out
     assert "aggregation-only agreement is refused: 403 policy_denied" in out
@@ -59,13 +122,13 @@ def test_demo_runs_every_step_offline_and_exits_0(tmp_path, no_network):
     # Every step left its trace in the audit log the last step verified.
     from sqlalchemy import create_engine, text
 
-    db = create_engine(f"sqlite:///{tmp_path / 'demo' / 'twinspace.db'}")
+    db = create_engine(f"sqlite:///{tmp_path / 'demo' / 'broker' / 'twinspace.db'}")
     with db.connect() as conn:
         kinds = {row[0] for row in conn.execute(text("SELECT DISTINCT kind FROM audit_entry"))}
     db.dispose()
     assert {"org.registered", "auth.token_issued", "catalog.publish", "catalog.search", "policy.decision",
             "contract.requested", "contract.signed", "contract.countersigned", "contract.finalized",
-            "transfer.pull", "transfer.served", "contract.revoked", "privacy.query",
+            "connector.registered", "transfer.decision", "transfer.receipt", "contract.revoked", "privacy.query",
             "privacy.budget_debited"} <= kinds, kinds
 
 

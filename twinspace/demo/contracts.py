@@ -1,5 +1,6 @@
 """Demo steps for contracts: a DSP negotiation signed by both parties and countersigned by the broker,
-then a download under the agreement, and revocation taking effect on the next access."""
+then a pull from the provider's connector under the agreement (with its signed receipt in the audit
+log), and revocation taking effect on the next access — at the broker and at the connector."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def step_contract_negotiate(ctx) -> None:
     ctx.console.print(table)
     agreement = consumer.contract_get(pid)["agreement"]
     bundle = consumer.contract_export(agreement["id"])
-    path = ctx.settings.data_dir / f"{agreement['id']}.json"
+    path = ctx.work_dir("consumer") / f"{agreement['id']}.json"  # the consumer's copy
     path.write_text(json.dumps(bundle, indent=2, ensure_ascii=False), encoding="utf-8")
     report = verify_bundle(bundle, trusted_broker_keys=[public_key_b64(ctx.runtime.broker_key.public_key())])
     if not report["valid"]:
@@ -51,8 +52,9 @@ def step_contract_negotiate(ctx) -> None:
 
 
 def step_contract_download(ctx) -> None:
-    """Data access under the agreement: a PoP-bound transfer token, the de-identified rows and columns
-    the agreement permits (CSV and Parquet); then the provider revokes and the next pull is refused."""
+    """Data access under the agreement: the consumer pulls from the provider's connector with a single-use,
+    key-bound transfer token (CSV and Parquet); the connector decides afresh, verifies the agreement
+    offline and signs a receipt the broker audits; then the provider revokes and pulls are refused."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -61,12 +63,17 @@ def step_contract_download(ctx) -> None:
     consumer, provider = ctx.client("consumer"), ctx.client("provider2")
     agreement = ctx.state["agreement"]
     tp = consumer.transfer_request(agreement["id"])
+    endpoint, _ = consumer.data_address(tp)
     rows = pacsv.read_csv(io.BytesIO(consumer.transfer_pull(tp, "csv")))
     parquet = pq.read_table(io.BytesIO(consumer.transfer_pull(tp, "parquet")))
-    table = Table("pull", "rows", "columns", title=f"Transfer {tp['providerPid']} ({tp['state']})")
+    table = Table("pull", "rows", "columns", title=f"Transfer {tp['providerPid']} ({tp['state']}) from {endpoint}")
     table.add_row("CSV", str(rows.num_rows), ", ".join(rows.column_names))
     table.add_row("Parquet", str(parquet.num_rows), ", ".join(parquet.column_names))
     ctx.console.print(table)
+    receipts = ctx.client("auditor").get("/audit/entries", params={"kind": "transfer.receipt", "limit": 10})
+    ctx.console.print(f"The connector signed {len(receipts['items'])} receipts (rows, bytes, SHA-256 of what it "
+                      "served); the broker checked them and appended them to the audit log.")
+    stale = consumer.transfer_token(tp["providerPid"])  # issued while the agreement is still active
     provider.contract_revoke(agreement["id"], reason="demo: end of pilot")
     try:
         consumer.transfer_pull(tp, "csv")
@@ -74,3 +81,10 @@ def step_contract_download(ctx) -> None:
         ctx.console.print(f"After revocation the next pull is refused: [red]{exc.status} {exc.code}[/]")
     else:
         raise RuntimeError("a revoked agreement still served data")
+    try:
+        consumer.transfer_pull(stale, "csv", fresh_token=False)
+    except BrokerError as exc:
+        ctx.console.print(f"The connector refuses a token issued before the revocation: [red]{exc.status} "
+                          f"{exc.code}[/] (it asks the broker for a fresh decision on every pull)")
+    else:
+        raise RuntimeError("the connector served a revoked agreement")
