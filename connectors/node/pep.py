@@ -215,8 +215,10 @@ class Enforcer:
             if not requested or len(requested) > 1000 or any(len(c) > 256 for c in requested):
                 raise BadRequest("columns is a comma-separated list of column names.", code="invalid_columns")
         claims = self.check_token(token, pid)
-        self.claim_token(claims)
+        # The proof is verified before anything is claimed (a stolen token without the key burns nothing);
+        # then the proof's jti (a captured request replayed: replayed_pop), then the token's.
         self.check_pop(proof, claims, token or "", method="GET", path=f"{cfg.path_prefix}/dataplane/transfers/{pid}")
+        self.claim_token(claims)
         decision, document = self.decide(claims, pid, fmt)
         content_hash = claims["asset"]["content_hash"]
         table = cfg.store.table(content_hash)
