@@ -24,6 +24,7 @@ ROUTERS = [
     "broker.identity.api",
     "broker.audit.api",
     "broker.catalog.api",
+    "broker.catalog.connectors_api",
     "broker.policy.api",
     "broker.contracts.api",
     "broker.transfer.api",

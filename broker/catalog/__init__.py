@@ -1,2 +1,2 @@
-"""Catalog of twin-entity assets: publish, version, withdraw, search, DCAT export, and the encrypted
-data vault holding each version's de-identified table."""
+"""Catalog of twin-entity assets (metadata only): publish, version, withdraw, search, DCAT export, and the
+registry of providers' verified connectors, which hold the rows."""

@@ -1,4 +1,5 @@
-"""Catalog routes (thin): uploads, publish, new version, withdraw, search, get, DCAT export."""
+"""Catalog routes (thin): publish (metadata + the connector's manifest), new version, withdraw, search, get,
+DCAT export."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from broker.catalog import export, service
-from broker.catalog.schemas import AssetMetadata, Classification, TwinCategory, UploadOut
+from broker.catalog.schemas import AssetMetadata, Classification, TwinCategory
 from twinspace.errors import BadRequest, NotFound
 from broker.schemas import StrictModel
 
@@ -34,22 +34,6 @@ def _bbox(value: str | None) -> list[float] | None:
     if len(parts) != 4 or parts[0] > parts[2] or parts[1] > parts[3]:
         raise BadRequest("bbox is min_lon,min_lat,max_lon,max_lat with min <= max", code="bad_bbox")
     return parts
-
-
-@router.post("/uploads", status_code=201, response_model=UploadOut)
-def create_upload(principal: Principal = require_roles("provider"), session: Session = db_session) -> Any:
-    upload = service.create_upload(session, principal.org_id)
-    return {"upload_id": upload.id, "max_part_bytes": service.MAX_PART_BYTES}
-
-
-@router.put("/uploads/{upload_id}/parts/{part}")
-async def put_part(upload_id: str, part: int, request: Request, principal: Principal = require_roles("provider"),
-                   session: Session = db_session) -> dict[str, Any]:
-    data = await request.body()
-    runtime = get_runtime(request)
-    size = await run_in_threadpool(service.add_upload_part, session, principal.org_id, upload_id, part, data,
-                                   settings=runtime.settings)
-    return {"upload_id": upload_id, "part": part, "bytes_received": size}
 
 
 @router.post("/assets", status_code=201)

@@ -1,13 +1,12 @@
-"""Catalog tables: one ``Asset`` row per (asset id, version); the encrypted table of each version in
-``AssetBlob``; chunked uploads staged in ``CatalogUpload``/``CatalogUploadPart`` until a publish
-consumes them (atomically, in the publish transaction)."""
+"""Catalog tables: one ``Asset`` row per (asset id, version) — metadata only, the rows stay in the
+provider's connector — and the registry of verified connectors (``ConnectorEndpoint``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, Text
+from sqlalchemy import JSON, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 from broker.storage.db import utcnow
@@ -58,8 +57,8 @@ class Asset(SQLModel, table=True):
     offers: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     withdrawn_at: datetime | None = None
-    # None: broker-hosted (the encrypted vault holds the table). Otherwise the base URL of the
-    # provider's connector, from which the broker fetches the table on each access (docs/connectors.md).
+    # The normalised endpoint of the provider's verified connector that serves the rows (docs/data-plane.md).
+    # None only for rows of old broker-hosted versions (their data was dropped with the vault).
     data_endpoint: str | None = Field(default=None, max_length=500)
     # Every offer names an audience: the admitted org types and org ids are rows of ``AssetAudience``.
     # False when some offer admits every consumer whose clearance suffices. Derived from ``offers``.
@@ -100,33 +99,17 @@ class AssetTerm(SQLModel, table=True):
     term: str = Field(primary_key=True, max_length=64)
 
 
-class AssetBlob(SQLModel, table=True):
-    """AES-256-GCM ciphertext of one version's Arrow IPC file; the data key is wrapped by the master key."""
+class ConnectorEndpoint(SQLModel, table=True):
+    """A provider's connector whose endpoint answered an ownership challenge signed by one of the
+    provider's registered keys (``broker.catalog.endpoints``). An endpoint belongs to one organisation."""
 
-    __tablename__ = "catalog_asset_blob"
+    __tablename__ = "connector_endpoint"
 
-    asset_id: str = Field(primary_key=True, max_length=64)
-    version: int = Field(primary_key=True)
-    master_key_id: str = Field(max_length=32)
-    wrapped_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    nonce: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    content_hash: str = Field(max_length=64)
+    id: str = Field(primary_key=True, max_length=64)            # cn_...
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    endpoint: str = Field(unique=True, max_length=500)           # normalised (the connector's audience)
+    kid: str = Field(max_length=64)                              # the provider key that signed the proof
+    public_key: str = Field(max_length=64)
+    status: str = Field(default="verified", max_length=16)
+    verified_at: datetime = Field(default_factory=utcnow)
     created_at: datetime = Field(default_factory=utcnow)
-
-
-class CatalogUpload(SQLModel, table=True):
-    __tablename__ = "catalog_upload"
-
-    id: str = Field(primary_key=True, max_length=64)
-    provider_id: str = Field(foreign_key="org.id", index=True, max_length=64)
-    byte_size: int = 0
-    created_at: datetime = Field(default_factory=utcnow)
-
-
-class CatalogUploadPart(SQLModel, table=True):
-    __tablename__ = "catalog_upload_part"
-
-    upload_id: str = Field(foreign_key="catalog_upload.id", primary_key=True, max_length=64)
-    part: int = Field(primary_key=True)
-    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

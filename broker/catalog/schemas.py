@@ -61,10 +61,9 @@ class AssetMetadata(StrictModel):
     deid_report: dict[str, Any] | None = None
     deid_report_hash: str | None = Field(None, pattern=HEX64)
     offers: list[Offer] = Field(min_length=1, max_length=50)
-    # Exactly one: the staged upload (broker-hosted, stored in the encrypted vault) or the base URL of
-    # the provider's connector that serves the table (connector-hosted; the broker proxies each pull).
-    upload_id: str | None = Field(None, min_length=1, max_length=64)
-    data_endpoint: str | None = Field(None, max_length=400, pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/\-]*)?$")
+    # The endpoint of the provider's verified connector (POST /connectors) that serves the rows; the
+    # broker reads its signed manifest and never the rows (docs/data-plane.md).
+    data_endpoint: str = Field(max_length=400, pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/\-]*)?$")
 
     @field_validator("keywords")
     @classmethod
@@ -83,14 +82,8 @@ class AssetMetadata(StrictModel):
             raise ValueError("time_start is after time_end")
         if (self.deid_report is None) != (self.deid_report_hash is None):
             raise ValueError("deid_report and deid_report_hash go together")
-        if (self.upload_id is None) == (self.data_endpoint is None):
-            raise ValueError("give exactly one of upload_id (broker-hosted) and data_endpoint (connector-hosted)")
         ids = [o.id for o in self.offers]
         if len(ids) != len(set(ids)):
             raise ValueError("offer ids must be unique within an asset")
         return self
 
-
-class UploadOut(StrictModel):
-    upload_id: str
-    max_part_bytes: int

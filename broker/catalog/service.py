@@ -8,7 +8,7 @@ Visibility rule (who sees an asset's metadata):
   and (b) at least one offer's audience admits it: an offer without ``params.audience`` admits
   everyone; otherwise the consumer's ``org_type`` must be in ``audience.org_types`` or its org id in
   ``audience.org_ids``.
-The catalog never serves row data; the de-identified table lives in the vault for the data plane.
+The catalog never holds or serves row data: the de-identified table lives in the provider's connector.
 """
 
 from __future__ import annotations
@@ -17,24 +17,21 @@ from collections.abc import Callable
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
-import pyarrow as pa
-from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from broker.audit import record_event
 from twinspace.canonical import canonical_json
-from broker.catalog import query, vault
-from broker.catalog.models import Asset, CatalogUpload, CatalogUploadPart
+from broker.catalog import endpoints, netguard, query
+from broker.catalog.models import Asset
 from broker.catalog.schemas import CLASSIFICATION_ORDER, AssetMetadata
-from twinspace.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, PayloadTooLarge, Unprocessable
+from twinspace.dataplane import MANIFEST
+from twinspace.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unprocessable
 from broker.settings import Settings
 
 ENTITY_CODE_SCHEME = "<region>:<category code>:<entity type>:<local id> (docs/connectors.md#entity-codes)"
-MAX_PART_BYTES = 512 * 1024
-UPLOAD_TTL = timedelta(hours=24)
 
 
 def _utc(dt: datetime | None) -> datetime | None:
@@ -47,91 +44,65 @@ def _iso(dt: datetime | None) -> str | None:
     return _utc(dt).isoformat() if dt else None
 
 
-# --------------------------------------------------------------------------- uploads
-def create_upload(session: Session, provider_id: str) -> CatalogUpload:
-    stale = datetime.now(timezone.utc) - UPLOAD_TTL
-    old = [u.id for u in session.exec(select(CatalogUpload).where(col(CatalogUpload.created_at) < stale)).all()]
-    if old:
-        session.exec(delete(CatalogUploadPart).where(col(CatalogUploadPart.upload_id).in_(old)))
-        session.exec(delete(CatalogUpload).where(col(CatalogUpload.id).in_(old)))
-    upload = CatalogUpload(id="upl_" + secrets.token_hex(12), provider_id=provider_id)
-    session.add(upload)
-    session.flush()
-    return upload
-
-
-def _own_upload(session: Session, provider_id: str, upload_id: str) -> CatalogUpload:
-    upload = session.get(CatalogUpload, upload_id)
-    if upload is None or upload.provider_id != provider_id:
-        raise NotFound("No such upload for this provider.", code="upload_not_found")
-    return upload
-
-
-def add_upload_part(session: Session, provider_id: str, upload_id: str, part: int, data: bytes, *,
-                    settings: Settings) -> int:
-    upload = _own_upload(session, provider_id, upload_id)
-    if part < 0 or part > 100_000:
-        raise BadRequest("Part numbers run from 0.", code="upload_bad_part")
-    if not data:
-        raise BadRequest("An upload part must not be empty.", code="upload_bad_part")
-    if len(data) > MAX_PART_BYTES:
-        raise PayloadTooLarge(f"An upload part holds at most {MAX_PART_BYTES} bytes.", code="upload_part_too_large")
-    limit = settings.catalog_max_upload_bytes
-    if session.get(CatalogUploadPart, (upload_id, part)) is not None:
-        raise Conflict(f"Part {part} was already uploaded.", code="upload_part_exists")
-    if upload.byte_size + len(data) > limit:
-        raise PayloadTooLarge(f"The table exceeds the catalog limit of {limit} bytes.", code="upload_too_large")
-    session.add(CatalogUploadPart(upload_id=upload_id, part=part, data=data))
-    upload.byte_size += len(data)
-    session.add(upload)
-    return upload.byte_size
-
-
-def _table_bytes(session: Session, provider_id: str, meta: AssetMetadata, settings: Settings) -> bytes:
-    """The table to check: the staged upload (broker-hosted) or, for a connector-hosted asset, the
-    bytes fetched now from the provider's connector (checked exactly like an upload, then not kept)."""
-    if meta.data_endpoint is not None:
-        from broker.catalog.connector_source import fetch
-
-        return fetch(meta.data_endpoint, meta.content_hash, settings)
-    return _consume_upload(session, provider_id, meta.upload_id)
-
-
-def _store(session: Session, asset: Asset, data: bytes, meta: AssetMetadata, settings: Settings) -> None:
+# --------------------------------------------------------------------------- the connector's manifest
+def _fetch_manifest(session: Session, provider_id: str, meta: AssetMetadata, settings: Settings) -> dict[str, Any]:
+    """The verified claims of the manifest the provider's verified connector serves for ``content_hash``.
+    The broker never sees the rows: the manifest (signed with the provider's key) says what they are."""
     if meta.data_endpoint is None:
-        vault.store_bytes(session, asset.id, asset.version, data, meta.content_hash, settings=settings)
-
-
-def _consume_upload(session: Session, provider_id: str, upload_id: str) -> bytes:
-    _own_upload(session, provider_id, upload_id)
-    parts = session.exec(select(CatalogUploadPart).where(CatalogUploadPart.upload_id == upload_id)
-                         .order_by(col(CatalogUploadPart.part))).all()
-    if not parts:
-        raise BadRequest("The upload has no parts.", code="upload_empty")
-    if [p.part for p in parts] != list(range(len(parts))):
-        raise BadRequest("Upload parts are not contiguous from 0.", code="upload_incomplete")
-    data = b"".join(p.data for p in parts)
-    session.exec(delete(CatalogUploadPart).where(col(CatalogUploadPart.upload_id) == upload_id))
-    session.exec(delete(CatalogUpload).where(col(CatalogUpload.id) == upload_id))
-    return data
+        raise BadRequest("data_endpoint (the provider's registered connector) is required.",
+                         code="missing_data_endpoint")
+    connector = endpoints.verified(session, provider_id, meta.data_endpoint)
+    owner = session.exec(select(Asset.provider_id).where(Asset.content_hash == meta.content_hash,
+                                                         Asset.provider_id != provider_id).limit(1)).first()
+    if owner is not None:
+        raise Conflict("Another provider already published content with this hash.", code="content_owned_elsewhere")
+    response = netguard.request(settings, "GET", connector.endpoint, f"/assets/{meta.content_hash}/manifest",
+                                max_bytes=4 * 1024 * 1024)
+    if response.status_code == 404:
+        raise Unprocessable("The connector does not serve content with this hash.", code="manifest_not_found")
+    try:
+        token = response.json().get("manifest") if response.status_code == 200 else None
+    except ValueError:
+        token = None
+    if not isinstance(token, str):
+        raise netguard.unreachable()
+    refused = Unprocessable("The connector's manifest is not signed by an active key of your organisation "
+                            "for this broker.", code="manifest_invalid")
+    claims = endpoints.verify_org_message(session, token, provider_id, MANIFEST, audience=settings.issuer,
+                                          error=refused)
+    if claims.get("sha256") != meta.content_hash:
+        raise Unprocessable("The manifest describes other content (sha256).", code="content_hash_mismatch")
+    if claims.get("endpoint") != connector.endpoint:
+        raise Unprocessable("The manifest names another connector endpoint.", code="manifest_invalid")
+    if claims.get("org", provider_id) != provider_id:
+        raise Unprocessable("The manifest names another organisation.", code="manifest_invalid")
+    size = claims.get("bytes")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise Unprocessable("The manifest has no byte size.", code="manifest_invalid")
+    if size > settings.catalog_max_upload_bytes:
+        raise Unprocessable(f"The table exceeds the catalog limit of {settings.catalog_max_upload_bytes} bytes.",
+                            code="table_too_large")
+    return claims
 
 
 # --------------------------------------------------------------------------- validation
-def _check_table(meta: AssetMetadata, data: bytes, settings: Settings) -> pa.Table:
-    if hashlib.sha256(data).hexdigest() != meta.content_hash:
-        raise BadRequest("The uploaded bytes do not match content_hash.", code="content_hash_mismatch")
-    try:
-        table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
-    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
-        raise Unprocessable("The upload is not an Arrow IPC file.", code="invalid_table") from exc
-    if table.num_rows != meta.row_count:
-        raise Unprocessable(f"row_count {meta.row_count} does not match the table ({table.num_rows}).",
+def _check_table(meta: AssetMetadata, manifest: dict[str, Any], settings: Settings) -> None:
+    """The metadata against the connector's signed manifest (rows, columns in order, content hash) and
+    the de-identification report against both."""
+    rows = manifest.get("rows")
+    if rows != meta.row_count:
+        raise Unprocessable(f"row_count {meta.row_count} does not match the connector's manifest ({rows}).",
                             code="row_count_mismatch")
+    columns = manifest.get("columns")
+    try:
+        actual = [(str(c["name"]), str(c["type"])) for c in columns]
+    except (KeyError, TypeError):
+        raise Unprocessable("The manifest's columns are not [{name, type}].", code="manifest_invalid") from None
     declared = [(c.name, c.type) for c in meta.columns]
-    actual = [(f.name, str(f.type)) for f in table.schema]
     if declared != actual:
-        raise Unprocessable("columns do not match the table schema (names and Arrow types, in order).",
+        raise Unprocessable("columns do not match the connector's manifest (names and Arrow types, in order).",
                             code="schema_mismatch", extra={"table_columns": [{"name": n, "type": t} for n, t in actual]})
+    column_names = [n for n, _t in actual]
     report = meta.deid_report
     if report is not None:
         if hashlib.sha256(canonical_json(report)).hexdigest() != meta.deid_report_hash:
@@ -147,22 +118,23 @@ def _check_table(meta: AssetMetadata, data: bytes, settings: Settings) -> pa.Tab
         if out.get("content_sha256") != meta.content_hash or out.get("rows") != meta.row_count:
             raise Unprocessable("The de-identification report describes a different table.",
                                 code="deid_report_mismatch")
-        missing = [c for c in qis + sens if c not in table.column_names]
+        missing = [c for c in qis + sens if c not in column_names]
         if missing:
             raise Unprocessable(f"Report columns missing from the table: {', '.join(missing)}",
                                 code="deid_report_mismatch")
-        from twinspace.privacy.kanonymity import check_privacy  # the same pure checker the connector uses
-
-        check = check_privacy(table, qis, sens)
-        if not report.get("meets_policy") or not check.meets(req_k, req_l):
-            raise Unprocessable(f"The table does not meet its privacy model: k={check.k} (required {req_k}), "
-                                f"l={check.l_min} (required {req_l}).", code="privacy_model_not_met")
+        # The rows stay at the connector (which checks them with twinspace.privacy.kanonymity before it
+        # signs a manifest); the broker checks the report's own claims.
+        achieved = report.get("achieved") or {}
+        k, l_min = achieved.get("k"), achieved.get("l_min")
+        if (not report.get("meets_policy") or not isinstance(k, int) or k < req_k
+                or (req_l and (not isinstance(l_min, int) or l_min < req_l))):
+            raise Unprocessable(f"The table does not meet its privacy model: k={k} (required {req_k}), "
+                                f"l={l_min} (required {req_l}).", code="privacy_model_not_met")
     if meta.twin_category == "natural_person":
         min_k = settings.catalog_min_k_natural_person
         if report is None or int(report["privacy_model"]["k"]) < min_k:
             raise Unprocessable(f"Person-level assets need a de-identification report with k >= {min_k}.",
                                 code="deid_required")
-    return table
 
 
 def _check_offers(meta: AssetMetadata, known_policy: Callable[[str], bool]) -> None:
@@ -174,7 +146,7 @@ def _check_offers(meta: AssetMetadata, known_policy: Callable[[str], bool]) -> N
                                 code="unknown_policy")
 
 
-def _new_row(asset_id: str, version: int, provider_id: str, meta: AssetMetadata, size: int) -> Asset:
+def _new_row(asset_id: str, version: int, provider_id: str, meta: AssetMetadata, manifest: dict[str, Any]) -> Asset:
     bbox = meta.bbox or [None] * 4
     return Asset(id=asset_id, version=version, provider_id=provider_id, status="active", is_latest=True,
                  title=meta.title, description=meta.description, keywords=list(meta.keywords),
@@ -183,9 +155,9 @@ def _new_row(asset_id: str, version: int, provider_id: str, meta: AssetMetadata,
                  domain=meta.domain, min_lon=bbox[0], min_lat=bbox[1], max_lon=bbox[2], max_lat=bbox[3],
                  time_start=_utc(meta.time_start), time_end=_utc(meta.time_end),
                  columns=[c.model_dump(exclude_none=True) for c in meta.columns], row_count=meta.row_count,
-                 content_hash=meta.content_hash, byte_size=size, deid_report=meta.deid_report,
+                 content_hash=meta.content_hash, byte_size=int(manifest["bytes"]), deid_report=meta.deid_report,
                  deid_report_hash=meta.deid_report_hash, offers=[o.model_dump() for o in meta.offers],
-                 data_endpoint=meta.data_endpoint,
+                 data_endpoint=manifest["endpoint"],
                  audience_restricted=query.audience_rows(asset_id, version, [o.model_dump() for o in meta.offers])[0],
                  search_text=search_text(meta.title, meta.description, meta.keywords, meta.entity_type, meta.domain))
 
@@ -205,20 +177,20 @@ def _add_audience(session: Session, asset: Asset) -> None:
 # --------------------------------------------------------------------------- commands
 def publish(session: Session, provider_id: str, meta: AssetMetadata, *, settings: Settings,
             known_policy: Callable[[str], bool]) -> Asset:
-    """Create a new asset (version 1). Atomic: asset row, encrypted blob, audit event and upload cleanup
-    commit together or not at all."""
-    data = _table_bytes(session, provider_id, meta, settings)
-    _check_table(meta, data, settings)
+    """Create a new asset (version 1) whose rows the provider's verified connector serves; the broker
+    checks the connector's signed manifest and stores metadata only. Asset row and audit event commit
+    together or not at all."""
     _check_offers(meta, known_policy)
-    asset = _new_row("ast_" + secrets.token_hex(10), 1, provider_id, meta, len(data))
+    manifest = _fetch_manifest(session, provider_id, meta, settings)
+    _check_table(meta, manifest, settings)
+    asset = _new_row("ast_" + secrets.token_hex(10), 1, provider_id, meta, manifest)
     session.add(asset)
     session.flush()
     _add_audience(session, asset)
-    _store(session, asset, data, meta, settings)
     record_event(session, "catalog.publish", actor=provider_id, asset_id=asset.id,
                  details={"version": 1, "content_hash": meta.content_hash, "classification": meta.classification,
                           "deid_report_hash": meta.deid_report_hash, "rows": meta.row_count,
-                          "storage": "connector" if meta.data_endpoint else "broker"})
+                          "data_endpoint": asset.data_endpoint})
     session.flush()
     return asset
 
@@ -237,23 +209,22 @@ def _owned_latest(session: Session, provider_id: str, asset_id: str) -> Asset:
 def new_version(session: Session, provider_id: str, asset_id: str, meta: AssetMetadata, *,
                 settings: Settings, known_policy: Callable[[str], bool]) -> Asset:
     latest = _owned_latest(session, provider_id, asset_id)
-    data = _table_bytes(session, provider_id, meta, settings)
-    _check_table(meta, data, settings)
     _check_offers(meta, known_policy)
+    manifest = _fetch_manifest(session, provider_id, meta, settings)
+    _check_table(meta, manifest, settings)
     latest.is_latest = False
     latest.status = "superseded"
     session.add(latest)
     session.flush()
     version = latest.version + 1
-    asset = _new_row(asset_id, version, provider_id, meta, len(data))
+    asset = _new_row(asset_id, version, provider_id, meta, manifest)
     session.add(asset)
     session.flush()
     _add_audience(session, asset)
-    _store(session, asset, data, meta, settings)
     record_event(session, "catalog.new_version", actor=provider_id, asset_id=asset_id,
                  details={"version": version, "previous_version": latest.version, "content_hash": meta.content_hash,
                           "deid_report_hash": meta.deid_report_hash, "rows": meta.row_count,
-                          "storage": "connector" if meta.data_endpoint else "broker"})
+                          "data_endpoint": asset.data_endpoint})
     session.flush()
     return asset
 
@@ -366,7 +337,7 @@ def asset_view(asset: Asset, *, full: bool = True) -> dict[str, Any]:
             "row_count": asset.row_count, "content_hash": asset.content_hash, "byte_size": asset.byte_size,
             "deid_report_hash": asset.deid_report_hash,
             "offers": list(asset.offers), "created_at": _iso(asset.created_at),
-            "withdrawn_at": _iso(asset.withdrawn_at), "storage": "connector" if asset.data_endpoint else "broker"}
+            "withdrawn_at": _iso(asset.withdrawn_at), "storage": "connector", "data_endpoint": asset.data_endpoint}
     if full:
         view["deid_report"] = asset.deid_report
     return view

@@ -51,3 +51,35 @@ class RemoteTransfer(SQLModel, table=True):
     data_address: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class DataplaneDecision(SQLModel, table=True):
+    """A signed decision the broker gave a provider's connector for one pull (``POST /dataplane/decisions``),
+    so that the receipt the connector sends afterwards can be matched to it."""
+
+    __tablename__ = "dataplane_decision"
+
+    decision_id: str = Field(primary_key=True, max_length=64)
+    transfer_id: str = Field(foreign_key="transfer_process.id", index=True, max_length=64)
+    provider_id: str = Field(max_length=64)
+    consumer_id: str = Field(max_length=64)
+    agreement_id: str = Field(max_length=64)
+    token_jti: str = Field(max_length=128)
+    allow: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DataplaneReceipt(SQLModel, table=True):
+    """A receipt a connector signed for what it served (idempotent per ``receipt_id``)."""
+
+    __tablename__ = "dataplane_receipt"
+
+    receipt_id: str = Field(primary_key=True, max_length=128)
+    transfer_id: str = Field(foreign_key="transfer_process.id", index=True, max_length=64)
+    decision_id: str = Field(max_length=64)
+    provider_id: str = Field(max_length=64)
+    sha256: str = Field(max_length=64)
+    rows: int = 0
+    bytes: int = 0
+    acknowledged: bool = False
+    created_at: datetime = Field(default_factory=utcnow)

@@ -66,8 +66,8 @@ def asset_licence(view: dict[str, Any]) -> str:
 
 
 def asset_format(view: dict[str, Any]) -> str:
-    """How the data is held: an Arrow table, in the broker's vault or at the provider's connector."""
-    return "Arrow table (connector)" if view.get("storage") == "connector" else "Arrow table (broker vault)"
+    """How the data is held: an Arrow table at the provider's connector (the broker holds no rows)."""
+    return "Arrow table (connector)"
 
 
 def facet_counts(views: list[dict[str, Any]]) -> dict[str, list[tuple[str, int]]]:
@@ -134,9 +134,8 @@ def edit_offers(asset_id: str, request: Request, offers: str = Form(..., max_len
                 principal: Principal = console_roles(*PROVIDER), session: Session = db_session) -> Response:
     """Change an asset's offers the only way the catalog allows: publish a new version (same data, same
     metadata, the new offers) through ``catalog.service.new_version``, as POST /catalog/assets/{id}/versions
-    does. The table is re-read from the vault (or, for a connector-hosted asset, fetched from the provider's
-    connector) and checked again (content hash, de-identification report); agreements on earlier versions
-    keep their terms."""
+    does. The connector's signed manifest is fetched and checked again (content hash, rows, columns,
+    de-identification report); agreements on earlier versions keep their terms."""
     import json
 
     try:
@@ -219,7 +218,7 @@ def _publish_offers(request: Request, session: Session, principal: Principal, as
                     parsed: list[Any], classification: str | None = None) -> Response:
     from pydantic import ValidationError
 
-    from broker.catalog import service, vault
+    from broker.catalog import service
     from broker.catalog.schemas import AssetMetadata
 
     runtime = get_runtime(request)
@@ -232,8 +231,10 @@ def _publish_offers(request: Request, session: Session, principal: Principal, as
               "time_start": latest.time_start, "time_end": latest.time_end, "columns": list(latest.columns),
               "row_count": latest.row_count, "content_hash": latest.content_hash, "deid_report": latest.deid_report,
               "deid_report_hash": latest.deid_report_hash, "offers": parsed}
-    hosted = getattr(latest, "data_endpoint", None)  # connector-hosted: the broker fetches and checks it again
-    fields.update({"data_endpoint": hosted} if hosted else {"upload_id": "pending"})
+    if not latest.data_endpoint:
+        raise BadRequest("This version has no connector endpoint; publish it again from the provider's "
+                         "connector.", code="missing_data_endpoint")
+    fields["data_endpoint"] = latest.data_endpoint  # the manifest is fetched and checked again
     try:
         AssetMetadata.model_validate(fields)
     except ValidationError as exc:
@@ -245,13 +246,6 @@ def _publish_offers(request: Request, session: Session, principal: Principal, as
             [Offer.model_validate(o).model_dump() for o in latest.offers] and \
             (classification or latest.classification) == latest.classification:
         return _redirect(request, "/assets", "The offers are unchanged; no new version published.")
-    if not hosted:  # broker-hosted: stage the stored bytes as the new version's upload
-        data = vault.load_bytes(session, asset_id, latest.version, settings=runtime.settings)
-        upload = service.create_upload(session, principal.org_id)
-        for part, start in enumerate(range(0, len(data), service.MAX_PART_BYTES)):
-            service.add_upload_part(session, principal.org_id, upload.id, part,
-                                    data[start:start + service.MAX_PART_BYTES], settings=runtime.settings)
-        fields["upload_id"] = upload.id
     meta = AssetMetadata.model_validate(fields)
     asset = service.new_version(session, principal.org_id, asset_id, meta, settings=runtime.settings,
                                 known_policy=lambda policy_id: runtime.known_policy(session, policy_id))
