@@ -83,3 +83,48 @@ def test_commands_exist_in_the_cli():
     port = _flag(broker, "--port")
     assert all(p.endswith(":" + port) for p in SERVICES["broker"]["ports"])
     assert f"127.0.0.1:{port}/readyz" in " ".join(SERVICES["broker"]["healthcheck"]["test"])
+
+
+def _shell_words(service: str) -> list[str]:
+    """The words of a ``sh -c`` command (compose's ``$$`` is a literal ``$``)."""
+    import shlex
+
+    argv = SERVICES[service]["command"]
+    assert argv[:2] == ["sh", "-c"], service
+    return shlex.split(argv[2].replace("$$", "$").removeprefix("exec "))
+
+
+def test_two_provider_connectors_each_with_its_own_key_and_storage():
+    """The data plane: two connectors, each its own process, key volume and data volume; the broker reaches
+    them on the project's network only (its SSRF guard admits that subnet and nothing else private)."""
+    import ipaddress
+    import json
+
+    root = get_command(cli)
+    serve = root.commands["connector"].commands["serve"]
+    serve_options = {o for p in serve.params for o in p.opts}
+    subnet = ipaddress.ip_network(COMPOSE["networks"]["default"]["ipam"]["config"][0]["subnet"])
+    allowed = [ipaddress.ip_network(n) for n in json.loads(_env("broker")["TWINSPACE_CONNECTOR_ALLOW_NETWORKS"])]
+    assert allowed == [subnet]
+    keys, data = set(), set()
+    for name in ("connector-a", "connector-b"):
+        words = _shell_words(name)
+        assert words[:3] == ["twinspace", "connector", "serve"]
+        assert {w for w in words[3:] if w.startswith("--")} <= serve_options, words
+        public = urlparse(_flag(words, "--public-url"))
+        assert public.hostname == name and str(public.port) == _flag(words, "--port")
+        env = SERVICES[name]["environment"]
+        assert urlparse(env["TWINSPACE_BROKER_URL"]).hostname == "broker"
+        mounts = dict(v.split(":")[:2][::-1] for v in SERVICES[name]["volumes"])
+        assert mounts[_flag(words, "--data-dir")].endswith("-data")
+        assert env["TWINSPACE_ORG_KEY"].startswith("/keys/")
+        keys.add(mounts["/keys"])
+        data.add(mounts[_flag(words, "--data-dir")])
+        assert SERVICES[name]["depends_on"]["onboard"]["condition"] == "service_completed_successfully"
+    assert len(keys) == 2 and len(data) == 2, "each connector has its own key and its own storage"
+    # Onboarding registers one provider per key volume with commands the CLI has.
+    create = root.commands["org"].commands["create"]
+    words = _shell_words("onboard")
+    options = {o for p in create.params for o in p.opts}
+    assert {w for w in words if w.startswith("--") and not w.startswith("--org-type=")} <= options | {"--role"}
+    assert "broker-state" not in keys | data

@@ -54,6 +54,9 @@ def org_create(name: str, role: Role = typer.Option(..., help="provider, consume
                org_type: str = typer.Option("other", help="e.g. government_agency, enterprise, audit_office"),
                attr: list[str] = typer.Option([], help="Attribute key=value (repeatable), e.g. clearance=internal"),
                key_out: Optional[Path] = typer.Option(None, help="Where to write the private key (0600)."),
+               org_id_out: Optional[Path] = typer.Option(None, help="Also write the new org id to this file "
+                                                         "(for scripts, e.g. docker-compose's onboarding)."),
+               as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
                data_dir: Optional[Path] = DataDir) -> None:
     """Register an organisation: its key pair is generated here and only the public key is registered."""
     from broker.identity.onboarding import create_org_with_key
@@ -69,6 +72,14 @@ def org_create(name: str, role: Role = typer.Option(..., help="provider, consume
     runtime = Runtime.start(settings)
     new = create_org_with_key(runtime.engine, name=name, role=role.value, key_dir=settings.data_dir / "keys",
                               org_type=org_type, attributes=attributes, key_file=key_out)
+    if org_id_out is not None:
+        Path(org_id_out).write_text(new.org_id + "\n", encoding="utf-8")
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"org_id": new.org_id, "name": new.name, "role": new.role, "kid": new.kid,
+                               "key_file": str(new.key_file)}))
+        return
     console.print(f"Registered [bold]{new.name}[/] as {new.role}: org id {new.org_id}, key id {new.kid}")
     console.print(f"Private key: {new.key_file} (mode 0600) — keep it on this machine.")
 
