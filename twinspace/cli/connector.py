@@ -1,8 +1,10 @@
-"""``twinspace connector``: what a provider runs on its own machine — ingest, de-identify, publish."""
+"""``twinspace connector``: what a provider runs on its own machine — ingest, de-identify, publish, and
+the connector node itself (``serve``, ``register``)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +14,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from connectors.errors import ConnectorError
-from twinspace.cli.common import Connection, connected
+from twinspace.cli.common import Connection, JsonOpt, connected, emit_json, fail
+from twinspace.errors import TwinSpaceError
 
 connector_app = typer.Typer(help="Provider-side connector: ingest, de-identify and publish twin-entity assets.",
                             no_args_is_help=True)
@@ -129,30 +132,43 @@ def publish(table: Path = typer.Argument(..., exists=True, dir_okay=False),
             report: Optional[Path] = typer.Option(None, help="De-identification report (JSON)."),
             description: str = typer.Option(""), keyword: list[str] = typer.Option([]),
             asset_id: Optional[str] = typer.Option(None, help="Publish as a new version of this asset."),
-            data_endpoint: Optional[str] = typer.Option(None, help="Keep the table here: the base URL of this "
-                                                        "machine's `twinspace connector serve`, from which the "
-                                                        "broker fetches it on each access."),
-            *, conn: Connection) -> None:
-    """Check the table against its report locally, then publish it (metadata + encrypted-at-rest table,
-    or metadata only with --data-endpoint)."""
-    from connectors.publish import load_report, parse_offer, publish_file
-    from twinspace.client.broker import BrokerClient, BrokerError
+            connector_dir: Path = typer.Option(..., "--connector-dir", envvar="TWINSPACE_CONNECTOR_DIR",
+                                               file_okay=False, help="The data directory of this provider's "
+                                               "`twinspace connector serve --data-dir`: the table is placed there."),
+            connector_url: str = typer.Option(..., "--connector", "--data-endpoint", envvar="TWINSPACE_CONNECTOR_URL",
+                                              help="The public URL of that connector (registered with "
+                                              "`twinspace connector register`)."),
+            as_json: bool = JsonOpt, *, conn: Connection) -> None:
+    """Check the table against its report locally, place it in the connector's data directory, and
+    publish its metadata with the connector as data endpoint (no row goes to the broker)."""
+    from connectors.publish import LocalConnector, load_report, parse_offer, publish_file
+    from twinspace.client.broker import BrokerError
 
+    try:
+        from twinspace.dataplane import normalise_endpoint
+
+        endpoint = normalise_endpoint(connector_url)
+    except TwinSpaceError as exc:
+        fail(f"--connector {connector_url!r}: {exc.detail}", "e.g. --connector http://127.0.0.1:8100", 2)
     try:
         offers = [parse_offer(s) for s in offer]
         if offers_file:
             offers += json.loads(offers_file.read_text(encoding="utf-8"))
         rep = load_report(report) if report else None
         client = conn.client()
-        asset = publish_file(client, table, report=rep, asset_id=asset_id, title=title, description=description,
-                             keywords=list(keyword), classification=classification, domain=domain, offers=offers,
-                             data_endpoint=data_endpoint)
+        asset = publish_file(client, table, connector=LocalConnector(endpoint, connector_dir), report=rep,
+                             asset_id=asset_id, title=title, description=description, keywords=list(keyword),
+                             classification=classification, domain=domain, offers=offers)
     except ConnectorError as exc:
         _fail(exc)
     except BrokerError as exc:
         console.print(f"[bold red]broker refused[/] ({exc.code}): {escape(str(exc.problem.get('detail', '')))}")
         raise typer.Exit(1)
-    typer.echo(f"published {asset['id']} v{asset['version']} ({asset['row_count']} rows, sha256 {asset['content_hash']})")
+    if as_json:
+        emit_json(asset)
+        return
+    typer.echo(f"published {asset['id']} v{asset['version']} ({asset['row_count']} rows, sha256 {asset['content_hash']}) "
+               f"served by {endpoint}")
 
 
 @connector_app.command()
@@ -170,20 +186,66 @@ def withdraw(asset_id: str, reason: Optional[str] = typer.Option(None), *, conn:
 
 
 @connector_app.command()
-def serve(directory: Path = typer.Argument(..., exists=True, file_okay=False, help="Directory of .arrow files."),
-          broker_key: str = typer.Option(..., envvar="TWINSPACE_BROKER_PUBLIC_KEY",
-                                         help="The broker's Ed25519 public key (base64url, from /.well-known/jwks.json)."),
-          issuer: str = typer.Option("twinspace-broker", help="The broker's issuer name."),
-          host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8600)) -> None:
-    """Serve connector-hosted assets: the broker fetches de-identified tables from here (by SHA-256,
-    with a broker-signed token); publish them with `publish --data-endpoint http(s)://this-host:PORT`."""
+@connected
+def serve(data_dir: Path = typer.Option(..., "--data-dir", envvar="TWINSPACE_CONNECTOR_DIR", file_okay=False,
+                                        help="The connector's data directory (Arrow files, its state)."),
+          host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+          port: int = typer.Option(8100, min=1, max=65535, help="Port to listen on."),
+          public_url: Optional[str] = typer.Option(None, "--public-url", envvar="TWINSPACE_CONNECTOR_URL",
+                                                   help="The URL consumers and the broker reach this connector at "
+                                                   "(its audience); default http://HOST:PORT."),
+          broker_key: Optional[str] = typer.Option(None, "--broker-key", envvar="TWINSPACE_BROKER_PUBLIC_KEY",
+                                                   help="Pin the broker's Ed25519 public key (base64url); default: "
+                                                   "fetched once from the broker's /.well-known/jwks.json."),
+          *, conn: Connection) -> None:
+    """Run this provider's connector: it holds the rows and is the policy enforcement point; consumers
+    pull from it directly under broker-countersigned agreements (docs/data-plane.md)."""
     import uvicorn
 
+    from connectors.node.app import create_node_app
+    from connectors.node.config import NodeConfig
     from twinspace.crypto import public_key_from_b64
-    from connectors.serve import create_connector_app
+
+    pinned = None
+    if broker_key:
+        try:
+            pinned = public_key_from_b64(broker_key)
+        except (ValueError, TypeError) as exc:
+            fail(f"--broker-key is not an Ed25519 public key: {exc}", "copy the x value of the broker's JWKS", 2)
+    endpoint = public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    client = conn.client()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+        config = NodeConfig(endpoint=endpoint, data_dir=data_dir, private_key=client.private_key, org_id=conn.org,
+                            broker=client, broker_issuer=conn.audience, broker_public_key=pinned)
+        config.broker_key()  # fail now, not on the first pull
+    except TwinSpaceError as exc:
+        fail(f"{exc.detail}", f"check --broker {conn.broker} (and --public-url)", 2)
+    console.print(f"connector of {escape(conn.org)} at {escape(config.endpoint)} serving {escape(str(data_dir))} "
+                  f"({len(config.store.list())} files)")
+    uvicorn.run(create_node_app(config), host=host, port=port, log_level="warning")
+
+
+@connector_app.command()
+@connected
+def register(endpoint: str = typer.Option("http://127.0.0.1:8100", "--endpoint", envvar="TWINSPACE_CONNECTOR_URL",
+                                          help="The connector's public URL (as given to `serve --public-url`)."),
+             as_json: bool = JsonOpt, *, conn: Connection) -> None:
+    """Register this provider's running connector with the broker (the broker challenges it to prove it
+    holds the provider's key)."""
+    from twinspace.dataplane import normalise_endpoint
 
     try:
-        key = public_key_from_b64(broker_key)
-    except ValueError as exc:
-        raise typer.BadParameter(f"--broker-key: {exc}") from None
-    uvicorn.run(create_connector_app(directory, key, broker_issuer=issuer), host=host, port=port)
+        endpoint = normalise_endpoint(endpoint)
+    except TwinSpaceError as exc:
+        fail(f"--endpoint {endpoint!r}: {exc.detail}", "e.g. --endpoint https://connector.example.org", 2)
+    answer = conn.client().post("/connectors", json={"endpoint": endpoint})
+    if as_json:
+        emit_json(answer)
+        return
+    if isinstance(answer, dict):
+        typer.echo(f"registered {answer.get('endpoint', endpoint)} for {answer.get('org_id', conn.org)}"
+                   + (f" (status {answer['status']})" if answer.get("status") else ""))
+    else:
+        typer.echo(f"registered {endpoint}")
