@@ -352,3 +352,39 @@ def test_broker_key_is_fetched_from_jwks_and_claims_are_single_use(broker, tmp_p
     assert config.claims.claim("old", time.time() - 1) is True
     assert config.claims.claim("b", time.time() + 60) is True  # purges "old"
     assert config.claims.claim("old", time.time() + 60) is True
+
+
+def test_push_sends_permitted_rows_to_an_allowed_endpoint_and_refuses_private_ones(broker, tmp_path):
+    received: list[bytes] = []
+    sink = FastAPI()
+
+    @sink.post("/in")
+    async def inbound(request: Request):
+        assert request.headers["authorization"] == "Bearer consumer-secret"
+        received.append(await request.body())
+        return {"ok": True}
+
+    from tests.serving import serve_app
+
+    import jwt
+
+    def push_token(audience: str, endpoint: str, sha: str) -> str:
+        token = broker.mint(sha, audience=audience)
+        claims = jwt.decode(token, options={"verify_signature": False})
+        claims["push"] = {"endpoint": endpoint, "authorization": "Bearer consumer-secret"}
+        token = jwt.encode(claims, broker.key, algorithm="EdDSA", headers={"kid": key_id(broker.key.public_key())})
+        broker.tokens[claims["jti"]] = claims
+        return token
+
+    with serve_app(sink) as sink_url, ConnectorHarness(PROVIDER, broker.provider_key, broker.client(), ISSUER,
+                                                        data_dir=tmp_path / "p") as conn:
+        sha = conn.put(arrow_bytes())
+        r = httpx.post(conn.endpoint + "/dataplane/push", json={"token": push_token(conn.endpoint, sink_url + "/in", sha)})
+        assert_problem(r, 403, "push_destination_refused")  # loopback, not allowed
+        conn.config.push_allow_networks = ["127.0.0.0/8"]
+        r = httpx.post(conn.endpoint + "/dataplane/push", json={"token": push_token(conn.endpoint, sink_url + "/in", sha)})
+        assert r.status_code == 200, r.text
+        assert json.loads(received[0]) == [{"id": f"B{i:03d}", "district": ["Daan", "Xinyi"][i % 2], "area": 100.0 + i}
+                                           for i in range(30)]
+        claims = verify_message(broker.receipts[-1], broker.provider_key.public_key(), RECEIPT, audience=ISSUER)
+        assert claims["complete"] is True and claims["bytes"] == len(received[0]) == r.json()["bytes"]
