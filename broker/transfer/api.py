@@ -1,20 +1,21 @@
 """Transfer routes (thin): DSP transfer process endpoints (DSP error objects on failure), the list of
-transfers, a token refresh (the consumer's DataAddress) and the broker-hosted data plane."""
+transfers, a token refresh (the consumer's DataAddress), and the control plane of the connectors' data
+plane: decisions, receipts, acknowledgements. The broker serves no rows."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime, require_roles
 from twinspace.dsp.states import TransferState as TS
 from broker.contracts.dsp import DspRoute, ld, message_body
-from broker.transfer import dataplane, download, process, remote_api, service
+from broker.schemas import StrictModel
+from broker.transfer import process, remote_api, service
 from twinspace.dsp.messages import parse
 
 router = APIRouter(tags=["transfer"])
@@ -98,55 +99,40 @@ def transfer_token(pid: str, request: Request, principal: Principal = require_ro
     return _ld(service.new_token(session, runtime.settings, runtime.broker_key, principal, pid))
 
 
-def _served(engine, pull: service.Pull, chunks):
-    """Stream and, once done, audit the bytes served and their SHA-256 (outside the request transaction)."""
-    from broker.audit import log_event
-
-    digest, size, complete = hashlib.sha256(), 0, False
-    try:
-        for chunk in chunks:
-            digest.update(chunk)
-            size += len(chunk)
-            yield chunk
-        complete = True
-    finally:
-        log_event(engine, "transfer.served", actor=pull.consumer_id, outcome="ok" if complete else "error",
-                  asset_id=pull.asset_id, agreement_id=pull.agreement_id,
-                  details={"transfer_id": pull.transfer_id, "format": pull.fmt, "rows": pull.table.num_rows,
-                           "bytes": size, "sha256": digest.hexdigest(), "complete": complete,
-                           "asset_content_hash": pull.content_hash})
+class DecisionIn(StrictModel):
+    transfer_id: str = Field(min_length=1, max_length=64)
+    token_jti: str = Field(min_length=8, max_length=128)
+    nonce: str = Field(min_length=16, max_length=256)
+    format: str = Field("csv", min_length=1, max_length=16)
 
 
-@router.get("/dataplane/transfers/{pid}")
-async def dataplane_pull(pid: str, request: Request, format: str = Query("csv", max_length=16),
-                         columns: str | None = Query(None, max_length=20_000,
-                                                     description="Comma-separated subset of the permitted columns"),
-                         transfer_token: str | None = Header(None, alias="TwinSpace-Transfer-Token"),
-                         pop: str | None = Header(None, alias="TwinSpace-PoP"),
-                         principal: Principal = require_roles("consumer"),
-                         session: Session = db_session):
-    """Pull the de-identified data under a STARTED transfer (CSV, JSON or Parquet, streamed)."""
+class ReceiptIn(StrictModel):
+    receipt: str = Field(min_length=1, max_length=65_536)
+
+
+class AckIn(StrictModel):
+    ack: str = Field(min_length=1, max_length=16_384)
+
+
+@router.post("/dataplane/decisions")
+def dataplane_decision(body: DecisionIn, request: Request, principal: Principal = require_roles("provider"),
+                       session: Session = db_session) -> dict[str, Any]:
+    """The provider's connector asks for a fresh signed decision before it serves a pull."""
     runtime = get_runtime(request)
-    wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-    pull = await run_in_threadpool(service.pull, session, runtime, principal, pid, token=transfer_token, proof=pop,
-                                   method=request.method, path=request.url.path, fmt=format, columns=wanted)
-    # Usage counters and the transfer.pull entry are durable before the first byte leaves, and the
-    # transaction is not held open (its locks released) while the body streams.
-    await run_in_threadpool(session.commit)
-    headers = {"X-TwinSpace-Agreement": pull.agreement_id, "X-TwinSpace-Rows": str(pull.table.num_rows),
-               "X-TwinSpace-Asset-Version": str(pull.asset_version), "X-TwinSpace-Content-Hash": pull.content_hash,
-               "Cache-Control": "no-store"}
-    return StreamingResponse(_served(runtime.engine, pull, dataplane.encode(pull.table, format)),
-                             media_type=dataplane.MEDIA_TYPES[format], headers=headers)
+    return service.decide_pull(session, runtime.settings, runtime.broker_key, principal,
+                               transfer_id=body.transfer_id, token_jti=body.token_jti, nonce=body.nonce,
+                               fmt=body.format)
 
 
-@router.get("/contracts/agreements/{agreement_id}/data")
-def agreement_data(agreement_id: str, request: Request, format: str = Query("csv", pattern="^(csv|json)$"),
-                   principal: Principal = require_roles("consumer"),
-                   session: Session = db_session) -> StreamingResponse:
-    """The management API's download under an agreement (the DSP transfer process is the other way)."""
-    media_type, chunks, summary = download.pull_data(session, get_runtime(request).settings, principal,
-                                                     agreement_id, format)
-    return StreamingResponse(iter(chunks), media_type=media_type,
-                             headers={"X-Content-SHA256": summary["sha256"], "X-Row-Count": str(summary["rows"]),
-                                      "Cache-Control": "no-store"})
+@router.post("/dataplane/receipts")
+def dataplane_receipt(body: ReceiptIn, request: Request, principal: Principal = require_roles("provider"),
+                      session: Session = db_session) -> dict[str, Any]:
+    """The connector's signed receipt of what it served (audited; idempotent per receipt_id)."""
+    return service.record_receipt(session, get_runtime(request).settings, principal, body.receipt)
+
+
+@router.post("/transfers/{pid}/acknowledgements")
+def transfer_acknowledgement(pid: str, body: AckIn, request: Request, principal: Principal = require_roles("consumer"),
+                             session: Session = db_session) -> dict[str, Any]:
+    """The consumer's countersignature of a receipt (SHA-256 of the bytes it received)."""
+    return service.acknowledge(session, get_runtime(request).settings, principal, pid, body.ack)

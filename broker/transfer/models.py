@@ -75,8 +75,10 @@ class DataplaneReceipt(SQLModel, table=True):
     __tablename__ = "dataplane_receipt"
 
     receipt_id: str = Field(primary_key=True, max_length=128)
-    transfer_id: str = Field(foreign_key="transfer_process.id", index=True, max_length=64)
-    decision_id: str = Field(max_length=64)
+    kind: str = Field(default="transfer", max_length=16)  # transfer | query
+    transfer_id: str | None = Field(default=None, foreign_key="transfer_process.id", index=True, max_length=64)
+    agreement_id: str = Field(max_length=64)
+    decision_id: str = Field(max_length=128)  # the decision id (transfer) or the query id (query)
     provider_id: str = Field(max_length=64)
     sha256: str = Field(max_length=64)
     rows: int = 0

@@ -5,13 +5,13 @@ A TransferRequestMessage makes a REQUESTED process and nothing more; the provide
 ``start``, at once after the request commits when ``TWINSPACE_DSP_TRANSFER_AUTOSTART`` is on and the
 agreement and a fresh read decision allow it, or on the provider's TransferStartMessage). The start
 message goes to the consumer's ``callbackAddress``; a broker-hosted consumer reads the process and asks
-``/transfers/{id}/token`` for its DataAddress. Where the data comes from is the data plane's business:
-``ENDPOINT`` builds the PULL endpoint (the broker's ``/dataplane`` by default)."""
+``/transfers/{id}/token`` for its DataAddress. The data comes from the provider's connector: the PULL
+endpoint is ``{asset.data_endpoint}/dataplane/transfers/{pid}`` and the transfer token's audience is that
+connector's normalised endpoint (docs/data-plane.md); a PUSH is handed to the connector on start."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from twinspace.dsp.states import TransferState as TS
 from twinspace.dsp.states import check_transfer
 from twinspace.dsp.transfer_messages import FORMATS, PULL_FORMAT, PUSH_FORMAT, code_message, start_message
 from twinspace.dsp.transfer_messages import transfer_process as process_document
+from twinspace.dataplane import normalise_endpoint
 from twinspace.errors import BadRequest, Conflict, Forbidden, NotFound
 
 AGREEMENT_IRI = "urn:twinspace:agreement:"
@@ -44,17 +45,30 @@ class Party:
     cnf_kid: str | None = None
 
 
-def default_endpoint(settings, transfer_id: str) -> str:
-    path = f"/dataplane/transfers/{transfer_id}"
-    return (settings.dataplane_url.rstrip("/") + path) if settings.dataplane_url else path
+def connector_of(session: Session, tp: TransferProcess) -> str:
+    """The normalised endpoint of the connector that serves the transfer's asset version."""
+    from broker.catalog.service import get_asset
+
+    asset = get_asset(session, tp.asset_id, tp.asset_version)
+    if not asset.data_endpoint:
+        raise Conflict("This asset version has no connector serving its data.", code="no_connector")
+    return normalise_endpoint(asset.data_endpoint)
 
 
-# (settings, transfer_id) -> the PULL endpoint URL put in the DataAddress. The data plane may replace it.
-ENDPOINT: Callable[[Any, str], str] = default_endpoint
+def endpoint_for(session: Session, tp: TransferProcess) -> str:
+    """The PULL endpoint put in the DataAddress: the provider's connector, never the broker."""
+    return f"{connector_of(session, tp)}/dataplane/transfers/{tp.id}"
 
 
-def endpoint_for(settings, transfer_id: str) -> str:
-    return ENDPOINT(settings, transfer_id)
+def consumer_public_key(session: Session, tp: TransferProcess) -> str:
+    """The raw public key (b64url) of the consumer's active key the transfer's tokens bind to."""
+    from broker.identity.models import OrgKey
+
+    key = session.get(OrgKey, tp.consumer_kid) if tp.consumer_kid else None
+    if key is None or key.org_id != tp.consumer_id or key.status != "active":
+        raise Conflict("The consumer key this transfer binds to is not an active key of the consumer.",
+                       code="no_consumer_key")
+    return key.public_key
 
 
 def _touch(session: Session, tp: TransferProcess, target: TS, *, actor: str, kind: str,
@@ -120,27 +134,61 @@ def consumer_party(session: Session, tp: TransferProcess) -> Party:
                  attributes=dict(org.attributes or {}), cnf_kid=tp.consumer_kid)
 
 
-def _issue(session: Session, settings, broker_key, tp: TransferProcess, agreement, *, actor: str) -> tuple[str, int]:
+def _issue(session: Session, settings, broker_key, tp: TransferProcess, agreement, *, actor: str,
+           push: dict[str, Any] | None = None) -> tuple[str, int]:
     if not tp.consumer_kid:
         raise Conflict("This transfer has no consumer key to bind a token to.", code="no_consumer_key")
     token, exp = transfer_tokens.issue_transfer_token(
-        broker_key, issuer=settings.issuer, consumer_id=tp.consumer_id, consumer_kid=tp.consumer_kid,
+        broker_key, issuer=settings.issuer, audience=connector_of(session, tp), consumer_id=tp.consumer_id,
+        consumer_kid=tp.consumer_kid, consumer_key=consumer_public_key(session, tp), provider_id=tp.provider_id,
         transfer_id=tp.id, agreement_id=tp.agreement_id,
         asset={"id": agreement.asset_id, "version": agreement.asset_version, "content_hash": agreement.content_hash},
         generation=tp.token_generation, ttl=settings.transfer_token_ttl_seconds,
         not_after=contracts._utc(agreement.not_after).timestamp())
+    if push is not None:  # the token also names the consumer's sink (the connector delivers there)
+        import jwt
+
+        claims = jwt.decode(token, options={"verify_signature": False})
+        claims["push"] = push
+        token = jwt.encode(claims, broker_key, algorithm="EdDSA", headers=jwt.get_unverified_header(token))
     record_event(session, "transfer.token_issued", actor=actor, asset_id=tp.asset_id, agreement_id=tp.agreement_id,
                  details={"transfer_id": tp.id, "cnf_kid": tp.consumer_kid, "expires_at": exp,
-                          "generation": tp.token_generation})
+                          "generation": tp.token_generation, "push": push is not None})
     return token, exp
+
+
+def push_sink(tp: TransferProcess) -> dict[str, Any]:
+    """``{endpoint, authorization}`` of the consumer's PUSH dataAddress."""
+    address = tp.data_address or {}
+    props = {p.get("name"): p.get("value") for p in address.get("endpointProperties") or [] if isinstance(p, dict)}
+    return {"endpoint": address.get("endpoint"), "authorization": props.get("authorization")}
+
+
+def hand_push(session: Session, settings, broker_key, tp: TransferProcess, agreement, *, actor: str) -> bool:
+    """Best effort: ask the provider's connector to deliver a PUSH transfer (``POST {endpoint}/dataplane/push``
+    with a transfer token that names the consumer's sink). False when the connector did not take it."""
+    from broker.catalog import netguard
+    from twinspace.errors import TwinSpaceError
+
+    try:
+        token, _exp = _issue(session, settings, broker_key, tp, agreement, actor=actor, push=push_sink(tp))
+        response = netguard.request(settings, "POST", connector_of(session, tp), "/dataplane/push",
+                                    json={"token": token}, max_bytes=65536)
+        ok = 200 <= response.status_code < 300
+        status = response.status_code
+    except TwinSpaceError as exc:
+        ok, status = False, exc.code
+    record_event(session, "transfer.push_requested", actor=actor, asset_id=tp.asset_id, agreement_id=tp.agreement_id,
+                 outcome="ok" if ok else "error", details={"transfer_id": tp.id, "connector_answer": status})
+    return ok
 
 
 def _start_document(session: Session, settings, broker_key, tp: TransferProcess, agreement, *,
                     actor: str) -> dict[str, Any]:
-    if tp.format == PUSH_FORMAT:  # the data plane delivers to the consumer's DataAddress
+    if tp.format == PUSH_FORMAT:  # the provider's connector delivers to the consumer's DataAddress
         return start_message(provider_pid=tp.id, consumer_pid=tp.consumer_pid)
     token, exp = _issue(session, settings, broker_key, tp, agreement, actor=actor)
-    return start_message(provider_pid=tp.id, consumer_pid=tp.consumer_pid, endpoint=endpoint_for(settings, tp.id),
+    return start_message(provider_pid=tp.id, consumer_pid=tp.consumer_pid, endpoint=endpoint_for(session, tp),
                          token=token, expires_at=exp)
 
 
@@ -187,6 +235,8 @@ def start(session: Session, settings, broker_key, tp: TransferProcess, *, actor:
     _touch(session, tp, TS.STARTED, actor=actor, kind="transfer.started", details={"resumed": resumed})
     document = _start_document(session, settings, broker_key, tp, agreement, actor=actor)
     _notify(session, tp, document)
+    if tp.format == PUSH_FORMAT:
+        hand_push(session, settings, broker_key, tp, agreement, actor=actor)
     return document
 
 

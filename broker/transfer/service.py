@@ -1,122 +1,165 @@
-"""The per-request data-plane decision (token, proof of possession, state, agreement, policy) and the
-broker-hosted pull. No FastAPI imports. The transfer process itself (the DSP state machine) is
+"""The control plane of a pull (docs/data-plane.md): the signed decision a provider's connector asks for
+before it serves rows, the receipts it sends afterwards, the consumer's acknowledgements. The broker
+never sees the rows. No FastAPI imports. The transfer process itself (the DSP state machine) is
 ``broker.transfer.process``; its functions are re-exported here for existing callers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
 from typing import Any
 
-import pyarrow as pa
 from sqlmodel import Session
 
 from broker.audit import record_event
+from broker.catalog.endpoints import verify_org_message
 from broker.contracts import service as contracts
+from broker.transfer.models import DataplaneDecision, DataplaneReceipt, TransferProcess
+from twinspace.dataplane import ACK, DECISION, RECEIPT, merge_obligations, sign_message
 from twinspace.dsp.states import TransferState as TS
-from twinspace.crypto import public_key_from_b64
-from twinspace.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from twinspace import transfer_tokens
-from broker.transfer.dataplane import apply_obligations, merge_obligations
-from broker.transfer.models import TransferProcess
+from twinspace.errors import BadRequest, Conflict, Forbidden, NotFound, TwinSpaceError, Unauthorized
 
 FORMATS = ("csv", "json", "parquet")
 
-from broker.transfer.process import (_check_pids, _decide_read, change_state, create, dsp_view,  # noqa: F401
-                                     end_transfers_of, endpoint_for, get_transfer, list_transfers, new_token,
-                                     request_transfer, start, start_message_from, view)
+from broker.transfer.process import (_check_pids, _decide_read, change_state, connector_of,  # noqa: F401,E402
+                                     consumer_party, create, dsp_view, end_transfers_of, endpoint_for,
+                                     get_transfer, list_transfers, new_token, request_transfer, start,
+                                     start_message_from, view)
 
 
-# --------------------------------------------------------------------------- data plane
-@dataclass
-class Pull:
-    table: pa.Table
-    transfer_id: str
-    agreement_id: str
-    asset_id: str
-    asset_version: int
-    content_hash: str
-    fmt: str
-    consumer_id: str
+def _quota(session: Session, agreement) -> dict[str, Any] | None:
+    from broker.policy.service import get_usage
+
+    quota = (agreement.policy_params or {}).get("max_total_rows")
+    if isinstance(quota, int) and not isinstance(quota, bool):
+        return {"max_rows": max(0, quota - get_usage(session, agreement.id)["rows"])}
+    return None
 
 
-
-def authorize_pull(session: Session, runtime, principal: Any, transfer_id: str, *, token: str | None,
-                   proof: str | None, method: str, path: str) -> tuple[TransferProcess, Any, dict]:
-    """Token + proof of possession + transfer state + agreement: everything before any data is read."""
-    from broker.identity.service import active_key
-
-    settings = runtime.settings
-    if not token or not proof:
-        raise Unauthorized("Data-plane requests need TwinSpace-Transfer-Token and TwinSpace-PoP headers.",
-                           code="missing_transfer_token")
-    claims = transfer_tokens.decode_transfer_token(token, runtime.broker_key.public_key(), issuer=settings.issuer,
-                                          leeway=settings.clock_skew_seconds)
-    if claims["sub"] != principal.org_id:
-        raise Forbidden("This transfer token was issued to another consumer.", code="token_not_yours")
-    if claims.get("tpid") != transfer_id:
-        raise Forbidden("This transfer token is for another transfer process.", code="token_wrong_transfer")
-    kid = transfer_tokens.pop_kid(proof)
-    if kid != claims["cnf"].get("kid"):
-        raise Unauthorized("The proof of possession is not signed with the key the token is bound to.",
-                           code="invalid_pop")
-    org, key = active_key(session, kid)
-    if org.id != principal.org_id:
-        raise Unauthorized("The proof of possession key belongs to another organisation.", code="invalid_pop")
-    pop = transfer_tokens.verify_pop(proof, public_key_from_b64(key.public_key), method=method, path=path, token=token,
-                            max_age=settings.transfer_pop_max_age_seconds, leeway=settings.clock_skew_seconds)
-    tp = session.get(TransferProcess, transfer_id)
-    if tp is None or tp.consumer_id != principal.org_id:
-        raise NotFound(f"No transfer process {transfer_id}.", code="transfer_not_found")
-    if claims.get("agr") != tp.agreement_id:
-        raise Forbidden("This transfer token is for another agreement.", code="token_wrong_agreement")
-    agreement = contracts.require_active_agreement(session, tp.agreement_id, principal.org_id)
-    if tp.state != TS.STARTED.value:
-        raise Conflict(f"The transfer is {tp.state}, not STARTED.", code="transfer_not_started")
-    if claims.get("gen") != tp.token_generation:
-        raise Unauthorized("This transfer token was invalidated (the transfer was suspended or restarted).",
-                           code="invalid_transfer_token")
-    asset = claims.get("asset") or {}
-    if (asset.get("version"), asset.get("content_hash")) != (agreement.asset_version, agreement.content_hash):
-        raise Conflict("The token names another asset version.", code="asset_version_changed")
-    ttl = settings.transfer_pop_max_age_seconds + 2 * settings.clock_skew_seconds
-    if not runtime.replay.claim(f"pop:{principal.org_id}:{pop['jti']}", ttl, session):
-        raise Unauthorized("This proof of possession was already used; make a fresh one per request.",
-                           code="replayed_pop")
-    return tp, agreement, claims
-
-
-def pull(session: Session, runtime, principal: Any, transfer_id: str, *, token: str | None, proof: str | None,
-         method: str, path: str, fmt: str, columns: list[str] | None = None) -> Pull:
-    """Authorise, decide again with live usage counters, load the vault table, apply obligations,
-    count usage and audit (rows, columns, format, content hash) — all before the first byte is sent."""
-    from broker.catalog import vault
-    from broker.policy.service import get_usage, record_usage
+def decide_pull(session: Session, settings, broker_key, principal: Any, *, transfer_id: str, token_jti: str,
+                nonce: str, fmt: str) -> dict[str, Any]:
+    """``POST /dataplane/decisions``: a fresh decision for one pull, signed for the connector's audience and
+    bound to its nonce and the token's ``jti``, with the agreement bundle. A deny is a signed decision too."""
+    from broker.policy.access import decide_access
 
     if fmt not in FORMATS:
         raise BadRequest(f"format must be one of {', '.join(FORMATS)}.", code="unsupported_format")
-    tp, agreement, _claims = authorize_pull(session, runtime, principal, transfer_id, token=token, proof=proof,
-                                            method=method, path=path)
-    decision = _decide_read(session, runtime.settings, agreement, principal, {"format": fmt})
-    rules = merge_obligations(decision.obligations, agreement.obligations)
-    max_rows = rules["max_rows"]
-    quota = agreement.policy_params.get("max_total_rows")
-    if isinstance(quota, int):
-        remaining = max(0, quota - get_usage(session, agreement.id)["rows"])
-        max_rows = remaining if max_rows is None else min(max_rows, remaining)
-    table = vault.load_table(session, agreement.asset_id, agreement.asset_version, settings=runtime.settings)
-    table = apply_obligations(table, max_rows=max_rows, columns=rules["columns"], requested_columns=columns)
-    record_usage(session, agreement.id, table.num_rows)
-    # Increments in SQL: concurrent pulls of one transfer must not overwrite each other's counts.
-    tp.pulls = TransferProcess.pulls + 1
-    tp.rows_served = TransferProcess.rows_served + table.num_rows
-    tp.updated_at = contracts.now()
-    session.add(tp)
-    record_event(session, "transfer.pull", actor=principal.org_id, asset_id=agreement.asset_id,
-                 agreement_id=agreement.id,
-                 details={"transfer_id": tp.id, "format": fmt, "rows": table.num_rows,
-                          "columns": table.column_names, "asset_version": agreement.asset_version,
-                          "content_hash": agreement.content_hash, "max_rows": max_rows,
-                          "policy_version": decision.policy_version, "input_hash": decision.input_hash})
-    return Pull(table, tp.id, agreement.id, agreement.asset_id, agreement.asset_version, agreement.content_hash,
-                fmt, principal.org_id)
+    tp = session.get(TransferProcess, transfer_id)
+    if tp is None or tp.provider_id != principal.org_id:
+        raise NotFound(f"No transfer process {transfer_id} of yours.", code="transfer_not_found")
+    audience = connector_of(session, tp)
+    agreement = contracts.get_agreement(session, tp.agreement_id)
+    allow, reasons, obligations = False, [], {"max_rows": 0, "columns": []}
+    decision_id, policy_version, input_hash = "dec_" + uuid.uuid4().hex, "", ""
+    try:
+        if tp.state != TS.STARTED.value:
+            raise Conflict(f"The transfer is {tp.state}, not STARTED.", code="transfer_not_started")
+        agreement = contracts.require_active_agreement(session, tp.agreement_id, tp.consumer_id)
+        decision = decide_access(session, settings, contracts.policy_agreement_view(agreement),
+                                 consumer_party(session, tp), "read",
+                                 request={"purpose": agreement.purpose, "scenario": agreement.scenario, "format": fmt})
+        decision_id = decision.decision_id or decision_id
+        policy_version, input_hash = decision.policy_version, decision.input_hash
+        allow, reasons = bool(decision.allow), list(decision.reasons)
+        if allow:
+            obligations = merge_obligations(decision.obligations, agreement.obligations, _quota(session, agreement))
+    except TwinSpaceError as exc:
+        allow, reasons = False, [exc.code]
+    session.add(DataplaneDecision(decision_id=decision_id, transfer_id=tp.id, provider_id=tp.provider_id,
+                                  consumer_id=tp.consumer_id, agreement_id=tp.agreement_id, token_jti=token_jti,
+                                  allow=allow))
+    session.flush()
+    record_event(session, "transfer.decision", actor=principal.org_id, outcome="ok" if allow else "denied",
+                 asset_id=tp.asset_id, agreement_id=tp.agreement_id,
+                 details={"transfer_id": tp.id, "decision_id": decision_id, "allow": allow, "reasons": reasons,
+                          "token_jti": token_jti, "format": fmt, "obligations": obligations})
+    signed = sign_message(broker_key, DECISION, issuer=settings.issuer, audience=audience, claims={
+        "decision_id": decision_id, "allow": allow, "reasons": reasons, "obligations": obligations,
+        "agr": tp.agreement_id, "tpid": tp.id, "sub": tp.consumer_id, "token_jti": token_jti, "nonce": nonce,
+        "policy_version": policy_version, "input_hash": input_hash})
+    bundle = None
+    if agreement is not None and agreement.countersignature:
+        bundle = contracts.export_bundle(session, settings, broker_key, principal, tp.agreement_id)
+    return {"decision": signed, "agreement": bundle}
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def record_receipt(session: Session, settings, principal: Any, receipt: str) -> dict[str, Any]:
+    """``POST /dataplane/receipts``: a receipt signed by an active key of the calling provider, naming a
+    decision (or a query), transfer and agreement of that provider; audited and counted once."""
+    from broker.policy.service import record_usage
+
+    refused = Unauthorized("The receipt is not signed by an active key of your organisation for this broker.",
+                           code="invalid_receipt")
+    claims = verify_org_message(session, receipt, principal.org_id, RECEIPT, audience=settings.issuer, error=refused)
+    receipt_id = claims.get("receipt_id") or claims.get("jti")
+    if not isinstance(receipt_id, str) or not 8 <= len(receipt_id) <= 128:
+        raise BadRequest("The receipt needs a receipt_id of 8-128 characters.", code="invalid_receipt")
+    seen = session.get(DataplaneReceipt, receipt_id)
+    if seen is not None:
+        if seen.provider_id != principal.org_id:
+            raise Conflict("This receipt id is taken.", code="receipt_conflict")
+        return {"receipt_id": receipt_id, "recorded": False}
+    kind = claims.get("kind", "transfer")
+    agreement = contracts.get_agreement(session, str(claims.get("agr")))  # NotFound agreement_not_found
+    if agreement.provider_id != principal.org_id:
+        raise Forbidden("The receipt names an agreement of another provider.", code="not_your_receipt")
+    tp = None
+    if kind == "transfer":
+        decision = session.get(DataplaneDecision, str(claims.get("decision_id")))
+        tp = session.get(TransferProcess, str(claims.get("tpid")))
+        if (decision is None or tp is None or decision.provider_id != principal.org_id
+                or tp.provider_id != principal.org_id or decision.transfer_id != tp.id
+                or tp.agreement_id != agreement.id or claims.get("sub") != tp.consumer_id):
+            raise Forbidden("The receipt does not name a decision, transfer and agreement of yours.",
+                            code="not_your_receipt")
+        ref = decision.decision_id
+    elif kind == "query":
+        ref = str(claims.get("query_id") or "")
+        if not ref:
+            raise BadRequest("A query receipt names its query_id.", code="invalid_receipt")
+    else:
+        raise BadRequest("A receipt's kind is transfer or query.", code="invalid_receipt")
+    rows, nbytes = _int(claims.get("rows")), _int(claims.get("bytes"))
+    sha = str(claims.get("sha256") or "")[:64]
+    session.add(DataplaneReceipt(receipt_id=receipt_id, kind=kind, transfer_id=tp.id if tp else None,
+                                 agreement_id=agreement.id, decision_id=ref[:128], provider_id=principal.org_id,
+                                 sha256=sha, rows=rows, bytes=nbytes))
+    session.flush()
+    if kind == "transfer" and tp is not None:
+        record_usage(session, agreement.id, rows)
+        # Increments in SQL: concurrent receipts of one transfer must not overwrite each other's counts.
+        tp.pulls = TransferProcess.pulls + 1
+        tp.rows_served = TransferProcess.rows_served + rows
+        tp.updated_at = contracts.now()
+        session.add(tp)
+    record_event(session, "transfer.receipt", actor=principal.org_id, asset_id=agreement.asset_id,
+                 agreement_id=agreement.id, outcome="ok" if claims.get("complete", True) else "error",
+                 details={"claims": claims, "jws": receipt})
+    return {"receipt_id": receipt_id, "recorded": True}
+
+
+def acknowledge(session: Session, settings, principal: Any, transfer_id: str, ack: str) -> dict[str, Any]:
+    """``POST /transfers/{pid}/acknowledgements``: the consumer's countersignature of a receipt."""
+    tp = session.get(TransferProcess, transfer_id)
+    if tp is None or tp.consumer_id != principal.org_id:
+        raise NotFound(f"No transfer process {transfer_id}.", code="transfer_not_found")
+    refused = Unauthorized("The acknowledgement is not signed by an active key of your organisation for this "
+                           "broker.", code="invalid_ack")
+    claims = verify_org_message(session, ack, principal.org_id, ACK, audience=settings.issuer, error=refused)
+    receipt = session.get(DataplaneReceipt, str(claims.get("receipt_id")))
+    if receipt is None or receipt.transfer_id != tp.id or claims.get("tpid") != tp.id:
+        raise NotFound("No receipt of this transfer with that id.", code="receipt_not_found")
+    matches = claims.get("sha256") == receipt.sha256 and (claims.get("bytes") in (None, receipt.bytes))
+    if matches and not receipt.acknowledged:
+        receipt.acknowledged = True
+        session.add(receipt)
+    record_event(session, "transfer.acknowledged", actor=principal.org_id, asset_id=tp.asset_id,
+                 agreement_id=tp.agreement_id, outcome="ok" if matches else "error",
+                 details={"transfer_id": tp.id, "receipt_id": receipt.receipt_id, "matches": matches,
+                          "sha256": claims.get("sha256"), "bytes": claims.get("bytes"), "jws": ack})
+    return {"receipt_id": receipt.receipt_id, "matches": matches}
+

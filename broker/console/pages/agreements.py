@@ -5,14 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Form, Header, Query, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import JSONResponse, Response
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime
 from broker.console.auth import console_roles
-from broker.console.views import CONSUMER, _dsp, _redirect, _root, render
+from broker.console.views import CONSUMER, _dsp, _redirect, render
 
 router = APIRouter()
 
@@ -81,25 +80,5 @@ def start_transfer(agreement_id: str, request: Request, principal: Principal = c
                                                      agreementId=agreement_id, format="HttpData-PULL"))
     tp, start = service.request_transfer(session, runtime.settings, runtime.broker_key, principal, msg)
     props = {p["name"]: p["value"] for p in start["dataAddress"]["endpointProperties"]}
-    return {"transfer_id": tp.id, "token": props["authorization"], "path": f"{_root(request)}/data/{tp.id}"}
-
-
-@router.get("/data/{pid}")
-async def pull(pid: str, request: Request, format: str = Query("csv", max_length=16),
-               transfer_token: str | None = Header(None, alias="TwinSpace-Transfer-Token"),
-               pop: str | None = Header(None, alias="TwinSpace-PoP"),
-               principal: Principal = console_roles(*CONSUMER), session: Session = db_session):
-    """The data plane for the console: same transfer token + browser-signed proof of possession
-    (bound to this path) + session principal, the same service call and audit as /dataplane."""
-    from broker.transfer import dataplane, service
-    from broker.transfer.api import _served
-
-    runtime = get_runtime(request)
-    result = await run_in_threadpool(service.pull, session, runtime, principal, pid, token=transfer_token, proof=pop,
-                                     method=request.method, path=request.url.path, fmt=format, columns=None)
-    await run_in_threadpool(session.commit)
-    headers = {"X-TwinSpace-Agreement": result.agreement_id, "X-TwinSpace-Rows": str(result.table.num_rows),
-               "X-TwinSpace-Content-Hash": result.content_hash, "Cache-Control": "no-store",
-               "Content-Disposition": f'attachment; filename="{result.asset_id}-v{result.asset_version}.{format}"'}
-    return StreamingResponse(_served(runtime.engine, result, dataplane.encode(result.table, format)),
-                             media_type=dataplane.MEDIA_TYPES[format], headers=headers)
+    # The rows come from the provider's connector (the broker serves none): the browser pulls there.
+    return {"transfer_id": tp.id, "token": props["authorization"], "path": start["dataAddress"]["endpoint"]}
