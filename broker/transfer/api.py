@@ -50,13 +50,18 @@ def dsp_transfer_get(pid: str, principal: Principal = require_roles(*ALL_ROLES),
 
 
 @dsp_router.post("/dsp/transfers/{pid}/start")
-def dsp_transfer_start(pid: str, request: Request, raw: Any = body,
+def dsp_transfer_start(pid: str, request: Request, background: BackgroundTasks, raw: Any = body,
                        principal: Principal = require_roles("consumer", "provider"),
                        session: Session = db_session) -> JSONResponse:
-    """TransferStartMessage: the provider starts a REQUESTED transfer; either party resumes a SUSPENDED one."""
+    """TransferStartMessage: the provider starts a REQUESTED transfer; either party resumes a SUSPENDED one.
+    A PUSH transfer is handed to the provider's connector once the start has committed."""
     runtime = get_runtime(request)
     msg = parse(raw, "TransferStartMessage")
-    return ld(service.start_message_from(session, runtime.settings, runtime.broker_key, principal, pid, msg))
+    answer = service.start_message_from(session, runtime.settings, runtime.broker_key, principal, pid, msg)
+    if process.is_push(session, pid):
+        background.add_task(process.push_after_commit, runtime.engine, runtime.settings, runtime.broker_key, pid,
+                            principal.org_id)
+    return ld(answer)
 
 
 @dsp_router.post("/dsp/transfers/{pid}/suspension")

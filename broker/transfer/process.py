@@ -235,9 +235,25 @@ def start(session: Session, settings, broker_key, tp: TransferProcess, *, actor:
     _touch(session, tp, TS.STARTED, actor=actor, kind="transfer.started", details={"resumed": resumed})
     document = _start_document(session, settings, broker_key, tp, agreement, actor=actor)
     _notify(session, tp, document)
-    if tp.format == PUSH_FORMAT:
-        hand_push(session, settings, broker_key, tp, agreement, actor=actor)
     return document
+
+
+def is_push(session: Session, transfer_id: str) -> bool:
+    tp = session.get(TransferProcess, transfer_id)
+    return tp is not None and tp.format == PUSH_FORMAT
+
+
+def push_after_commit(engine, settings, broker_key, transfer_id: str, actor: str = "broker") -> bool:
+    """After a PUSH transfer's start committed (the connector asks the broker for a decision, which needs
+    the STARTED state): hand it to the provider's connector, in a transaction of its own."""
+    with Session(engine, expire_on_commit=False) as session:
+        tp = session.get(TransferProcess, transfer_id)
+        if tp is None or tp.format != PUSH_FORMAT or tp.state != TS.STARTED.value:
+            return False
+        agreement = contracts.get_agreement(session, tp.agreement_id)
+        ok = hand_push(session, settings, broker_key, tp, agreement, actor=actor)
+        session.commit()
+        return ok
 
 
 def autostart(engine, settings, broker_key, transfer_id: str, consumer: Any) -> None:
@@ -252,6 +268,8 @@ def autostart(engine, settings, broker_key, transfer_id: str, consumer: Any) -> 
         try:
             start(session, settings, broker_key, tp, actor="broker", consumer=consumer)
             session.commit()
+            if tp.format == PUSH_FORMAT:
+                push_after_commit(engine, settings, broker_key, transfer_id)
         except TwinSpaceError as exc:
             session.rollback()
             tp = session.get(TransferProcess, transfer_id)

@@ -36,6 +36,10 @@ class BrokerClient:
     org_id: str
     private_key: Ed25519PrivateKey
     audience: str = "twinspace-broker"
+    # The client for connectors' data planes (absolute URLs; no broker token is sent there). None: a
+    # fresh httpx.Client per pull. Tests inject one.
+    connector_http: httpx.Client | None = field(default=None, repr=False)
+    last_receipt: str | None = None  # X-TwinSpace-Receipt of the last pull
     _token: str | None = field(default=None, repr=False)
     _token_expires: float = 0.0
 
@@ -100,22 +104,22 @@ class BrokerClient:
     # --- feature methods are added below, one block per feature ----------------------------
 
     # --- catalog (owner: catalog/connectors) ----------------------------------------------
-    def catalog_upload(self, data: bytes, part_size: int = 512 * 1024) -> str:
-        """Stage a table in parts (each below the broker's body limit); returns the upload id."""
-        upload = self.post("/catalog/uploads")
-        part_size = min(part_size, int(upload.get("max_part_bytes", part_size)))
-        for n, start in enumerate(range(0, len(data), part_size)):
-            self.request("PUT", f"/catalog/uploads/{upload['upload_id']}/parts/{n}",
-                         content=data[start:start + part_size], headers={"Content-Type": "application/octet-stream"})
-        return upload["upload_id"]
+    def connector_register(self, endpoint: str) -> dict[str, Any]:
+        """Provider: register our connector; the broker challenges it for an ownership proof signed by our key."""
+        return self.post("/connectors", json={"endpoint": endpoint})
 
-    def catalog_publish(self, metadata: dict[str, Any], data: bytes, asset_id: str | None = None) -> dict[str, Any]:
-        """Publish a new asset (or, with ``asset_id``, a new version of one of ours) with its table."""
-        # Connector-hosted (metadata names a data_endpoint): the table stays on the provider's machine;
-        # the broker fetches and checks it from there. Otherwise it is uploaded to the vault.
-        body = dict(metadata) if metadata.get("data_endpoint") else {**metadata, "upload_id": self.catalog_upload(data)}
+    def connectors(self) -> list[dict[str, Any]]:
+        return self.get("/connectors")["items"]
+
+    def catalog_publish(self, metadata: dict[str, Any], data: bytes | None = None,
+                        asset_id: str | None = None) -> dict[str, Any]:
+        """Publish a new asset (or, with ``asset_id``, a new version of one of ours). The rows stay in our
+        connector: ``metadata["data_endpoint"]`` names it (registered with ``connector_register``) and the
+        broker checks the connector's signed manifest. ``data`` is not sent (kept for old callers)."""
+        if not metadata.get("data_endpoint"):
+            raise ValueError("metadata needs data_endpoint: the registered connector that serves the rows")
         path = f"/catalog/assets/{asset_id}/versions" if asset_id else "/catalog/assets"
-        return self.post(path, json=body)
+        return self.post(path, json=dict(metadata))
 
     def catalog_withdraw(self, asset_id: str, reason: str | None = None) -> dict[str, Any]:
         return self.post(f"/catalog/assets/{asset_id}/withdraw", json={"reason": reason})
@@ -267,15 +271,36 @@ class BrokerClient:
         return address["endpoint"], props["authorization"]
 
     def transfer_pull(self, start: dict[str, Any], fmt: str = "csv", columns: list[str] | None = None) -> bytes:
-        """Pull the data: bearer token + transfer token + a fresh proof of possession (signed here)."""
+        """Pull the data from the provider's connector (the DataAddress endpoint): a fresh transfer token
+        (each is single-use) and a fresh proof of possession signed here; no broker token is sent to the
+        connector. The receipt id the connector answers with is kept in ``last_receipt``."""
         from twinspace.transfer_tokens import make_pop
 
+        start = start.get("twin:startMessage", start)
+        pid = start.get("providerPid")
+        if pid:
+            start = self.transfer_token(pid)
         endpoint, token = self.data_address(start)
         path = httpx.URL(endpoint).path
         params = {"format": fmt, **({"columns": ",".join(columns)} if columns else {})}
-        headers = {**self.headers(), "TwinSpace-Transfer-Token": token,
+        headers = {"TwinSpace-Transfer-Token": token,
                    "TwinSpace-PoP": make_pop(self.private_key, method="GET", path=path, token=token)}
-        return self._raw(self.http.get(endpoint, params=params, headers=headers))
+        if self.connector_http is not None:
+            response = self.connector_http.get(endpoint, params=params, headers=headers)
+        else:
+            with httpx.Client(timeout=self.http.timeout, follow_redirects=False) as http:
+                response = http.get(endpoint, params=params, headers=headers)
+        data = self._raw(response)
+        self.last_receipt = response.headers.get("X-TwinSpace-Receipt")
+        return data
+
+    def transfer_acknowledge(self, transfer_id: str, receipt_id: str, sha256: str, nbytes: int) -> dict[str, Any]:
+        """Countersign a connector's receipt: "I received ``nbytes`` bytes with SHA-256 ``sha256``"."""
+        from twinspace.dataplane import ACK, sign_message
+
+        ack = sign_message(self.private_key, ACK, issuer=self.org_id, audience=self.audience, claims={
+            "receipt_id": receipt_id, "tpid": transfer_id, "sha256": sha256, "bytes": nbytes})
+        return self.post(f"/transfers/{transfer_id}/acknowledgements", json={"ack": ack})
 
     def _raw(self, response: httpx.Response) -> bytes:
         if response.status_code >= 400:
