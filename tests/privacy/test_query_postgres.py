@@ -28,14 +28,17 @@ QUERIES, WORKERS, FITS = 24, 2, 8
 
 @pytest.fixture
 def settings(pg_url, tmp_path) -> Settings:
-    return Settings(data_dir=tmp_path / "broker", database_url=pg_url, redis_url=None)
+    # the providers' connectors listen on loopback: the broker's SSRF guard must admit it
+    return Settings(data_dir=tmp_path / "broker", database_url=pg_url, redis_url=None,
+                    connector_allow_networks=["127.0.0.0/8"])
 
 
 @pytest.fixture
 def two_workers(settings):
     """``uvicorn --workers 2`` on the same data dir and PostgreSQL schema as the in-process broker."""
     port = free_port()
-    env = {**os.environ, "TWINSPACE_DATA_DIR": str(settings.data_dir), "TWINSPACE_DATABASE_URL": settings.database_url}
+    env = {**os.environ, "TWINSPACE_DATA_DIR": str(settings.data_dir), "TWINSPACE_DATABASE_URL": settings.database_url,
+           "TWINSPACE_CONNECTOR_ALLOW_NETWORKS": '["127.0.0.0/8"]'}
     env.pop("TWINSPACE_REDIS_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "broker.app:create_app", "--factory", "--host",
                              "127.0.0.1", "--port", str(port), "--workers", str(WORKERS), "--log-level", "warning"],
