@@ -127,7 +127,7 @@ def _check_table(meta: AssetMetadata, manifest: dict[str, Any], settings: Settin
         achieved = report.get("achieved") or {}
         k, l_min = achieved.get("k"), achieved.get("l_min")
         if (not report.get("meets_policy") or not isinstance(k, int) or k < req_k
-                or (req_l and (not isinstance(l_min, int) or l_min < req_l))):
+                or (sens and req_l > 1 and (not isinstance(l_min, int) or l_min < req_l))):
             raise Unprocessable(f"The table does not meet its privacy model: k={k} (required {req_k}), "
                                 f"l={l_min} (required {req_l}).", code="privacy_model_not_met")
     if meta.twin_category == "natural_person":
