@@ -4,6 +4,7 @@ the DP noise the policy sets), the budget ledger, refusals that cost nothing, se
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 
 import numpy as np
@@ -16,6 +17,7 @@ from broker.storage.db import session_scope
 from connectors.publish import prepare
 from twinspace.client.query import ConsumerKeys, QueryClient, contribute_pending
 from twinspace.client.broker import BrokerError, negotiate
+from twinspace.dataplane import RECEIPT, verify_message
 
 N = 90
 DISTRICTS = ["Daan", "Xinyi", "Zhongshan"]
@@ -77,7 +79,7 @@ SUM_SCALE = 2 * 500 / (EPS * 0.75)  # Δ₁ = 2·bound under substitution; 1/4 o
 
 
 @pytest.mark.parametrize("scheme", ["bfv", "ckks"])
-def test_predicate_sum_and_count_match_plaintext_within_the_noise(setup, scheme, engine):
+def test_predicate_sum_and_count_match_plaintext_within_the_noise(setup, scheme, engine, settings):
     q = QueryClient(setup["consumer"].client, ConsumerKeys.create(scheme))
     table, agreement_id = setup["table"], setup["agreement"]["id"]
     district = np.array(table.column("district").to_pylist())
@@ -94,6 +96,17 @@ def test_predicate_sum_and_count_match_plaintext_within_the_noise(setup, scheme,
     # the audit log records the queries and the debits, never a ciphertext or a value
     queries = audit_events(engine, "privacy.query")
     assert len(queries) == 2 and "Xinyi" not in json.dumps(queries)
+    # computed at the provider's connector, which signed a receipt naming the hash of what was relayed
+    connector = setup["provider"].connector()
+    for event, answer in zip(queries, (total, count)):
+        details = event["details"]
+        assert details["connector"] == connector.endpoint and details["rows"] == N
+        receipt = verify_message(details["receipt"], setup["provider"].private_key.public_key(), RECEIPT,
+                                 audience=settings.issuer, issuer=setup["provider"].org_id)
+        hashes = {k: hashlib.sha256(base64.b64decode(v)).hexdigest() for k, v in answer["results"].items()}
+        assert receipt["result_sha256"] == details["result_sha256"] == hashes
+        assert receipt["query_id"] == details["query_id"] == answer["query_id"]
+        assert not any(ct in json.dumps(event) for ct in answer["results"].values())
     assert sum(e["details"]["epsilon"] for e in audit_events(engine, "privacy.budget_debited")) == 2 * EPS
 
 
@@ -178,6 +191,56 @@ def test_a_refusal_after_reading_data_is_charged_and_says_nothing(setup, bfv_key
 
 
 DAAN = [{"column": "district", "op": "eq", "value": "Daan"}]
+
+
+def test_a_connector_that_fails_or_cannot_be_reached_costs_nothing(setup, bfv_keys, engine, monkeypatch):
+    """Unreachable, 5xx, a forged or mismatched receipt: 502, the reservation released, nothing charged
+    and no answer relayed."""
+    from broker.privacy import ledger, service
+
+    q = QueryClient(setup["consumer"].client, bfv_keys)
+    agreement_id = setup["agreement"]["id"]
+    account = ledger.account_key(setup["consumer"].org_id, setup["asset"]["id"])
+    real = service._post_compute
+
+    def answer_with(change):
+        def post(settings, endpoint, payload):
+            response = real(settings, endpoint, payload)
+            return change(response)
+        monkeypatch.setattr(service, "_post_compute", post)
+
+    import httpx
+
+    from twinspace.crypto import generate_key
+    from twinspace.dataplane import unverified_claims, sign_message
+
+    def forged(response):  # a receipt signed by a key that is not the provider's
+        body = response.json()
+        claims = {k: v for k, v in unverified_claims(body["receipt"]).items() if k not in ("iss", "aud", "iat", "exp")}
+        body["receipt"] = sign_message(generate_key(), RECEIPT, issuer=setup["provider"].org_id,
+                                       audience=setup["consumer"].client.audience, claims=claims)
+        return httpx.Response(200, json=body)
+
+    def swapped(response):  # another ciphertext than the one the receipt names
+        body = response.json()
+        body["results"] = {"count": base64.b64encode(b"another ciphertext").decode()}
+        return httpx.Response(200, json=body)
+
+    cases = [(lambda r: httpx.Response(500, json={"code": "boom"}), "connector_failed"),
+             (lambda r: httpx.Response(401, json={"code": "wrong_audience", "detail": "x"}), "connector_refused"),
+             (lambda r: httpx.Response(200, json={"outcome": "answered"}), "connector_failed"),
+             (forged, "invalid_receipt"), (swapped, "invalid_receipt")]
+    for change, code in cases:
+        answer_with(change)
+        err = _problem(lambda: q.predicate(agreement_id, DAAN))
+        assert (err.status, err.code) == (502, code)
+    monkeypatch.setattr(service, "_post_compute", real)
+    setup["provider"].connector().stop()
+    err = _problem(lambda: q.predicate(agreement_id, DAAN))
+    assert (err.status, err.code) == (502, "connector_unreachable")
+    assert q.budget(agreement_id)["epsilon_spent"] == 0 and q.budget(agreement_id)["queries"] == 0
+    assert ledger.reserved(engine, account) == 0
+    assert audit_events(engine, "privacy.query") == []
 
 
 def test_the_budget_is_enforced_and_plain_reads_are_refused(setup, bfv_keys, engine):
