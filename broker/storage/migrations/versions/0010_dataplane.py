@@ -50,8 +50,10 @@ def upgrade() -> None:
     op.create_table(
         "dataplane_receipt",
         sa.Column("receipt_id", _str(length=128), nullable=False),
-        sa.Column("transfer_id", _str(length=64), nullable=False),
-        sa.Column("decision_id", _str(length=64), nullable=False),
+        sa.Column("kind", _str(length=16), nullable=False),
+        sa.Column("transfer_id", _str(length=64), nullable=True),
+        sa.Column("agreement_id", _str(length=64), nullable=False),
+        sa.Column("decision_id", _str(length=128), nullable=False),
         sa.Column("provider_id", _str(length=64), nullable=False),
         sa.Column("sha256", _str(length=64), nullable=False),
         sa.Column("rows", sa.Integer(), nullable=False),
