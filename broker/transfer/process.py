@@ -308,11 +308,12 @@ def new_token(session: Session, settings, broker_key, principal: Any, transfer_i
     tp = get_transfer(session, transfer_id, principal)
     if principal.org_id != tp.consumer_id:
         raise Forbidden("Transfer tokens are issued to the agreement's consumer only.", code="wrong_party")
+    # The agreement first: after a revocation the consumer is told why (410), not only that the transfer ended.
+    agreement = contracts.require_active_agreement(session, tp.agreement_id, principal.org_id)
     if tp.state != TS.STARTED.value:
         raise Conflict(f"The transfer is {tp.state}, not STARTED.", code="transfer_not_started")
     if tp.format != PULL_FORMAT:
         raise Conflict("A push transfer has no pull endpoint.", code="not_a_pull_transfer")
-    agreement = contracts.require_active_agreement(session, tp.agreement_id, principal.org_id)
     if principal.cnf_kid != tp.consumer_kid:
         tp.consumer_kid = principal.cnf_kid  # the consumer rotated its key: bind new tokens to the current one
         session.add(tp)

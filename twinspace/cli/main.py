@@ -168,3 +168,7 @@ def main() -> None:
         console.print(f"[bold red]error[/] (missing_extra): this command needs the {escape(f'[{extra}]')} extra "
                       f"({exc.name} is not installed): {escape(f'pip install twinspace[{extra}]')}", highlight=False)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":  # python -m twinspace.cli.main (the demo starts connectors this way)
+    main()

@@ -270,15 +270,19 @@ class BrokerClient:
         props = {p["name"]: p["value"] for p in address["endpointProperties"]}
         return address["endpoint"], props["authorization"]
 
-    def transfer_pull(self, start: dict[str, Any], fmt: str = "csv", columns: list[str] | None = None) -> bytes:
+    def transfer_pull(self, start: dict[str, Any], fmt: str = "csv", columns: list[str] | None = None, *,
+                      fresh_token: bool = True, acknowledge: bool = False) -> bytes:
         """Pull the data from the provider's connector (the DataAddress endpoint): a fresh transfer token
-        (each is single-use) and a fresh proof of possession signed here; no broker token is sent to the
-        connector. The receipt id the connector answers with is kept in ``last_receipt``."""
+        (each is single-use; ``fresh_token=False`` presents the one in ``start``) and a fresh proof of
+        possession signed here; no broker token is sent to the connector. The receipt id the connector
+        answers with is kept in ``last_receipt``; ``acknowledge`` countersigns it with what arrived."""
+        import hashlib
+
         from twinspace.transfer_tokens import make_pop
 
         start = start.get("twin:startMessage", start)
         pid = start.get("providerPid")
-        if pid:
+        if pid and fresh_token:
             start = self.transfer_token(pid)
         endpoint, token = self.data_address(start)
         path = httpx.URL(endpoint).path
@@ -292,6 +296,8 @@ class BrokerClient:
                 response = http.get(endpoint, params=params, headers=headers)
         data = self._raw(response)
         self.last_receipt = response.headers.get("X-TwinSpace-Receipt")
+        if acknowledge and pid and self.last_receipt:
+            self.transfer_acknowledge(pid, self.last_receipt, hashlib.sha256(data).hexdigest(), len(data))
         return data
 
     def transfer_acknowledge(self, transfer_id: str, receipt_id: str, sha256: str, nbytes: int) -> dict[str, Any]:

@@ -64,15 +64,20 @@ def step_contract_download(ctx) -> None:
     agreement = ctx.state["agreement"]
     tp = consumer.transfer_request(agreement["id"])
     endpoint, _ = consumer.data_address(tp)
-    rows = pacsv.read_csv(io.BytesIO(consumer.transfer_pull(tp, "csv")))
-    parquet = pq.read_table(io.BytesIO(consumer.transfer_pull(tp, "parquet")))
+    rows = pacsv.read_csv(io.BytesIO(consumer.transfer_pull(tp, "csv", acknowledge=True)))
+    parquet = pq.read_table(io.BytesIO(consumer.transfer_pull(tp, "parquet", acknowledge=True)))
     table = Table("pull", "rows", "columns", title=f"Transfer {tp['providerPid']} ({tp['state']}) from {endpoint}")
     table.add_row("CSV", str(rows.num_rows), ", ".join(rows.column_names))
     table.add_row("Parquet", str(parquet.num_rows), ", ".join(parquet.column_names))
     ctx.console.print(table)
-    receipts = ctx.client("auditor").get("/audit/entries", params={"kind": "transfer.receipt", "limit": 10})
-    ctx.console.print(f"The connector signed {len(receipts['items'])} receipts (rows, bytes, SHA-256 of what it "
-                      "served); the broker checked them and appended them to the audit log.")
+    receipts = ctx.client("auditor").get("/audit/entries", params={"kind": "transfer.receipt",
+                                                                   "agreement_id": agreement["id"]})["entries"]
+    acks = ctx.client("auditor").get("/audit/entries", params={"kind": "transfer.acknowledged",
+                                                               "agreement_id": agreement["id"]})["entries"]
+    matched = sum(1 for a in acks if a["entry"]["details"].get("matches"))
+    ctx.console.print(f"The connector signed {len(receipts)} receipts (rows, bytes, SHA-256 of what it served); "
+                      f"the broker checked them and appended them to the audit log; the consumer countersigned "
+                      f"{matched} of them with the SHA-256 of what it received.")
     stale = consumer.transfer_token(tp["providerPid"])  # issued while the agreement is still active
     provider.contract_revoke(agreement["id"], reason="demo: end of pilot")
     try:

@@ -38,8 +38,8 @@ def _publish(ctx, label: str, table: pa.Table, title: str) -> dict:
 
 
 def step_encrypted_query(ctx) -> None:
-    """Encrypted queries: the consumer's secret key stays with it; the broker computes on ciphertexts and
-    returns DP-noised aggregates only; each query is debited from the agreement's privacy budget."""
+    """Encrypted queries, computed at the provider's connector: the consumer's secret key stays with it; the
+    connector adds DP noise and encrypts; the broker routes ciphertexts and debits the privacy budget."""
     from twinspace.client.query import ConsumerKeys, QueryClient
     from twinspace.client.broker import BrokerError, negotiate
 
@@ -70,6 +70,11 @@ def step_encrypted_query(ctx) -> None:
     out.add_row("Σ kWh where district = Daan (discrete Laplace, Δ = 2 × bound)", f"{daan['values']['sum']:,}",
                 f"{int(kwh[district == 'Daan'].sum()):,}", str(daan["epsilon"]))
     ctx.console.print(out)
+    logged = ctx.client("auditor").get("/audit/entries", params={"kind": "privacy.query",
+                                                                 "agreement_id": agreement_id})["entries"]
+    where = {e["entry"]["details"].get("connector") for e in logged} - {None}
+    ctx.console.print(f"Computed at the provider's connector ({', '.join(sorted(where)) or '?'}) on its own rows; "
+                      f"{len(logged)} signed connector receipts are in the audit log; the broker saw ciphertexts only.")
     budget = q.budget(agreement_id)
     ctx.console.print(f"Privacy budget of {agreement_id}: {budget['epsilon_spent']:g} of "
                       f"{budget['epsilon_total']:g} spent, {budget['epsilon_remaining']:g} left.")
