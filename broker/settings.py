@@ -32,6 +32,21 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("connector_allow_networks", mode="before")
+    @classmethod
+    def _networks(cls, value):
+        """A JSON list (as env vars carry it) or comma-separated CIDRs; each must parse, so a typo fails at
+        start-up instead of silently admitting nothing (or everything)."""
+        import ipaddress
+        import json
+
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+        for net in value or []:
+            ipaddress.ip_network(str(net), strict=False)
+        return value
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'twinspace.db'}"
@@ -113,8 +128,6 @@ class Settings(BaseSettings):
     contract_max_validity_days: int = Field(366, ge=1, le=3660, description="Longest validity an agreement may have.")
     transfer_token_ttl_seconds: int = Field(300, ge=30, le=3600, description="Lifetime of a data-plane transfer "
                                             "token (bound to the agreement and the consumer key).")
-    transfer_pop_max_age_seconds: int = Field(60, ge=5, le=300, description="Max age of the proof-of-possession "
-                                              "JWT sent with each data-plane request (single use).")
 
     # privacy-preserving queries (broker/privacy; docs/privacy-queries.md). Policies override these per agreement.
     privacy_epsilon_per_query: float = Field(0.5, gt=0, le=10, description="Default epsilon per encrypted query "

@@ -60,8 +60,22 @@ def _routes(app) -> set[tuple[str, str]]:
             for method in route.methods}
 
 
-def test_every_route_the_documents_name_is_served(app):
-    served = _routes(app)
+def _connector_routes(tmp_path):
+    from connectors.node.app import create_node_app
+    from connectors.node.config import NodeConfig
+    from twinspace.crypto import generate_key
+
+    config = NodeConfig(endpoint="http://127.0.0.1:9", data_dir=tmp_path, private_key=generate_key(), org_id="org_x",
+                        broker=None, broker_issuer="twinspace-broker", broker_public_key=generate_key().public_key())
+    from broker.api.routes import api_routes
+
+    return {(method, re.sub(r"\{[^}]+\}", "{}", route.path)) for route in api_routes(create_node_app(config).router)
+            for method in route.methods}
+
+
+def test_every_route_the_documents_name_is_served(app, tmp_path):
+    """By the broker, or — for the data plane's routes — by a connector."""
+    served = _routes(app) | _connector_routes(tmp_path)
     missing = []
     for doc in DOCS:
         for method, path in re.findall(r"\b(GET|POST|PUT|PATCH|DELETE) (/[A-Za-z0-9_{}./\-]*)", doc.read_text()):
@@ -83,9 +97,25 @@ def test_api_md_endpoint_table_is_current():
     assert documented == gen_api.endpoint_rows(), "run .venv/bin/python docs/gen_api.py"
 
 
+def _cli_variables() -> set[str]:
+    """Every ``TWINSPACE_*`` variable an option of the CLI reads (participants' and connectors' side)."""
+    from typer.main import get_command
+
+    from twinspace.cli.main import app as cli
+
+    found, todo = set(), [get_command(cli)]
+    while todo:
+        command = todo.pop()
+        todo.extend(getattr(command, "commands", {}).values())
+        for param in command.params:
+            for var in ([param.envvar] if isinstance(param.envvar, str) else param.envvar or []):
+                found.add(var.removeprefix("TWINSPACE_"))
+    return found
+
+
 # Variables read by the participant-side CLIs and the tests, not by the broker's Settings.
-CLIENT_SIDE = {"BROKER_URL", "ORG_ID", "ORG_KEY", "BROKER_PUBLIC_KEY", "PSEUDONYM_SECRET", "TEST_PG",
-               "TEST_REDIS"}
+CLIENT_SIDE = {"BROKER_PUBLIC_KEY", "PSEUDONYM_SECRET", "TEST_PG", "TEST_REDIS", "SHARED_DATA", "PROFILE_FILE",
+               *_cli_variables()}
 
 
 def test_every_setting_is_documented_and_every_documented_variable_exists():

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from connectors.node import compute_api, push
 from connectors.node.config import NodeConfig
 from connectors.node.pep import POP_HEADER, TOKEN_HEADER, Enforcer
 from connectors.node.store import HEX64
@@ -150,14 +151,8 @@ def create_node_app(config: NodeConfig) -> FastAPI:
                                   fmt=format, columns=columns)
         return StreamingResponse(pep.stream(plan), media_type=plan.media_type, headers=plan.headers())
 
-    import importlib
-    import importlib.util
-
-    # Optional parts, each in its own module (the compute API is written separately): included when present.
-    if importlib.util.find_spec("connectors.node.push") is not None:
-        app.include_router(importlib.import_module("connectors.node.push").router_for(config, pep))
-    if importlib.util.find_spec("connectors.node.compute_api") is not None:
-        app.include_router(importlib.import_module("connectors.node.compute_api").router_for(config))
+    app.include_router(push.router_for(config, pep))
+    app.include_router(compute_api.router_for(config))
 
     return BodyLimitApp(app, config)
 

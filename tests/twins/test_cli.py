@@ -3,6 +3,8 @@ network and a link; bad input exits 1 with the object named and nothing written 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import json
 
 from typer.testing import CliRunner
@@ -29,7 +31,8 @@ def test_cityjson_profile_publish_and_link(data, tmp_path, app, runtime, setting
     org = create_org_with_key(runtime.engine, name="Delft Planning", role="provider", key_dir=tmp_path / "keys")
     base = ["--org-id", org.org_id, "--key", str(org.key_file), "--audience", settings.issuer,
             "--classification", "public", "--domain", "planning", "--offer", "open=open-data"]
-    with serve_app(app) as url:
+    with serve_app(app) as url, _connector(org, url, settings, runtime, tmp_path) as connector:
+        base += ["--connector", connector.endpoint, "--connector-dir", str(connector.data_dir)]
         r = runner.invoke(cli, ["twin", "publish", str(out), "--kind", "buildings", "--broker", url,
                                 "--title", "Delft buildings", "--work-dir", str(tmp_path), *base])
         assert r.exit_code == 0, r.output
@@ -45,6 +48,21 @@ def test_cityjson_profile_publish_and_link(data, tmp_path, app, runtime, setting
                             "--left-key", "attributes.identificatiebagpnd", "--right-key", "attributes.identificatiebagpnd"])
     assert r.exit_code == 0, r.output
     assert "160 linked (identifier)" in r.output
+
+
+@contextmanager
+def _connector(org, url, settings, runtime, tmp_path):
+    """The provider's own connector on loopback, registered with the served broker."""
+    import httpx
+
+    from twinspace.client.broker import BrokerClient
+    from twinspace.testing.connector import ConnectorHarness
+
+    link = BrokerClient(httpx.Client(base_url=url), org.org_id, org.private_key, audience=settings.issuer)
+    with ConnectorHarness(org.org_id, org.private_key, broker=link, broker_issuer=settings.issuer,
+                          broker_public_key=runtime.broker_key.public_key(), data_dir=tmp_path / "connector") as c:
+        link.connector_register(c.endpoint)
+        yield c
 
 
 def test_network_and_bad_input(data, tmp_path):

@@ -31,7 +31,7 @@ def test_parking_asset_and_profile(tmp_path, make_org, parking):
     profile = parking_profile(table, source_hash=sha)
     offers = [{"id": "research", "policy_id": "purpose-restricted", "params": {"purposes": ["research"]}}]
     asset, prof = publish_with_profile(
-        prov.client, path, profile, tmp_path, source=_source_kwargs("Taipei public parking lots"),
+        prov.client, path, profile, tmp_path, connector=prov.connector(), source=_source_kwargs("Taipei public parking lots"),
         profile_meta={"title": "Taipei parking profile", "classification": "public", "domain": "transport",
                       "offers": offers})
     assert asset["content_hash"] == sha and asset["row_count"] == 1765
@@ -60,7 +60,7 @@ def test_delft_buildings_and_network_topology(tmp_path, make_org, delft, data):
     table, sha = load_source(path)
     asset, prof = publish_with_profile(
         prov.client, path, building_profile(table, source_hash=sha), tmp_path,
-        source=_source_kwargs("Delft buildings (CityJSON LoD1)", "planning"),
+        connector=prov.connector(), source=_source_kwargs("Delft buildings (CityJSON LoD1)", "planning"),
         profile_meta={"title": "Delft building profile", "classification": "public", "domain": "planning",
                       "offers": OPEN})
     got = prov.client.catalog_get(asset["id"])
@@ -75,7 +75,7 @@ def test_delft_buildings_and_network_topology(tmp_path, make_org, delft, data):
     ttable, tsha = load_source(topo)
     t_asset, t_prof = publish_with_profile(
         prov.client, topo, network_profile(net, k=1, topology=ttable, source_hash=tsha), tmp_path,
-        source=_source_kwargs("SDM water network topology", "water"),
+        connector=prov.connector(), source=_source_kwargs("SDM water network topology", "water"),
         profile_meta={"title": "Water network profile", "classification": "public", "domain": "water",
                       "offers": OPEN})
     assert t_asset["row_count"] == 6 and prov.client.catalog_get(t_prof["id"])["entity_type"] == "WaterNetwork"
@@ -89,16 +89,16 @@ def test_refused_profile_withdraws_its_source(tmp_path, make_org, parking):
     bad_offers = [{"id": "x", "policy_id": "no-such-policy", "params": {}}]  # only the broker knows it is unknown
     with pytest.raises(BrokerError):
         publish_with_profile(prov.client, path, parking_profile(table, source_hash=sha), tmp_path,
-                             source=_source_kwargs("Taipei parking"),
+                             connector=prov.connector(), source=_source_kwargs("Taipei parking"),
                              profile_meta={"title": "p", "classification": "public", "domain": "transport",
                                            "offers": bad_offers})
     mine = [a for a in prov.client.catalog_search()["items"] if a["provider_id"] == prov.org_id]
     assert len(mine) == 1 and mine[0]["status"] == "withdrawn"  # no half pair stays in the catalog
     with pytest.raises(PrivacyError):  # below k: refused before anything is sent
         publish_with_profile(prov.client, path, parking_profile(table.slice(0, 5), k=6, source_hash=sha), tmp_path,
-                             source=_source_kwargs("Taipei parking"), profile_meta={
+                             connector=prov.connector(), source=_source_kwargs("Taipei parking"), profile_meta={
                                  "title": "p", "classification": "public", "domain": "transport", "offers": OPEN})
     with pytest.raises(Exception) as err:
         publish_profile(prov.client, parking_profile(table), tmp_path, title="p", classification="public",
-                        domain="transport", offers=OPEN)
+                        domain="transport", offers=OPEN, connector=prov.connector())
     assert getattr(err.value, "code", "") == "profile_unbound"
