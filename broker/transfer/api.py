@@ -109,6 +109,9 @@ class DecisionIn(StrictModel):
     token_jti: str = Field(min_length=8, max_length=128)
     nonce: str = Field(min_length=16, max_length=256)
     format: str = Field("csv", min_length=1, max_length=16)
+    # The transfer token's ``gen``: a token issued before the transfer's last suspension (or other state
+    # change) is denied even when unused.
+    token_generation: int | None = Field(None, ge=0)
 
 
 class ReceiptIn(StrictModel):
@@ -126,7 +129,7 @@ def dataplane_decision(body: DecisionIn, request: Request, principal: Principal 
     runtime = get_runtime(request)
     return service.decide_pull(session, runtime.settings, runtime.broker_key, principal,
                                transfer_id=body.transfer_id, token_jti=body.token_jti, nonce=body.nonce,
-                               fmt=body.format)
+                               fmt=body.format, token_generation=body.token_generation)
 
 
 @router.post("/dataplane/receipts")

@@ -37,9 +37,12 @@ def _quota(session: Session, agreement) -> dict[str, Any] | None:
 
 
 def decide_pull(session: Session, settings, broker_key, principal: Any, *, transfer_id: str, token_jti: str,
-                nonce: str, fmt: str) -> dict[str, Any]:
+                nonce: str, fmt: str, token_generation: int | None = None) -> dict[str, Any]:
     """``POST /dataplane/decisions``: a fresh decision for one pull, signed for the connector's audience and
-    bound to its nonce and the token's ``jti``, with the agreement bundle. A deny is a signed decision too."""
+    bound to its nonce and the token's ``jti``, with the agreement bundle. A deny is a signed decision too:
+    its reasons name the first refusal (the agreement first — after a revocation the connector is told
+    why —, then the transfer's state, then ``stale_transfer_token`` when ``token_generation``, the token's
+    ``gen``, is not the transfer's current one: every token issued before a suspension stays dead)."""
     from broker.policy.access import decide_access
 
     if fmt not in FORMATS:
@@ -52,9 +55,12 @@ def decide_pull(session: Session, settings, broker_key, principal: Any, *, trans
     allow, reasons, obligations = False, [], {"max_rows": 0, "columns": []}
     decision_id, policy_version, input_hash = "dec_" + uuid.uuid4().hex, "", ""
     try:
+        agreement = contracts.require_active_agreement(session, tp.agreement_id, tp.consumer_id)
         if tp.state != TS.STARTED.value:
             raise Conflict(f"The transfer is {tp.state}, not STARTED.", code="transfer_not_started")
-        agreement = contracts.require_active_agreement(session, tp.agreement_id, tp.consumer_id)
+        if token_generation is not None and token_generation != tp.token_generation:
+            raise Unauthorized("The transfer token was issued before the transfer's last state change.",
+                               code="stale_transfer_token")
         decision = decide_access(session, settings, contracts.policy_agreement_view(agreement),
                                  consumer_party(session, tp), "read",
                                  request={"purpose": agreement.purpose, "scenario": agreement.scenario, "format": fmt})
@@ -72,7 +78,8 @@ def decide_pull(session: Session, settings, broker_key, principal: Any, *, trans
     record_event(session, "transfer.decision", actor=principal.org_id, outcome="ok" if allow else "denied",
                  asset_id=tp.asset_id, agreement_id=tp.agreement_id,
                  details={"transfer_id": tp.id, "decision_id": decision_id, "allow": allow, "reasons": reasons,
-                          "token_jti": token_jti, "format": fmt, "obligations": obligations})
+                          "token_jti": token_jti, "token_generation": token_generation, "format": fmt,
+                          "obligations": obligations})
     signed = sign_message(broker_key, DECISION, issuer=settings.issuer, audience=audience, claims={
         "decision_id": decision_id, "allow": allow, "reasons": reasons, "obligations": obligations,
         "agr": tp.agreement_id, "tpid": tp.id, "sub": tp.consumer_id, "token_jti": token_jti, "nonce": nonce,

@@ -143,8 +143,12 @@ class Enforcer:
         """A fresh broker decision bound to our nonce and this token; the verified agreement document."""
         cfg = self.config
         nonce = secrets.token_urlsafe(24)
-        answer = broker_call(cfg, "/dataplane/decisions", {"transfer_id": pid, "token_jti": claims["jti"],
-                                                           "nonce": nonce, "format": fmt})
+        request = {"transfer_id": pid, "token_jti": claims["jti"], "nonce": nonce, "format": fmt}
+        gen = claims.get("gen")
+        if isinstance(gen, int) and not isinstance(gen, bool):
+            # The broker denies when the transfer has moved on (suspended, resumed, ...): earlier tokens die.
+            request["token_generation"] = gen
+        answer = broker_call(cfg, "/dataplane/decisions", request)
         if not isinstance(answer, dict) or not isinstance(answer.get("decision"), str):
             raise BadGateway("The broker's decision answer is malformed.", code="invalid_decision")
         try:
