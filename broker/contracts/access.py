@@ -1,5 +1,6 @@
-"""After finalisation: revocation, the checks every data access makes (``require_active_agreement``,
-``ACCESS_DECIDER``)."""
+"""After finalisation: revocation and the checks every data access makes (``require_active_agreement``;
+the policy decision itself is ``broker.policy.access.decide_access``, asked by the transfer's decision
+service for every pull)."""
 
 from __future__ import annotations
 
@@ -107,23 +108,6 @@ def policy_agreement_view(agreement: Agreement) -> dict[str, Any]:
             "policy_params": agreements.policy_params_of(agreement.document, agreement.policy_params),
             "status": agreement.status, "not_before": _utc(agreement.not_before).timestamp(),
             "not_after": _utc(agreement.not_after).timestamp(), "obligations": dict(agreement.obligations)}
-
-
-# --------------------------------------------------------------------------- access hook
-AccessDecision = tuple[bool, list[str], dict[str, Any]]
-
-
-def default_access_decider(session: Session, agreement: Agreement, principal: Any, action: str,
-                           usage: dict[str, Any]) -> AccessDecision:
-    """Until the policy engine is wired in: allow only finalised (active) agreements, no extra obligations."""
-    if agreement.status != S.FINALIZED.value or not agreement.countersignature:
-        return False, [f"the agreement is {agreement.status}, not FINALIZED"], {}
-    return True, ["the agreement is finalised and countersigned"], {}
-
-
-# ``(session, agreement, principal, action, usage) -> (allow, reasons, obligations)``. Called on every data
-# access after ``require_active_agreement``; the lead points it at the policy engine. Read at call time.
-ACCESS_DECIDER: Callable[[Session, Agreement, Any, str, dict[str, Any]], AccessDecision] = default_access_decider
 
 
 def _log_refusal(session: Session, kind: str, *, actor: str, agreement: Agreement | None,

@@ -26,8 +26,8 @@ from broker.contracts.signatures import _finalize
 # --------------------------------------------------------------------------- negotiation
 def _precheck(session: Session, settings: Settings, principal: Any, asset, params: dict[str, Any],
               purpose: str, scenario: str | None, policy_id: str, policy_version: str) -> dict[str, Any]:
-    """An advisory ``negotiate`` decision for the provider (every access is decided again anyway, through
-    ``ACCESS_DECIDER``). Without a usable policy engine the precheck is recorded as unavailable."""
+    """An advisory ``negotiate`` decision for the provider (every pull is decided again anyway, by the
+    transfer decision service). Without a usable policy engine the precheck is recorded as unavailable."""
     from broker.catalog.service import asset_policy_view
 
     try:

@@ -5,18 +5,18 @@ the authenticated ``Principal``. The logic lives in one file per idea:
 * ``lookups``: the clock, lookups with party checks, the state move;
 * ``negotiation``: DSP provider side (request, offer, events, termination);
 * ``signatures``: agreement document, party signatures, broker countersignature;
-* ``access``: revocation (and its ``ON_REVOKE`` hooks), ``require_active_agreement``, ``ACCESS_DECIDER``;
+* ``access``: revocation (and its ``ON_REVOKE`` hooks), ``require_active_agreement``;
 * ``views``: negotiation/agreement views, the exported bundle;
 * ``management``: the management API's shortcuts (open, offer, accept).
 
-Tests that move the clock patch ``broker.contracts.lookups.now``; the access hook is
-``broker.contracts.access.ACCESS_DECIDER``.
+Tests that move the clock patch ``broker.contracts.lookups.now``. What decides each pull is the policy
+engine (``broker.policy.access.decide_access``), asked by ``broker.transfer.service.decide_pull``.
 """
 
 from __future__ import annotations
 
-from broker.contracts.access import (ON_REVOKE, _log_refusal, default_access_decider,  # noqa: F401
-                                     policy_agreement_view, require_active_agreement, revoke)
+from broker.contracts.access import (ON_REVOKE, _log_refusal, policy_agreement_view,  # noqa: F401
+                                     require_active_agreement, revoke)
 from broker.contracts.models import Agreement, ContractNegotiation  # noqa: F401
 from broker.contracts.lookups import (READ_ALL_ROLES, _utc, get_agreement, get_negotiation,  # noqa: F401
                                       list_agreements, list_negotiations, now)

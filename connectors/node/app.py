@@ -4,6 +4,7 @@ the pull route (the PEP in ``pep.py``), health. Every error is an RFC 9457 probl
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -74,8 +75,48 @@ class BodyLimit:
         return await self.app(scope, limited, send)
 
 
-def create_node_app(config: NodeConfig) -> FastAPI:
+CORS_ENV = "TWINSPACE_CONNECTOR_CORS_ORIGINS"
+# What a browser consumer (the broker's console) may send and read on a pull: the two data-plane headers in,
+# the receipt, row count and content hash out. No credentials: the token and the proof are the authority.
+CORS_REQUEST_HEADERS = [TOKEN_HEADER, POP_HEADER]
+CORS_EXPOSE_HEADERS = ["X-TwinSpace-Receipt", "X-TwinSpace-Rows", "X-TwinSpace-Content-Hash", "Content-Disposition"]
+
+
+def cors_allow_list(origins) -> list[str]:
+    """The browser origins allowed to pull (``scheme://host[:port]``, as a browser sends ``Origin``):
+    a list, or one string separated by commas or spaces (the ``TWINSPACE_CONNECTOR_CORS_ORIGINS`` form).
+    A wildcard, a path, a query or userinfo is refused: the list names exact origins."""
+    from urllib.parse import urlsplit
+
+    if isinstance(origins, str):
+        origins = origins.replace(",", " ").split()
+    out: list[str] = []
+    for raw in origins or []:
+        text = str(raw).strip()
+        if not text:
+            continue
+        parts = urlsplit(text)
+        if text == "*" or "*" in text or parts.scheme not in ("http", "https") or not parts.hostname \
+                or parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError(f"not a browser origin (scheme://host[:port]): {text!r}")
+        port = parts.port
+        default = {"http": 80, "https": 443}[parts.scheme]
+        host = parts.hostname.lower()
+        if ":" in host:
+            host = f"[{host}]"
+        origin = f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+        if origin not in out:
+            out.append(origin)
+    return out
+
+
+def create_node_app(config: NodeConfig, cors_origins: list[str] | str | None = None) -> FastAPI:
+    """``cors_origins``: browser origins allowed to pull (the console of the broker); default the config's
+    ``cors_origins`` if it has one, else ``TWINSPACE_CONNECTOR_CORS_ORIGINS``; none: no CORS at all."""
     pep = Enforcer(config)
+    if cors_origins is None:
+        cors_origins = getattr(config, "cors_origins", None) or os.environ.get(CORS_ENV, "")
+    origins = cors_allow_list(cors_origins)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -154,9 +195,16 @@ def create_node_app(config: NodeConfig) -> FastAPI:
     app.include_router(push.router_for(config, pep))
     app.include_router(compute_api.router_for(config))
 
-    return BodyLimitApp(app, config)
+    app.state.cors_origins = origins
+    return BodyLimitApp(app, config, origins)
 
 
-def BodyLimitApp(app: FastAPI, config: NodeConfig) -> FastAPI:
+def BodyLimitApp(app: FastAPI, config: NodeConfig, cors_origins: list[str] | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=config.max_body_bytes, compute_limit=config.max_compute_body_bytes)
+    if cors_origins:  # outermost: preflights and refusals carry the CORS headers too
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET"],
+                           allow_headers=CORS_REQUEST_HEADERS, expose_headers=CORS_EXPOSE_HEADERS,
+                           allow_credentials=False, max_age=600)
     return app

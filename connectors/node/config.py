@@ -76,9 +76,12 @@ class NodeConfig:
         return public_key_b64(self.broker_key())
 
     def broker_post(self, path: str, json: Any) -> Any:
-        """An authenticated POST to the broker (serialised: the client's token cache is not thread-safe)."""
+        """An authenticated POST to the broker over the client's keep-alive pool. Only the token lookup is
+        serialised (the client's token cache is not thread-safe); the requests themselves run concurrently
+        (httpx clients are), so one slow broker answer does not queue every other pull behind it."""
         with self.broker_lock:
-            return self.broker.post(path, json=json)
+            token = self.broker.token()
+        return self.broker._check(self.broker.http.post(path, json=json, headers={"Authorization": f"Bearer {token}"}))
 
     # --- stores ---------------------------------------------------------------------------
     @cached_property

@@ -1,5 +1,7 @@
-"""A real broker process on loopback, a consumer with a STARTED transfer, and a raw HTTP/1.1 load
-generator (asyncio streams, keep-alive). Used by the fault suite and ``benchmarks/pull_bench.py``.
+"""A real broker process on loopback, a real connector process for the provider (it holds the rows and
+is the policy enforcement point: per pull it asks the broker for a decision and posts a receipt), a
+consumer with a STARTED transfer, and a raw HTTP/1.1 load generator (asyncio streams, keep-alive).
+Used by the fault suite and ``benchmarks/pull_bench.py``.
 
 The load generator is deliberately minimal (no httpx) so that on a 2-core machine the client costs
 far less than the server it measures.
@@ -24,6 +26,7 @@ from broker.identity.onboarding import create_org_with_key
 from broker.runtime import Runtime
 from broker.settings import Settings
 from twinspace.client.broker import BrokerClient, negotiate
+from twinspace.demo.connectors import ConnectorProcess
 from twinspace.transfer_tokens import make_pop
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +74,7 @@ class Broker:
         env = {**os.environ, "TWINSPACE_DATA_DIR": str(self.data_dir), "TWINSPACE_LOG_LEVEL": "WARNING",
                "TWINSPACE_RATE_LIMIT_DATA_ORG": "", "TWINSPACE_RATE_LIMIT_AUTH_ORG": "",
                "TWINSPACE_RATE_LIMIT_AUTH_IP": "", "TWINSPACE_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "0",
+               "TWINSPACE_CONNECTOR_ALLOW_NETWORKS": '["127.0.0.0/8"]',
                **({"TWINSPACE_DATABASE_URL": self.database_url} if self.database_url else {}), **self.env}
         code = f"from broker.app import serve; serve(port={self.port}, workers={workers})"
         self.log = open(self.data_dir / "server.log", "ab")
@@ -127,41 +131,89 @@ def table_bytes(n: int) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+class Connector(ConnectorProcess):
+    """The provider's connector: ``twinspace connector serve`` in a process of its own (``demo.connectors``)."""
+
+    @classmethod
+    def for_provider(cls, broker: Broker, data_dir: Path) -> "Connector":
+        org = broker.orgs["provider"]
+        return cls(label="provider", org_id=org.org_id, key_file=org.key_file, data_dir=data_dir,
+                   broker_url=broker.url, audience=broker.settings().issuer)
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.process
+
+    def signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file and self.log_file.exists() else ""
+
+
 @dataclass
 class PullTarget:
-    """Everything a consumer needs to pull under one STARTED transfer."""
+    """Everything a consumer needs to pull under one STARTED transfer, at the provider's connector.
+
+    Transfer tokens are single-use: ``prefetch(n)`` asks the broker for ``n`` of them beforehand, and each
+    ``raw_request()`` spends one (fetching one more when none is left) with a fresh proof of possession."""
 
     host: str
     port: int
     path: str
-    token: str
-    bearer: str
     consumer: BrokerClient
     transfer_id: str
+    tokens: list[str] = field(default_factory=list)
+
+    def new_token(self) -> str:
+        return BrokerClient.data_address(self.consumer.transfer_token(self.transfer_id))[1]
+
+    def prefetch(self, n: int, threads: int = 4) -> "PullTarget":
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.consumer.token()  # the client's token cache is not thread-safe: fill it first
+        with ThreadPoolExecutor(threads) as pool:
+            self.tokens.extend(pool.map(lambda _: self.new_token(), range(n)))
+        return self
 
     def raw_request(self, fmt: str = "csv") -> bytes:
-        pop = make_pop(self.consumer.private_key, method="GET", path=self.path, token=self.token)
+        token = self.tokens.pop() if self.tokens else self.new_token()
+        pop = make_pop(self.consumer.private_key, method="GET", path=self.path, token=token)
         return (f"GET {self.path}?format={fmt} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                f"Authorization: Bearer {self.bearer}\r\nTwinSpace-Transfer-Token: {self.token}\r\n"
-                f"TwinSpace-PoP: {pop}\r\n\r\n").encode()
+                f"TwinSpace-Transfer-Token: {token}\r\nTwinSpace-PoP: {pop}\r\n\r\n").encode()
+
+    def requests(self, n: int) -> list:
+        """``n`` requests for the load generator, each built when sent (a proof is short-lived)."""
+        self.prefetch(max(0, n - len(self.tokens)))
+        return [self.raw_request for _ in range(n)]
 
 
-def open_transfer(broker: Broker, rows: int = 60) -> PullTarget:
-    """Publish an open-data asset, negotiate an agreement and start a transfer, all over HTTP."""
+def start_connector(broker: Broker, data_dir: Path | None = None) -> Connector:
+    """Start the provider's connector and register it with the broker (which checks its ownership proof)."""
+    connector = Connector.for_provider(broker, data_dir or broker.data_dir.parent / "connector").start()
+    broker.client("provider").connector_register(connector.endpoint)
+    return connector
+
+
+def open_transfer(broker: Broker, connector: Connector, rows: int = 60) -> PullTarget:
+    """Place a table in the connector's store, publish its metadata (an open-data asset served by the
+    connector), negotiate an agreement and start a transfer, all over HTTP."""
+    from connectors.node.store import DataStore
     from connectors.publish import prepare
 
     provider, consumer = broker.client("provider"), broker.client("consumer")
     data = table_bytes(rows)
+    DataStore(connector.data_dir).put(data)
     meta = prepare(data, title="Buildings", classification="public", domain="planning",
                    offers=[{"id": "open", "policy_id": "open-data", "params": {}}],
                    twin_category="building_structure", entity_type="Building")
-    asset = provider.catalog_publish(meta, data)
+    asset = provider.catalog_publish({**meta, "data_endpoint": connector.endpoint})
     agreement = negotiate(consumer, provider, f"urn:twinspace:offer:{asset['id']}:v{asset['version']}:open",
                           purpose="research")
     tp = consumer.transfer_request(agreement["id"])
     endpoint, token = consumer.data_address(tp)
-    path = httpx.URL(endpoint).path
-    return PullTarget("127.0.0.1", broker.port, path, token, consumer.token(), consumer, tp["providerPid"])
+    url = httpx.URL(endpoint)
+    return PullTarget(url.host, url.port, url.path, consumer, tp["providerPid"], [token])
 
 
 # --------------------------------------------------------------------------- load generator

@@ -197,6 +197,9 @@ def serve(data_dir: Path = typer.Option(..., "--data-dir", envvar="TWINSPACE_CON
           broker_key: Optional[str] = typer.Option(None, "--broker-key", envvar="TWINSPACE_BROKER_PUBLIC_KEY",
                                                    help="Pin the broker's Ed25519 public key (base64url); default: "
                                                    "fetched once from the broker's /.well-known/jwks.json."),
+          pop_max_age: int = typer.Option(120, "--pop-max-age", envvar="TWINSPACE_CONNECTOR_POP_MAX_AGE", min=5,
+                                          max=3600, help="Oldest proof of possession (seconds) a pull may carry; "
+                                          "each is single-use either way."),
           *, conn: Connection) -> None:
     """Run this provider's connector: it holds the rows and is the policy enforcement point; consumers
     pull from it directly under broker-countersigned agreements (docs/data-plane.md)."""
@@ -218,7 +221,8 @@ def serve(data_dir: Path = typer.Option(..., "--data-dir", envvar="TWINSPACE_CON
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
         config = NodeConfig(endpoint=endpoint, data_dir=data_dir, private_key=client.private_key, org_id=conn.org,
-                            broker=client, broker_issuer=conn.audience, broker_public_key=pinned)
+                            broker=client, broker_issuer=conn.audience, broker_public_key=pinned,
+                            pop_max_age=pop_max_age)
         config.broker_key()  # fail now, not on the first pull
     except TwinSpaceError as exc:
         fail(f"{exc.detail}", f"check --broker {conn.broker} (and --public-url)", 2)

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from broker.api.deps import ALL_ROLES, Principal, db_session, get_runtime
@@ -45,7 +46,7 @@ def agreement(agreement_id: str, request: Request, principal: Principal = consol
     except Exception:  # noqa: BLE001 - usage counters are informative only
         usage = None
     return render(request, "agreement.html", principal, session, a=a, transfers=tps, usage=usage,
-                  msg=request.query_params.get("msg"))
+                  issuer=get_runtime(request).settings.issuer, msg=request.query_params.get("msg"))
 
 
 @router.get("/agreements/{agreement_id}/export")
@@ -68,10 +69,19 @@ def revoke(agreement_id: str, request: Request, reason: str = Form("", max_lengt
     return _redirect(request, f"/agreements/{agreement_id}", "Agreement revoked; further access is refused.")
 
 
+def _address(tp_id: str, start: dict[str, Any]) -> dict[str, Any]:
+    """What the browser needs to pull from the provider's connector: the DataAddress endpoint (the
+    connector's URL, which the console's CSP admits) and its single-use transfer token."""
+    props = {p["name"]: p["value"] for p in start["dataAddress"]["endpointProperties"]}
+    return {"transfer_id": tp_id, "token": props["authorization"], "endpoint": start["dataAddress"]["endpoint"],
+            "path": start["dataAddress"]["endpoint"]}
+
+
 @router.post("/agreements/{agreement_id}/transfer")
 def start_transfer(agreement_id: str, request: Request, principal: Principal = console_roles(*CONSUMER),
                    session: Session = db_session) -> dict[str, Any]:
-    """Start a transfer (DSP TransferRequestMessage); the browser then pulls with a proof of possession."""
+    """Start a transfer (DSP TransferRequestMessage); the browser then pulls from the provider's connector
+    with a proof of possession it signs itself (the broker serves no rows)."""
     from broker.transfer import service
     from twinspace.dsp.transfer_messages import TransferRequestMessage
 
@@ -79,6 +89,28 @@ def start_transfer(agreement_id: str, request: Request, principal: Principal = c
     msg = TransferRequestMessage.model_validate(_dsp("TransferRequestMessage", consumerPid=f"urn:uuid:{uuid.uuid4()}",
                                                      agreementId=agreement_id, format="HttpData-PULL"))
     tp, start = service.request_transfer(session, runtime.settings, runtime.broker_key, principal, msg)
-    props = {p["name"]: p["value"] for p in start["dataAddress"]["endpointProperties"]}
-    # The rows come from the provider's connector (the broker serves none): the browser pulls there.
-    return {"transfer_id": tp.id, "token": props["authorization"], "path": start["dataAddress"]["endpoint"]}
+    return _address(tp.id, start)
+
+
+@router.post("/transfers/{pid}/token")
+def transfer_token(pid: str, request: Request, principal: Principal = console_roles(*CONSUMER),
+                   session: Session = db_session) -> dict[str, Any]:
+    """A fresh DataAddress for a STARTED transfer (each transfer token is single-use)."""
+    from broker.transfer import service
+
+    runtime = get_runtime(request)
+    return _address(pid, service.new_token(session, runtime.settings, runtime.broker_key, principal, pid))
+
+
+class AckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ack: str = Field(min_length=1, max_length=16_384)
+
+
+@router.post("/transfers/{pid}/acknowledgements")
+def acknowledge(pid: str, body: AckIn, request: Request, principal: Principal = console_roles(*CONSUMER),
+                session: Session = db_session) -> dict[str, Any]:
+    """The consumer's countersignature (signed in the browser) of the connector's receipt."""
+    from broker.transfer import service
+
+    return service.acknowledge(session, get_runtime(request).settings, principal, pid, body.ack)
