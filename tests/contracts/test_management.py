@@ -1,6 +1,7 @@
 """Management API end to end: request, offer, accept, fix the agreement, both parties sign over the RFC 8785
-bytes, the broker countersigns, the consumer downloads exactly the permitted rows/columns; revocation,
-ACCESS_DECIDER and attacks (another consumer, a forged token, wrong/revoked keys, an altered bundle)."""
+bytes, the broker countersigns, the consumer downloads exactly the permitted rows/columns (a DSP transfer,
+pulled from the provider's connector); revocation, the decision endpoint's obligations and attacks
+(another consumer, a forged token, wrong/revoked keys, an altered bundle)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ import json
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
+import httpx
+import pytest
+
 from broker.audit.models import AuditEntry
-from broker.contracts import access, service
+from broker.policy.engine import Decision
 from twinspace.cli.contract import contract_app
+from twinspace.client.broker import BrokerError
+from twinspace.transfer_tokens import make_pop
 from twinspace.agreements import sign_document, signing_input, verify_agreement_bundle
 from twinspace.crypto import b64url, generate_key, key_id, public_key_b64, sign
 from broker.identity.service import add_key, revoke_key
@@ -60,8 +66,27 @@ def _finalized(client, world, **offer):
     return pid, final
 
 
-def _rows(resp):
-    return list(csv.DictReader(io.StringIO(resp.text)))
+def _rows(data: bytes):
+    return list(csv.DictReader(io.StringIO(data.decode())))
+
+
+def _events(engine, agreement_id: str, kind: str, expect: int = 0) -> list[AuditEntry]:
+    """Audit entries of one kind (receipts arrive just after the body: wait for ``expect`` of them)."""
+    import time
+
+    deadline = time.time() + 5
+    while True:
+        with Session(engine) as s:
+            found = list(s.exec(select(AuditEntry).where(AuditEntry.agreement_id == agreement_id,
+                                                         AuditEntry.kind == kind)))
+        if len(found) >= expect or time.time() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def _details(entry: AuditEntry) -> dict:
+    body = json.loads(entry.body)
+    return body.get("details", body)
 
 
 def test_negotiate_sign_countersign_download_revoke(world, client, runtime, tmp_path):
@@ -84,37 +109,41 @@ def test_negotiate_sign_countersign_download_revoke(world, client, runtime, tmp_
     good.write_text(json.dumps(bundle))
     assert CliRunner().invoke(contract_app, ["verify", str(good), "--broker-key", broker_pub]).exit_code == 0
 
-    # exactly the permitted rows and columns, in both formats
-    resp = client.get(f"/contracts/agreements/{aid}/data", params={"format": "csv"}, headers=world.consumer.headers())
-    assert resp.status_code == 200, resp.text
-    rows = _rows(resp)
+    # exactly the permitted rows and columns, in both formats, from the provider's connector
+    consumer = world.consumer.client
+    tp = consumer.transfer_request(aid)
+    rows = _rows(consumer.transfer_pull(tp, "csv"))
     assert len(rows) == 7 and list(rows[0]) == ["building_id", "floor_area"]
     assert [r["building_id"] for r in rows] == [f"B{i:04d}" for i in range(7)]
-    assert resp.headers["x-row-count"] == "7"
-    as_json = _ok(client.get(f"/contracts/agreements/{aid}/data", params={"format": "json"},
-                             headers=world.consumer.headers()))
+    as_json = json.loads(consumer.transfer_pull(tp, "json"))
     assert len(as_json) == 7 and set(as_json[0]) == {"building_id", "floor_area"}
-    assert client.get(f"/contracts/agreements/{aid}/data", params={"format": "xml"},
-                      headers=world.consumer.headers()).status_code == 422
+    with pytest.raises(BrokerError) as err:
+        consumer.transfer_pull(tp, "xml")
+    assert (err.value.status, err.value.code) == (400, "invalid_format")
+    early = consumer.transfer_token(tp["providerPid"])  # a DataAddress issued before the revocation, unused
 
-    # the provider revokes: the next download is refused
+    # the provider revokes: the next download is refused, by the broker and by the connector
     assert _ok(_post(client, world.provider, f"/contracts/agreements/{aid}/revoke", {"reason": "pilot over"}))[
         "status"] == "REVOKED"
-    resp = client.get(f"/contracts/agreements/{aid}/data", headers=world.consumer.headers())
-    assert (resp.status_code, resp.json()["code"]) == (410, "agreement_revoked")
+    with pytest.raises(BrokerError) as err:
+        consumer.transfer_pull(tp)
+    assert (err.value.status, err.value.code) == (410, "agreement_revoked")
+    with pytest.raises(BrokerError) as err:
+        consumer.transfer_pull(early, fresh_token=False)
+    assert (err.value.status, err.value.code) == (403, "access_denied")
+    assert "agreement_revoked" in err.value.problem["reasons"]
 
+    receipts = _events(runtime.engine, aid, "transfer.receipt", expect=2)
     with Session(runtime.engine) as s:
-        events = list(s.exec(select(AuditEntry).where(AuditEntry.agreement_id == aid)))
-    kinds = [e.kind for e in events]
+        kinds = [e.kind for e in s.exec(select(AuditEntry).where(AuditEntry.agreement_id == aid))]
     for kind in ("contract.agreed", "contract.signed", "contract.verified", "contract.finalized",
-                 "contract.countersigned", "contract.data_transfer", "contract.revoked", "contract.data_refused"):
+                 "contract.countersigned", "transfer.decision", "transfer.receipt", "contract.revoked"):
         assert kind in kinds, kind
-    assert kinds.count("contract.signed") == 2 and kinds.count("contract.data_transfer") == 2
-    transfer = next(e for e in events if e.kind == "contract.data_transfer")
-    body = json.loads(transfer.body)
-    details = body.get("details", body)
-    assert details["rows"] == 7 and details["bytes"] > 0 and details["content_hash"] == world.asset["content_hash"]
-    assert "B0000" not in transfer.body  # no row data in the audit log
+    assert kinds.count("contract.signed") == 2 and len(receipts) == 2
+    assert [_details(d)["allow"] for d in _events(runtime.engine, aid, "transfer.decision")] == [True, True, False]
+    claims = _details(receipts[0])["claims"]
+    assert claims["rows"] == 7 and claims["bytes"] > 0 and claims["asset"]["content_hash"] == world.asset["content_hash"]
+    assert all("B0000" not in r.body for r in receipts)  # no row data in the audit log
 
 
 def test_signature_checks(world, client, engine):
@@ -145,27 +174,39 @@ def test_signature_checks(world, client, engine):
     ok = _sign(world.consumer, "consumer", agreement)
     _ok(_post(client, world.consumer, url, ok))
     assert _post(client, world.consumer, url, ok).json()["code"] == "already_signed"
-    # data is refused before finalisation
-    resp = client.get(f"/contracts/agreements/{aid}/data", headers=world.consumer.headers())
-    assert (resp.status_code, resp.json()["code"]) == (409, "agreement_not_finalized")
+    # no transfer (so no data) before finalisation
+    with pytest.raises(BrokerError) as err:
+        world.consumer.client.transfer_request(aid)
+    assert (err.value.status, err.value.code) == (409, "agreement_not_finalized")
 
 
 def test_attacks_other_consumer_forged_token_altered_bundle(world, client, runtime, tmp_path):
     _, agreement = _finalized(client, world)
     aid = agreement["id"]
-    resp = client.get(f"/contracts/agreements/{aid}/data", headers=world.consumer2.headers())
-    assert (resp.status_code, resp.json()["code"]) == (403, "not_agreement_consumer")
+    with pytest.raises(BrokerError) as err:
+        world.consumer2.client.transfer_request(aid)
+    assert (err.value.status, err.value.code) == (403, "not_agreement_consumer")
     assert client.get(f"/contracts/agreements/{aid}/bundle", headers=world.consumer2.headers()).status_code == 404
-    # the provider cannot pull through the consumer's route
-    assert client.get(f"/contracts/agreements/{aid}/data", headers=world.provider.headers()).status_code == 403
-    # a forged token (signed by the consumer's own key, not the broker)
+    tp = world.consumer.client.transfer_request(aid)
+    pid = tp["providerPid"]
+    endpoint, token = world.consumer.client.data_address(tp)
+    # the provider cannot pull through the consumer's transfer: no token for it, and the consumer's token is
+    # bound to the consumer's key
+    assert _post(client, world.provider, f"/transfers/{pid}/token").status_code == 403
+    pop = make_pop(world.provider.private_key, method="GET", path=httpx.URL(endpoint).path, token=token)
+    resp = httpx.get(endpoint, headers={"TwinSpace-Transfer-Token": token, "TwinSpace-PoP": pop})
+    assert (resp.status_code, resp.json()["code"]) == (401, "invalid_pop") and "B0000" not in resp.text
+    # a forged access token (signed by the consumer's own key, not the broker) gets no transfer token
     header = b64url(json.dumps({"alg": "EdDSA", "typ": "JWT"}).encode())
     claims = b64url(json.dumps({"sub": world.consumer.org_id, "role": "consumer", "iss": "twinspace-broker",
                                 "cnf": {"kid": world.consumer.kid}, "jti": "x", "exp": 9999999999}).encode())
     forged = f"{header}.{claims}." + b64url(sign(world.consumer.private_key, f"{header}.{claims}".encode()))
-    resp = client.get(f"/contracts/agreements/{aid}/data", headers={"Authorization": f"Bearer {forged}"})
-    assert resp.status_code == 401
-    assert client.get(f"/contracts/agreements/{aid}/data").status_code == 401
+    assert client.post(f"/transfers/{pid}/token", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    assert client.post(f"/transfers/{pid}/token").status_code == 401
+    # ... nor is it a transfer token at the connector
+    pop = make_pop(world.consumer.private_key, method="GET", path=httpx.URL(endpoint).path, token=forged)
+    resp = httpx.get(endpoint, headers={"TwinSpace-Transfer-Token": forged, "TwinSpace-PoP": pop})
+    assert resp.status_code == 401 and "B0000" not in resp.text
     # an altered bundle: offline verification and the CLI refuse it
     bundle = _ok(client.get(f"/contracts/agreements/{aid}/bundle", headers=world.consumer.headers()))
     altered = copy.deepcopy(bundle)
@@ -177,27 +218,36 @@ def test_attacks_other_consumer_forged_token_altered_bundle(world, client, runti
     assert result.exit_code == 1 and "altered" in result.output
 
 
-def test_access_decider_hook_and_obligations(world, client, monkeypatch):
+def test_the_decision_endpoint_decides_each_pull_and_its_obligations_apply(world, client, monkeypatch):
+    """What decides a pull is the policy engine, asked by ``POST /dataplane/decisions`` (the connector's
+    call); its deny and its obligations are what the connector enforces."""
+    from broker.policy import access as policy_access
+
     _, agreement = _finalized(client, world)
     aid = agreement["id"]
+    consumer = world.consumer.client
+    tp = consumer.transfer_request(aid)
+    real = policy_access.decide_access
     calls = []
 
-    def deny(session, agr, principal, action, usage):
-        calls.append((agr.id, principal.org_id, action, usage["purpose"]))
-        return False, ["purpose not allowed today"], {}
+    def deny(session, settings, agr, principal, action, request=None):
+        calls.append((agr["id"], principal.org_id, action, (request or {}).get("purpose")))
+        return Decision(False, ["purpose not allowed today"], policy_id="test", decision_id="dec_test_deny")
 
-    monkeypatch.setattr(access, "ACCESS_DECIDER", deny)
-    resp = client.get(f"/contracts/agreements/{aid}/data", headers=world.consumer.headers())
-    assert (resp.status_code, resp.json()["code"]) == (403, "access_denied")
+    monkeypatch.setattr(policy_access, "decide_access", deny)
+    with pytest.raises(BrokerError) as err:
+        consumer.transfer_pull(tp)
+    assert (err.value.status, err.value.code) == (403, "access_denied")
+    assert err.value.problem["reasons"] == ["purpose not allowed today"]
     assert calls == [(aid, world.consumer.org_id, "read", "research")]
 
-    monkeypatch.setattr(access, "ACCESS_DECIDER",
-                        lambda *a: (True, ["ok"], {"max_rows": 3, "columns": ["district", "building_id"]}))
-    rows = _rows(client.get(f"/contracts/agreements/{aid}/data", headers=world.consumer.headers()))
+    monkeypatch.setattr(policy_access, "decide_access", lambda *a, **k: Decision(
+        True, ["ok"], {"max_rows": 3, "columns": ["district", "building_id"]}, decision_id="dec_test_allow"))
+    rows = _rows(consumer.transfer_pull(tp))
     assert len(rows) == 3 and list(rows[0]) == ["building_id", "district"]
-    # without a decider obligation, the offer's own max_rows (40) applies
-    monkeypatch.setattr(access, "ACCESS_DECIDER", service.default_access_decider)
-    assert len(_rows(client.get(f"/contracts/agreements/{aid}/data", headers=world.consumer.headers()))) == 40
+    # without a decision obligation, the offer's own max_rows (40) applies
+    monkeypatch.setattr(policy_access, "decide_access", real)
+    assert len(_rows(consumer.transfer_pull(tp))) == 40
 
 
 def test_out_of_order_and_asset_change(world, client):
