@@ -1,29 +1,37 @@
-"""Console page for an entity profile (实体画像): its key figures, one bar chart per breakdown, the
-map, and the declaration (source asset + version + hash, method, k-threshold de-identification).
+"""Console page for an entity profile (实体画像), from its catalog metadata only.
 
-Only the provider that published the profile sees it here: the figures are the asset's content, and
-anyone else reaches content through a contract, never through a page. The profile is read from the
-vault (or the provider's connector) like any other table; the broker reads only the generic table
-shape and the declaration in its metadata, and imports nothing from the data plane.
+The broker holds no table: a profile's figures (its rows) live in the provider's connector like any other
+asset's. The page shows what the catalog knows: the title, the description (which carries the profile's
+key figures: entities, method, k-threshold, groups suppressed), the keywords, the twin category, the
+unified-code prefix (keyword ``code:<prefix>``), the map of its extent and the declaration of its source
+asset (id, version and that version's content hash, looked up in the catalog). The figures themselves are
+at the provider's connector, reached like any asset's rows.
+
+Only the provider that published the profile sees it here; anyone else reaches content through a contract.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
 from markupsafe import Markup, escape
 from sqlmodel import Session
 
-from broker.api.deps import Principal, db_session, get_runtime
+from broker.api.deps import Principal, db_session
 from broker.console import charts
 from broker.console.auth import console_roles
 from twinspace.errors import NotFound, Unprocessable
 
 router = APIRouter()
-PROFILE_COLUMNS = {"dimension", "group", "measure", "value", "unit", "entities"}
+PROFILE_KEYWORD = "entity-profile"
 MAX_BARS = 24
+_SOURCE = re.compile(r"derived from asset (?P<asset_id>[A-Za-z0-9_-]{1,64}) v(?P<version>\d{1,9})")
+_ENTITIES = re.compile(r"of (?P<entities>[\d,]+) (?P<entity_type>\S+) entities")
+_METHOD = re.compile(r" by (?P<name>[\w.:-]+) v(?P<version>[\w.-]+): ")
+_K = re.compile(r"k-threshold k\s*=\s*(?P<k>\d+)")
+_SUPPRESSED = re.compile(r"(?P<n>\d+) group\(s\) suppressed")
 
 
 def bar_chart(bars: list[tuple[str, float]], unit: str, width: int = 560) -> Markup:
@@ -43,42 +51,49 @@ def bar_chart(bars: list[tuple[str, float]], unit: str, width: int = 560) -> Mar
     return Markup("".join(parts))
 
 
-def _declaration(table) -> dict[str, Any]:
-    if not PROFILE_COLUMNS <= set(table.column_names):
+def declaration(view: dict[str, Any]) -> dict[str, Any]:
+    """What the catalog metadata declares about a profile; 422 for an asset that is not one."""
+    keywords = [str(k) for k in view.get("keywords") or []]
+    if PROFILE_KEYWORD not in keywords:
         raise Unprocessable("This asset is not an entity profile.", code="not_an_entity_profile")
-    raw = (table.schema.metadata or {}).get(b"twinspace")
+    description = str(view.get("description") or "")
+    code_prefix = next((k.split(":", 1)[1] for k in keywords if k.startswith("code:")), None)
+    kind = next((k.split(":", 1)[1] for k in keywords if k.startswith("profile:")), None)
+    source = _SOURCE.search(description)
+    entities = _ENTITIES.search(description)
+    method = _METHOD.search(description)
+    k = _K.search(description)
+    suppressed = _SUPPRESSED.search(description)
+    return {"kind": kind, "code_prefix": code_prefix, "description": description,
+            "entities": entities.group("entities") if entities else None,
+            "entity_type": view.get("entity_type") or (entities.group("entity_type") if entities else None),
+            "method": {"name": method.group("name"), "version": method.group("version")} if method else None,
+            "k": int(k.group("k")) if k else None,
+            "groups_suppressed": int(suppressed.group("n")) if suppressed else None,
+            "source": {"asset_id": source.group("asset_id"), "version": int(source.group("version"))}
+            if source else None,
+            "keywords": [kw for kw in keywords if kw != PROFILE_KEYWORD and not kw.startswith(("code:", "profile:"))]}
+
+
+def _source_asset(session: Session, decl: dict[str, Any]) -> dict[str, Any] | None:
+    """The declared source version as the catalog knows it (its content hash names the exact bytes)."""
+    from broker.catalog import service
+
+    src = decl.get("source")
+    if not src:
+        return None
     try:
-        decl = json.loads(raw).get("profile") if raw else None
-    except ValueError:
-        decl = None
-    if not isinstance(decl, dict):
-        raise Unprocessable("This asset carries no entity-profile declaration.", code="not_an_entity_profile")
-    return decl
-
-
-def _sections(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The headline figures (dimension ``total``) and one chart per other dimension."""
-    totals = [r for r in rows if r["dimension"] == "total"]
-    sections = []
-    for dim in dict.fromkeys(r["dimension"] for r in rows if r["dimension"] != "total"):
-        mine = [r for r in rows if r["dimension"] == dim]
-        measures = list(dict.fromkeys(r["measure"] for r in mine))
-        # chart the most telling measure: the first quantity that is not the cohort count, else the count
-        measure = next((m for m in measures if m != "entities"), "entities")
-        bars = [(r["group"], r["value"]) for r in mine if r["measure"] == measure][:MAX_BARS]
-        unit = next((r["unit"] for r in mine if r["measure"] == measure), "")
-        groups = list(dict.fromkeys(r["group"] for r in mine))
-        table = [{"group": g, **{m: next((r["value"] for r in mine if r["group"] == g and r["measure"] == m), None)
-                                 for m in measures}} for g in groups]
-        sections.append({"dimension": dim, "measure": measure, "measures": measures, "rows": table,
-                         "chart": bar_chart(bars, unit) if bars else None})
-    return totals, sections
+        asset = service.get_asset(session, src["asset_id"], src["version"])
+    except NotFound:
+        return {**src, "found": False}
+    return {**src, "found": True, "title": asset.title, "content_hash": asset.content_hash,
+            "rows": asset.row_count, "provider_id": asset.provider_id}
 
 
 @router.get("/assets/{asset_id}/profile")
 def profile_page(asset_id: str, request: Request, principal: Principal = console_roles("provider"),
                  session: Session = db_session):
-    from broker.catalog import service, vault
+    from broker.catalog import service
     from broker.console.views import render
 
     try:
@@ -87,9 +102,9 @@ def profile_page(asset_id: str, request: Request, principal: Principal = console
         asset = None
     if asset is None or asset.provider_id != principal.org_id:
         raise NotFound(f"No entity profile {asset_id} of yours.", code="asset_not_found")
-    table = vault.load_table(session, asset.id, asset.version, settings=get_runtime(request).settings)
-    decl = _declaration(table)
-    totals, sections = _sections(table.to_pylist())
     view = service.asset_view(asset)
-    return render(request, "profile.html", principal, session, asset=view, decl=decl, totals=totals,
-                  sections=sections, map_svg=charts.extent_map([view], request.scope.get("root_path", "") or "", None))
+    decl = declaration(view)
+    source = _source_asset(session, decl)
+    root = request.scope.get("root_path", "") or ""
+    return render(request, "profile.html", principal, session, asset=view, decl=decl, source=source,
+                  map_svg=charts.extent_map([view], root, None))
