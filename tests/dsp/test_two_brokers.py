@@ -1,12 +1,17 @@
 """A TwinSpace consumer negotiates and transfers from a TwinSpace provider over DSP only: two brokers
 (two apps, two databases, two broker keys) that share nothing but DSP messages over HTTP (ASGI
-transports in-process). Broker A runs the consumer role; broker B is the provider."""
+transports in-process). Broker A runs the consumer role; broker B is the provider. The rows are served by
+the provider's connector, which talks to its own broker (B) only; a provider at A has a connector of its
+own that trusts A only."""
 
 from __future__ import annotations
 
 import io
+import json
+import time
 from urllib.parse import urlsplit
 
+import httpx
 import pyarrow.csv as pacsv
 import pytest
 from fastapi.testclient import TestClient
@@ -16,30 +21,60 @@ from broker.contracts import callbacks, peer
 from broker.identity.onboarding import create_org_with_key
 from broker.runtime import Runtime
 from broker.settings import Settings
+from tests.conftest import HostingClient
 from tests.contracts.helpers import offer_iri, publish
 from twinspace import agreements
 from twinspace.agreements import verify_bundle
 from twinspace.client.broker import BrokerClient
 from twinspace.crypto import public_key_b64
 from twinspace.dsp import schemas
+from twinspace.testing.connector import ConnectorHarness
+from twinspace.transfer_tokens import make_pop
 
 A_DSP, B_DSP = "http://broker-a.test/dsp", "http://broker-b.test/dsp"
 
 
 class Broker:
     def __init__(self, tmp_path, name: str, dsp_url: str):
+        self.tmp_path, self.name = tmp_path, name
         self.settings = Settings(data_dir=tmp_path / name, database_url=None, redis_url=None, issuer=f"broker-{name}",
-                                 dsp_base_url=dsp_url, dsp_peer_hosts=["broker-a.test", "broker-b.test"])
+                                 dsp_base_url=dsp_url, dsp_peer_hosts=["broker-a.test", "broker-b.test"],
+                                 connector_allow_networks=["127.0.0.0/8"])
         self.runtime = Runtime.start(self.settings)
         self.client = TestClient(create_app(self.settings, runtime=self.runtime))
         self.client.__enter__()
+        self.connectors: list[ConnectorHarness] = []
 
     def org(self, role: str, name: str, **kw):
         new = create_org_with_key(self.runtime.engine, name=name, role=role,
                                   key_dir=self.settings.data_dir / "keys", **kw)
         return new, BrokerClient(self.client, new.org_id, new.private_key, audience=self.settings.issuer)
 
+    def provider(self, name: str, **kw):
+        """A provider of this broker with its own connector (signed in to this broker, trusting its key only),
+        registered here; its client's ``catalog_publish(meta, data)`` places the data at that connector."""
+        new, _ = self.org("provider", name, **kw)
+        link = BrokerClient(self.client, new.org_id, new.private_key, audience=self.settings.issuer)
+        harness = ConnectorHarness(new.org_id, new.private_key, broker=link, broker_issuer=self.settings.issuer,
+                                   broker_public_key=self.runtime.broker_key.public_key(),
+                                   data_dir=self.tmp_path / f"connector-{self.name}-{new.org_id}").start()
+        self.connectors.append(harness)
+        client = HostingClient(self.client, new.org_id, new.private_key, audience=self.settings.issuer,
+                               connector_factory=lambda: harness)
+        client.connector_register(harness.endpoint)
+        return new, client, harness
+
+    def events(self, kind: str) -> list[dict]:
+        from sqlmodel import Session, select
+
+        from broker.audit.models import AuditEntry
+
+        with Session(self.runtime.engine) as s:
+            return [json.loads(e.body) for e in s.exec(select(AuditEntry).where(AuditEntry.kind == kind))]
+
     def close(self):
+        for harness in self.connectors:
+            harness.stop()
         self.client.__exit__(None, None, None)
         self.runtime.engine.dispose()
 
@@ -87,9 +122,11 @@ def _same_key_brokers(a, b):
 
 def test_consumer_on_one_broker_negotiates_and_transfers_from_another_over_dsp_only(brokers):
     a, b, wire = brokers
-    _provider_org, provider = b.org("provider", "Provider B", org_type="government_agency")
+    _provider_org, provider, connector_b = b.provider("Provider B", org_type="government_agency")
+    _other_org, _other, connector_a = a.provider("Provider A")  # a connector of broker A's own provider
     consumer, consumer_a, consumer_b = _same_key_brokers(a, b)
     asset = publish(type("P", (), {"client": provider})())
+    assert asset["data_endpoint"] == connector_b.endpoint
     token_at_b = consumer_b.token()
     dataset = b.client.get(f"/dsp/catalog/datasets/urn:twinspace:asset:{asset['id']}:v1",
                            headers={"Authorization": f"Bearer {token_at_b}"}).json()
@@ -119,9 +156,25 @@ def test_consumer_on_one_broker_negotiates_and_transfers_from_another_over_dsp_o
     assert rt["state"] == "STARTED" and rt["providerPid"].startswith("tp_")
     address = rt["dataAddress"]
     assert address["@type"] == "DataAddress" and schemas.errors(address, "DataAddress") == []
-    # The consumer pulls from B's data plane with the token bound to its key.
+    # The consumer pulls from B's provider's connector with the token bound to its key; that connector asks
+    # B (its own broker) for the decision and sends B the receipt. Broker A sees neither.
+    endpoint = address["endpoint"]
+    assert endpoint == f"{connector_b.endpoint}/dataplane/transfers/{rt['providerPid']}"
+    token = consumer_b.data_address({"dataAddress": address})[1]
+    # the token relayed to A's provider's connector (it trusts broker A, and is another audience): refused
+    relayed = f"{connector_a.endpoint}/dataplane/transfers/{rt['providerPid']}"
+    pop = make_pop(consumer.private_key, method="GET", path=urlsplit(relayed).path, token=token)
+    answer = httpx.get(relayed, headers={"TwinSpace-Transfer-Token": token, "TwinSpace-PoP": pop})
+    assert (answer.status_code, answer.json()["code"]) == (401, "invalid_transfer_token")  # not signed by A
     rows = pacsv.read_csv(io.BytesIO(consumer_b.transfer_pull({"dataAddress": address}))).num_rows
     assert rows == 7
+    deadline = time.time() + 5
+    while not b.events("transfer.receipt") and time.time() < deadline:
+        time.sleep(0.05)
+    [receipt] = b.events("transfer.receipt")
+    assert receipt["details"]["claims"]["rows"] == 7 and receipt["actor"] == _provider_org.org_id
+    assert [d["details"]["allow"] for d in b.events("transfer.decision")] == [True]
+    assert a.events("transfer.receipt") == [] and a.events("transfer.decision") == []
     tid = rt["id"]
     assert consumer_a.post("/transfers/remote-change/suspension", params={"transfer_id": tid},
                            json={"token": token_at_b, "code": "pause"})["state"] == "SUSPENDED"
