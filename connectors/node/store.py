@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
@@ -29,9 +30,13 @@ def _private_file(path: Path) -> None:
 class DataStore:
     """Arrow IPC files named ``<sha256>.arrow``; a file is served only if its bytes hash to its name."""
 
+    cache_entries = 64  # verified tables kept (memory-mapped: the page cache holds the bytes)
+
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._tables: dict[str, tuple[tuple[int, int, int], pa.Table]] = {}
+        self._cache_lock = threading.Lock()
 
     def path_for(self, sha256: str) -> Path | None:
         if not isinstance(sha256, str) or not HEX64.match(sha256):
@@ -73,10 +78,39 @@ class DataStore:
         return data
 
     def table(self, sha256: str) -> pa.Table | None:
-        data = self.read(sha256)
-        if data is None:
+        """The table in the file with this SHA-256, verified; None when not served here.
+
+        The file is memory-mapped and hashed once per version of it: the verified table is kept while the
+        file's identity (inode, size, mtime) is unchanged. Files are written by atomic rename, so a new
+        content is a new inode and is hashed again before it is served."""
+        path = self.path_for(sha256)
+        if path is None:
             return None
-        return pa.ipc.open_file(pa.BufferReader(data)).read_all()
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        ident = (st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._cache_lock:
+            cached = self._tables.get(sha256)
+        if cached is not None and cached[0] == ident:
+            return cached[1]
+        try:
+            source = pa.memory_map(str(path), "r")
+            buffer = source.read_buffer()
+        except (OSError, pa.ArrowException):
+            return None
+        if hashlib.sha256(memoryview(buffer)).hexdigest() != sha256:
+            log.warning("data file %s does not match its name; not served", path.name)
+            return None
+        table = pa.ipc.open_file(pa.BufferReader(buffer)).read_all()  # zero-copy views of the mapping
+        with self._cache_lock:
+            if len(self._tables) >= self.cache_entries:
+                self._tables.pop(next(iter(self._tables)))
+            self._tables[sha256] = (ident, table)
+        return table
 
     def list(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.arrow") if HEX64.match(p.stem))
@@ -111,11 +145,18 @@ class ClaimStore(_Db):
         with self.lock:
             self.conn.execute("CREATE TABLE IF NOT EXISTS claims (jti TEXT PRIMARY KEY, exp REAL NOT NULL)")
 
+    purge_interval = 30.0  # seconds between deletions of expired claims
+
     def claim(self, jti: str, exp: float) -> bool:
+        """One statement: insert the jti, or take over its row only when that claim has expired (so an
+        expired claim not yet purged does not refuse a reuse it would allow after the purge)."""
         now = time.time()
         with self.lock:
-            self.conn.execute("DELETE FROM claims WHERE exp < ?", (now,))
-            cur = self.conn.execute("INSERT OR IGNORE INTO claims (jti, exp) VALUES (?, ?)", (str(jti), float(exp)))
+            if now >= getattr(self, "_next_purge", 0.0):
+                self.conn.execute("DELETE FROM claims WHERE exp < ?", (now,))
+                self._next_purge = now + self.purge_interval
+            cur = self.conn.execute("INSERT INTO claims (jti, exp) VALUES (?, ?) ON CONFLICT (jti) DO UPDATE "
+                                    "SET exp = excluded.exp WHERE claims.exp < ?", (str(jti), float(exp), now))
             return cur.rowcount == 1
 
 
@@ -129,6 +170,9 @@ class Outbox(_Db):
         self._flushing = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        # The earliest time a kept receipt is due (None: unknown, look in the table). Lets ``flush`` on
+        # every pull skip the table read when nothing can be due yet.
+        self._due: float | None = None
         with self.lock:
             self.conn.execute("CREATE TABLE IF NOT EXISTS outbox (receipt_id TEXT PRIMARY KEY, receipt TEXT NOT NULL, "
                               "created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
@@ -139,6 +183,7 @@ class Outbox(_Db):
         with self.lock:
             self.conn.execute("INSERT OR IGNORE INTO outbox (receipt_id, receipt, created, attempts, next_at, "
                               "last_error) VALUES (?, ?, ?, 1, ?, ?)", (receipt_id, receipt, now, now + 1, error))
+            self._due = None if self._due is None else min(self._due, now + 1)
 
     def pending(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -167,13 +212,20 @@ class Outbox(_Db):
 
     def flush(self, *, force: bool = False, deliver: Callable[[str], None] | None = None) -> int:
         """Try every receipt that is due (all with ``force``); returns how many were delivered."""
+        now = time.time()
+        due = self._due
+        if not force and due is not None and due > now:
+            return 0
         if not self._flushing.acquire(blocking=False):
             return 0
         delivered = 0
         try:
-            now = time.time()
+            with self.lock:
+                self._due = float("inf")  # from here on, add() lowers it
+            later = float("inf")
             for item in self.pending():
                 if not force and item["next_at"] > now:
+                    later = min(later, item["next_at"])
                     continue
                 try:
                     (deliver or self.deliver)(item["receipt"])
@@ -185,10 +237,16 @@ class Outbox(_Db):
                                           "WHERE receipt_id = ?", (time.time() + delay,
                                                                    f"{status or type(exc).__name__}: {str(exc)[:200]}",
                                                                    item["receipt_id"]))
+                    later = min(later, time.time() + delay)
                     continue
                 with self.lock:
                     self.conn.execute("DELETE FROM outbox WHERE receipt_id = ?", (item["receipt_id"],))
                 delivered += 1
+            with self.lock:
+                self._due = min(self._due if self._due is not None else later, later)
+        except BaseException:
+            self._due = None
+            raise
         finally:
             self._flushing.release()
         return delivered
@@ -202,6 +260,7 @@ class Outbox(_Db):
         def run() -> None:
             while not self._stop.wait(interval):
                 try:
+                    self._due = None  # look in the table (another process may have added to it)
                     self.flush()
                 except Exception:  # noqa: BLE001 - never let the retry thread die
                     log.exception("outbox flush failed")
