@@ -60,7 +60,8 @@ API_TWIN: dict[tuple[str, str], tuple[str, str] | str] = {
     ("GET", "/agreements/{agreement_id}/export"): ("GET", "/contracts/agreements/{agreement_id}/export"),
     ("POST", "/agreements/{agreement_id}/revoke"): ("POST", "/contracts/agreements/{agreement_id}/revoke"),
     ("POST", "/agreements/{agreement_id}/transfer"): ("POST", "/dsp/transfers/request"),
-    ("GET", "/data/{pid}"): ("GET", "/dataplane/transfers/{pid}"),
+    ("POST", "/transfers/{pid}/token"): ("POST", "/transfers/{pid}/token"),
+    ("POST", "/transfers/{pid}/acknowledgements"): ("POST", "/transfers/{pid}/acknowledgements"),
     ("GET", "/access"): "the provider's view of events on its own assets (no API twin)",
     ("GET", "/audit"): ("GET", "/audit/entries"),
     ("GET", "/audit/entries/{seq}"): ("GET", "/audit/entries/{seq}"),
@@ -515,7 +516,20 @@ def _csp(r) -> dict[str, list[str]]:
     return out
 
 
-def test_every_response_carries_strict_security_headers(app, sessions, console_routes, ids):
+def _connector_origins(demo) -> list[str]:
+    """The origins of the verified connectors the broker knows: the only other origins the console may fetch."""
+    from sqlmodel import Session, select
+
+    from broker.catalog.models import ConnectorEndpoint
+
+    with Session(demo.runtime.engine) as s:
+        endpoints = s.exec(select(ConnectorEndpoint.endpoint).where(ConnectorEndpoint.status == "verified")).all()
+    return sorted({"{0.scheme}://{0.netloc}".format(urlsplit(e)) for e in endpoints})
+
+
+def test_every_response_carries_strict_security_headers(app, demo, sessions, console_routes, ids):
+    connectors = _connector_origins(demo)
+    assert connectors, "the demo's providers have registered connectors"
     anonymous = _client(app)
     responses = [anonymous.get("/console/login"), anonymous.get("/console/catalog"),
                  anonymous.get("/console/catalog", headers={"Accept": "text/html"}),
@@ -529,9 +543,16 @@ def test_every_response_carries_strict_security_headers(app, sessions, console_r
     assert any(r.status_code == 200 for r in responses) and any(r.status_code == 403 for r in responses)
     for r in responses:
         csp = _csp(r)
-        flat = " ".join(" ".join(v) for v in csp.values())
+        flat = " ".join(" ".join(v) for k, v in csp.items())
         assert "'unsafe-inline'" not in flat and "'unsafe-eval'" not in flat and "*" not in flat, r.url
-        assert "http:" not in flat and "https:" not in flat and "data:" not in " ".join(csp.get("script-src", []))
+        # connect-src: this origin and, where the browser pulls data, exactly the registered connectors' origins
+        if "/static/" not in str(r.url):
+            assert csp["connect-src"] == ["'self'", *connectors], (r.url, csp["connect-src"])
+        else:
+            assert csp["connect-src"] == ["'self'"], r.url
+        others = " ".join(" ".join(v) for k, v in csp.items() if k != "connect-src")
+        assert "http:" not in others and "https:" not in others and "data:" not in " ".join(csp.get("script-src", []))
+        assert all(o in ("'self'", *connectors) for o in csp["connect-src"])
         assert csp["default-src"] == ["'self'"] and csp["script-src"] == ["'self'"] and csp["style-src"] == ["'self'"]
         assert csp["frame-ancestors"] == ["'none'"] and csp["object-src"] == ["'none'"]
         assert csp["base-uri"] == ["'none'"] and csp["form-action"] == ["'self'"]
@@ -626,7 +647,7 @@ def test_provider_edits_offers_by_publishing_a_new_version(sessions, demo, clien
 
     from sqlmodel import Session
 
-    from broker.catalog import service, vault
+    from broker.catalog import service
 
     asset_id = demo.state["catalog_assets"]["parking"]  # the provider's open-data asset
     c, csrf = sessions["provider"]
@@ -659,9 +680,8 @@ def test_provider_edits_offers_by_publishing_a_new_version(sessions, demo, clien
     with Session(demo.runtime.engine) as s:
         v1, v2 = service.versions(s, asset_id)
         assert (v1.status, v2.status) == ("superseded", "active")
-        assert v1.content_hash == v2.content_hash
-        assert vault.load_bytes(s, asset_id, 1, settings=demo.settings) == \
-            vault.load_bytes(s, asset_id, 2, settings=demo.settings)
+        assert v1.content_hash == v2.content_hash  # the same rows, still at the same connector
+        assert v1.data_endpoint == v2.data_endpoint == demo.connector("provider").endpoint
     audit = _call(sessions["auditor"][0], "GET", "/console/audit?kind=catalog.new_version", json_accept=False)
     assert asset_id in audit.text
     # withdrawal: the asset disappears from the consumer's catalog, further offer edits are refused
@@ -674,41 +694,37 @@ def test_provider_edits_offers_by_publishing_a_new_version(sessions, demo, clien
     assert r.status_code == 410 and _code(r) == "asset_withdrawn"
 
 
-def test_offers_of_a_connector_hosted_asset_are_changed_without_copying_its_data(sessions, demo, tmp_path):
-    """A connector-hosted table stays on the provider's machine: the new version is checked against a fresh
-    fetch from the connector and stores nothing in the broker's vault either."""
+def test_offers_of_a_connector_hosted_asset_are_changed_without_copying_its_data(sessions, demo):
+    """The table stays in the provider's connector: a new version (new offers) is checked against a fresh
+    signed manifest from that connector, and is refused once the connector no longer serves those bytes."""
     import json
 
     from sqlmodel import Session
 
-    from broker.catalog.models import Asset, AssetBlob
+    from broker.catalog.models import Asset
     from connectors.publish import prepare
-    from connectors.serve import create_connector_app
     from tests.contracts.helpers import OFFERS, table_bytes
-    from tests.serving import serve_app
 
-    files = tmp_path / "provider-files"
-    files.mkdir()
     data = table_bytes()
-    (files / "buildings.arrow").write_bytes(data)
-    app = create_connector_app(files, demo.runtime.broker_key.public_key(), broker_issuer=demo.settings.issuer)
-    with serve_app(app) as url:
-        meta = prepare(data, title="Buildings (connector-hosted)", classification="public", domain="planning",
-                       offers=OFFERS, twin_category="building_structure", entity_type="Building")
-        asset = demo.participants["provider"].client.catalog_publish({**meta, "data_endpoint": url}, data)
-        c, csrf = sessions["provider"]
-        offers = [{"id": "open", "policy_id": "open-data", "params": {}}]
-        r = _call(c, "POST", f"/console/assets/{asset['id']}/offers", headers={"X-CSRF-Token": csrf},
-                  data={"offers": json.dumps(offers)})
-        assert r.status_code == 303 and "version%202" in r.headers["location"], r.text
-        (files / "buildings.arrow").write_bytes(table_bytes(offset=1))  # the connector now serves other bytes
-        r = _call(c, "POST", f"/console/assets/{asset['id']}/offers", headers={"X-CSRF-Token": csrf},
-                  data={"offers": json.dumps(OFFERS)})
-        assert r.status_code >= 400 and _code(r) not in GUARD_CODES, r.text  # refused: not the published table
+    meta = prepare(data, title="Buildings (connector-hosted)", classification="public", domain="planning",
+                   offers=OFFERS, twin_category="building_structure", entity_type="Building")
+    asset = demo.publish("provider", meta, data)
+    connector = demo.connector("provider")
+    c, csrf = sessions["provider"]
+    offers = [{"id": "open", "policy_id": "open-data", "params": {}}]
+    r = _call(c, "POST", f"/console/assets/{asset['id']}/offers", headers={"X-CSRF-Token": csrf},
+              data={"offers": json.dumps(offers)})
+    assert r.status_code == 303 and "version%202" in r.headers["location"], r.text
+    path = connector.config.store.path_for(asset["content_hash"])
+    assert path is not None and path.exists()
+    path.unlink()  # the connector no longer serves the published bytes
+    r = _call(c, "POST", f"/console/assets/{asset['id']}/offers", headers={"X-CSRF-Token": csrf},
+              data={"offers": json.dumps(OFFERS)})
+    assert r.status_code >= 400 and _code(r) not in GUARD_CODES, r.text  # refused: not the published table
     with Session(demo.runtime.engine) as s:
         v2 = s.get(Asset, (asset["id"], 2))
-        assert v2 is not None and v2.data_endpoint == url and v2.offers == offers and v2.is_latest
-        assert s.get(AssetBlob, (asset["id"], 2)) is None
+        assert v2 is not None and v2.data_endpoint == connector.endpoint and v2.offers == offers and v2.is_latest
+        assert v2.content_hash == asset["content_hash"]
         assert s.get(Asset, (asset["id"], 3)) is None
 
 

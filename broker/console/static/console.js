@@ -249,29 +249,71 @@ async function refreshParts(ids) {
 }
 
 // ---------------------------------------------------------------------------- data download (PoP)
+// The broker holds no rows: the browser gets a fresh DataAddress (the provider connector's URL and a
+// single-use transfer token) from the broker, signs a proof of possession with the key kept since login,
+// pulls from the connector itself (CORS: the connector allows this console's origin; no cookies are sent)
+// and countersigns the connector's receipt.
+async function freshAddress(box) {
+  if (box.dataset.transfer) {
+    try {
+      return await postJson(box.dataset.transfers + encodeURIComponent(box.dataset.transfer) + "/token");
+    } catch (err) {
+      delete box.dataset.transfer; // ended or suspended: open a new transfer below
+    }
+  }
+  const address = await postJson(box.dataset.start);
+  box.dataset.transfer = address.transfer_id;
+  return address;
+}
+
+async function pullFromConnector(key, kid, address, fmt) {
+  const url = new URL(address.endpoint);
+  url.searchParams.set("format", fmt);
+  const proof = await signJwt(key, { alg: "EdDSA", typ: "twinspace-pop+jwt", kid },
+    { htm: "GET", htu: url.pathname, iat: Math.floor(Date.now() / 1000), jti: randomId(),
+      ath: b64url(await sha256(enc.encode(address.token))) });
+  let res;
+  try {
+    res = await fetch(url.toString(), {
+      method: "GET", mode: "cors", credentials: "omit", cache: "no-store", referrerPolicy: "no-referrer",
+      headers: { "TwinSpace-Transfer-Token": address.token, "TwinSpace-PoP": proof },
+    });
+  } catch (err) {
+    throw new Error("the provider's connector at " + url.origin + " cannot be reached from this browser " +
+                    "(is it running, and does it allow this console's origin?)");
+  }
+  if (!res.ok) {
+    const problem = await res.json().catch(() => ({}));
+    throw new Error((problem.detail || res.statusText || "HTTP " + res.status) + (problem.code ? " (" + problem.code + ")" : ""));
+  }
+  return res;
+}
+
+async function acknowledge(box, key, kid, transferId, receiptId, bytes) {
+  const now = Math.floor(Date.now() / 1000);
+  const ack = await signJwt(key, { alg: "EdDSA", typ: "twinspace-ack+jwt", kid },
+    { jti: randomId(), receipt_id: receiptId, tpid: transferId, sha256: hex(await sha256(bytes)), bytes: bytes.byteLength,
+      iss: ORG, aud: box.dataset.audience, iat: now, exp: now + 86400 });
+  return postJson(box.dataset.transfers + encodeURIComponent(transferId) + "/acknowledgements", { ack });
+}
+
 function setupDownloads() {
   document.querySelectorAll(".downloader").forEach((box) => {
     setupKeyPick(box.querySelector(".keypick"));
     const out = box.querySelector(".download-status");
-    box.querySelector(".download-button").addEventListener("click", async () => {
+    const button = box.querySelector(".download-button");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
       try {
         const { key, kid } = await currentKey(box);
         const fmt = box.querySelector(".format").value;
-        status(out, "Starting a transfer…");
-        const start = await postJson(box.dataset.start);
-        const proof = await signJwt(key, { alg: "EdDSA", typ: "twinspace-pop+jwt", kid },
-          { htm: "GET", htu: start.path, iat: Math.floor(Date.now() / 1000), jti: randomId(),
-            ath: b64url(await sha256(enc.encode(start.token))) });
-        const res = await fetch(start.path + "?format=" + encodeURIComponent(fmt), {
-          credentials: "same-origin",
-          headers: { "TwinSpace-Transfer-Token": start.token, "TwinSpace-PoP": proof, "Accept": "*/*",
-                     "X-Requested-With": "fetch" },
-        });
-        if (!res.ok) {
-          const problem = await res.json().catch(() => ({}));
-          throw new Error((problem.detail || res.statusText) + (problem.code ? " (" + problem.code + ")" : ""));
-        }
-        const blob = await res.blob();
+        status(out, "Getting a transfer token from the broker…");
+        const address = await freshAddress(box);
+        status(out, "Pulling from the provider's connector (" + new URL(address.endpoint).origin + ")…");
+        const res = await pullFromConnector(key, kid, address, fmt);
+        const bytes = await res.arrayBuffer();
+        const type = res.headers.get("Content-Type") || "application/octet-stream";
+        const blob = new Blob([bytes], { type });
         const name = (/filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "") || [])[1] || "data." + fmt;
         const a = document.createElement("a");
         a.href = URL.createObjectURL(blob);
@@ -279,10 +321,22 @@ function setupDownloads() {
         document.body.appendChild(a);
         a.click();
         setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
-        status(out, "Downloaded " + res.headers.get("X-TwinSpace-Rows") + " rows (" + blob.size + " bytes) as " + name + ".", "ok");
+        let note = "";
+        const receipt = res.headers.get("X-TwinSpace-Receipt");
+        if (receipt) {
+          try {
+            const r = await acknowledge(box, key, kid, address.transfer_id, receipt, bytes);
+            note = r.matches ? " Receipt " + receipt + " countersigned." : " The receipt does not match what arrived.";
+          } catch (err) {
+            note = " (Receipt not acknowledged: " + err.message + ")";
+          }
+        }
+        status(out, "Downloaded " + (res.headers.get("X-TwinSpace-Rows") || "?") + " rows (" + blob.size + " bytes) as " + name + "." + note, "ok");
         await refreshParts(["transfers", "usage", "stepper", "agreement-status"]);
       } catch (err) {
         status(out, "Download refused: " + err.message, "bad");
+      } finally {
+        button.disabled = false;
       }
     });
   });
