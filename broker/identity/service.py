@@ -78,8 +78,10 @@ def register_org(session: Session, *, name: str, role: Role | str, public_key: s
         session.flush()
     except IntegrityError:
         raise Conflict("The organisation or key already exists.", code="org_exists") from None
+    # The public key is in the log, so auditors verify connector receipts offline (twinspace/audit/receipts.py).
     record_event(session, "org.registered", actor=actor, details={"org_id": org.id, "name": name,
-                                                                   "role": role.value, "kid": kid})
+                                                                   "role": role.value, "kid": kid,
+                                                                   "public_key": public_key})
     return org, key
 
 
@@ -110,7 +112,8 @@ def add_key(session: Session, org_id: str, public_key: str, *, actor: str) -> Or
     key = OrgKey(kid=kid, org_id=org_id, public_key=public_key)
     session.add(key)
     session.flush()
-    record_event(session, "org.key_added", actor=actor, details={"org_id": org_id, "kid": kid})
+    record_event(session, "org.key_added", actor=actor, details={"org_id": org_id, "kid": kid,
+                                                                  "public_key": public_key})
     return key
 
 

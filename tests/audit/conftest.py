@@ -57,3 +57,5 @@ def anvil_url():
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+from tests.contracts.helpers import world  # noqa: E402,F401  (receipts tests use the contract world)

@@ -33,6 +33,9 @@ _SECRET_KEYS = {"token", "key_pem", "pem", "jwt", "authorization", "cookie", "ro
                 "records", "payload", "values"}
 _MAX_STRING = 1024
 _MAX_LIST = 64
+# Signed messages kept whole (under these keys only) so an auditor re-verifies them offline.
+_SIGNED_KEYS = {"jws"}
+_MAX_SIGNED = 8192
 
 
 @dataclass
@@ -75,6 +78,8 @@ def sanitize(value: Any, *, _depth: int = 0) -> Any:
             k = str(k)
             if _is_secret_key(k) and not (v is None or isinstance(v, (bool, int))):
                 out[k] = "[redacted]"  # numbers (counts, sizes) under such keys are harmless
+            elif k in _SIGNED_KEYS and isinstance(v, str) and len(v) <= _MAX_SIGNED:
+                out[k] = v
             else:
                 out[k] = sanitize(v, _depth=_depth + 1)
         return out

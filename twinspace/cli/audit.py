@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
@@ -291,13 +292,16 @@ def verify(bundle: Optional[Path] = typer.Option(None, "--bundle", file_okay=Fal
                 console.print(f"[yellow]note[/]: using the log key in {bundle}/log.vkey; compare it with the key "
                               "you obtained out of band (or pass --key)", highlight=False)
             lines, notes, anchors, source = file_lines(b.entries), list(b.notes), b.anchors, str(bundle)
+            reread = lambda: file_lines(b.entries)  # noqa: E731
         elif entries is None:
             lines, total, notes, head, key, source, rpc_url, contract = _local_log(
                 data_dir, key, checkpoints, rpc_url, contract, column_mismatches, local)
+            reread = lambda: _local_log(data_dir, key, checkpoints, None, None, [], None)[0]  # noqa: E731
         else:
             if key is None:
                 raise typer.BadParameter("--key is required when verifying an export", param_hint="--key")
             lines, source = file_lines(entries), str(entries)
+            reread = lambda: file_lines(entries)  # noqa: E731
         if checkpoints is not None:
             notes += read_checkpoint_file(checkpoints)
         for extra in extra_checkpoint:
@@ -335,13 +339,31 @@ def verify(bundle: Optional[Path] = typer.Option(None, "--bundle", file_okay=Fal
     for seq, column in column_mismatches[:100]:
         report.add(seq, "altered", f"entry {seq} was altered: its stored {column} column differs from the "
                                    "signed entry (it would be hidden from or misfiled in filtered queries)")
+    from twinspace.audit.receipts import check_receipts
+
+    receipts = check_receipts(reread())  # the connectors' signed receipts, matched to the broker's decisions
     if as_json:
         out = report.to_json()
         out["root_hash"] = base64.b64encode(report.root_hash).decode()  # one encoding for roots: base64
+        out["receipts"] = {"receipts": receipts.receipts, "verified": receipts.verified, "matched": receipts.matched,
+                           "acknowledged": receipts.acknowledged, "problems": receipts.problems[:100],
+                           "ok": receipts.ok}
         print(json.dumps(out, indent=2))
     else:
         print_report(console, report)
-    raise typer.Exit(0 if report.ok else 1)
+        _print_receipts(receipts)
+    raise typer.Exit(0 if report.ok and receipts.ok else 1)
+
+
+def _print_receipts(receipts) -> None:
+    if not receipts.receipts and not receipts.problems:
+        return
+    style = "green" if receipts.ok else "bold red"
+    console.print(f"[{style}]data-plane receipts[/]: {receipts.receipts} signed by the serving provider "
+                  f"({receipts.verified} verified), {receipts.matched} matched to an allowing decision, "
+                  f"{receipts.acknowledged} acknowledged by the consumer", highlight=False)
+    for problem in receipts.problems[:20]:
+        console.print(f"  [red]•[/] {escape(problem)}", highlight=False)
 
 
 def _read_anchor_file(path: Path):

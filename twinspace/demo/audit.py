@@ -47,6 +47,11 @@ def step_audit_verify(ctx) -> None:
     bundle = write_bundle(ctx.state.get("audit_bundle_dir", ctx.settings.data_dir / "audit-bundle"), export.content,
                           notes, vkey, anchors, chain={"chain_id": chain.chain_id, "contract": chain.address})
 
+    from twinspace.audit.receipts import check_receipts
+
+    receipts = check_receipts(export.content.splitlines())
+    if not receipts.ok:
+        raise RuntimeError(f"data-plane receipts do not check: {receipts.problems[:3]}")
     a = report.latest_anchor
     table = Table(show_header=False, title="Audit log verified by the auditor (no trust in the broker)")
     table.add_row("entries verified", str(report.entries))
@@ -55,6 +60,8 @@ def step_audit_verify(ctx) -> None:
                                         f"{report.consistency_checked} consistency proofs")
     table.add_row("anchor", f"size {a.tree_size} in block {a.block_number} of chain {chain.chain_id}, contract "
                             f"{chain.address} ({anchor_ms:.0f} ms)" if a else "none")
+    table.add_row("connector receipts", f"{receipts.receipts} signed by the providers' keys, each matched to the "
+                                        f"broker's decision; {receipts.acknowledged} countersigned by the consumer")
     table.add_row("log key", vkey)
     table.add_row("audit bundle", f"{bundle} — verify it offline with the light install: "
                                   f"twinspace audit verify --bundle {bundle}")
