@@ -47,6 +47,9 @@ def broker_call(config: NodeConfig, path: str, body: dict[str, Any]) -> Any:
         return config.broker_post(path, body)
     except BrokerError as exc:
         problem = exc.problem if isinstance(exc.problem, dict) else {}
+        if exc.status == 503:  # the broker is shedding load (or lost a dependency): a retryable answer
+            raise ServiceUnavailable("The broker is busy; try again later.", code="broker_busy",
+                                     extra={"broker_code": exc.code}) from None
         if exc.status in (401,) or exc.status >= 500:
             raise BadGateway("The broker refused or failed the connector's request.", code="broker_error",
                              extra={"broker_status": exc.status, "broker_code": exc.code}) from None
