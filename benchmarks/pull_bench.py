@@ -2,12 +2,15 @@
 
 Run from the repository root:  .venv/bin/python benchmarks/pull_bench.py [--quick] [--backends sqlite,postgresql]
 
-Both servers are real uvicorn processes with one worker. The baseline is a FastAPI app with one
-route that returns the same CSV bytes the pull serves (60 rows); the pull is the full path — bearer
-token, transfer token, a fresh proof of possession per request (single use), agreement and
-transfer checks, the policy decision, the vault read, usage counters and the audit entries. The
-load generator (tests/faults/harness.py) is raw HTTP/1.1 over asyncio with keep-alive, one
-connection per unit of concurrency. PostgreSQL: a throw-away schema in 127.0.0.1:5432/test.
+All servers are real uvicorn processes with one worker: the baseline, a FastAPI app with one route
+that returns the same CSV bytes the pull serves (60 rows); the broker; and the provider's connector
+(``twinspace connector serve``). The pull is the whole data path at the connector: a single-use
+transfer token (fetched from the broker beforehand, not timed) and a fresh proof of possession per
+request, both claimed once, the broker's fresh signed decision (``POST /dataplane/decisions``: policy,
+agreement bundle, audit entry) verified, the rows encoded and streamed, a signed receipt posted to the
+broker (``POST /dataplane/receipts``: usage counters, audit entry) before the body ends. The load
+generator (tests/faults/harness.py) is raw HTTP/1.1 over asyncio with keep-alive, one connection per
+unit of concurrency. PostgreSQL (broker database): a throw-away schema in 127.0.0.1:5432/test.
 The last line printed is the pull/bare ratio at concurrency 32 (the first backend run).
 """
 
@@ -26,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.faults.harness import Broker, free_port, open_transfer, run_load  # noqa: E402
+from tests.faults.harness import Broker, free_port, open_transfer, run_load, start_connector  # noqa: E402
 
 PG_BASE = os.environ.get("TWINSPACE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CONCURRENCY = (1, 32, 256)
@@ -83,12 +86,27 @@ def requests_for(c: int, quick: bool) -> int:
     return {1: 100, 32: 800, 256: 1536}[c] // (4 if quick else 1)
 
 
-def measure(make, port: int, c: int, n: int) -> dict:
-    run_load("127.0.0.1", port, [make for _ in range(min(n, 2 * c, 64))], c)  # warm-up
+def measure(make, port: int, c: int, n: int, prefetch=None) -> dict:
+    warm = min(n, 2 * c, 64)
+    if prefetch:
+        prefetch(warm + n)  # single-use transfer tokens, fetched before the clock starts
+    run_load("127.0.0.1", port, [make for _ in range(warm)], c)  # warm-up
     result = run_load("127.0.0.1", port, [make for _ in range(n)], c, timeout=120)
     counts = Counter(result.statuses)
     return {"rps": result.rps, "ok": counts.get(200, 0), "n": n, "errors": len(result.errors),
             "other": {k: v for k, v in counts.items() if k != 200}}
+
+
+def decision_request(broker: Broker, bearer: str, transfer_id: str) -> bytes:
+    """``POST /dataplane/decisions`` as the connector sends it (the broker's half of a pull, alone)."""
+    import json
+    import secrets
+
+    body = json.dumps({"transfer_id": transfer_id, "token_jti": "bench_" + secrets.token_hex(8),
+                       "nonce": secrets.token_urlsafe(24), "format": "csv"}).encode()
+    return (f"POST /dataplane/decisions HTTP/1.1\r\nHost: 127.0.0.1:{broker.port}\r\n"
+            f"Authorization: Bearer {bearer}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 def pg_schema() -> tuple[str, callable]:
@@ -118,19 +136,26 @@ def run_backend(backend: str, quick: bool, bare_port: int, tmp: Path) -> list[di
     print(f"{backend:10} start-up to first /readyz 200: broker {startup:.2f} s, bare {start_bare.seconds:.2f} s, "
           f"ratio {startup / start_bare.seconds:.2f}", flush=True)
     rows = []
+    connector = None
     try:
-        target = open_transfer(broker)
+        connector = start_connector(broker, tmp / f"connector-{backend}")
+        target = open_transfer(broker, connector)
         for c in CONCURRENCY:
             n = requests_for(c, quick)
             bare = measure(lambda: bare_request(bare_port), bare_port, c, n)
-            pull = measure(target.raw_request, broker.port, c, n)
-            rows.append({"backend": backend, "c": c, "bare": bare, "pull": pull,
+            pull = measure(target.raw_request, target.port, c, n, prefetch=target.prefetch)
+            bearer = broker.client("provider").token()
+            decide = measure(lambda: decision_request(broker, bearer, target.transfer_id), broker.port, c, n)
+            rows.append({"backend": backend, "c": c, "bare": bare, "pull": pull, "decide": decide,
                          "ratio": pull["rps"] / bare["rps"] if bare["rps"] else 0.0})
             print(f"{backend:10} c={c:<3} bare {bare['rps']:8.0f} req/s   pull {pull['rps']:7.0f} req/s "
                   f"({pull['ok']}/{n} ok{', other ' + str(pull['other']) if pull['other'] else ''}"
-                  f"{', errors ' + str(pull['errors']) if pull['errors'] else ''})   ratio {rows[-1]['ratio']:.3f}",
+                  f"{', errors ' + str(pull['errors']) if pull['errors'] else ''})   ratio {rows[-1]['ratio']:.3f}   "
+                  f"broker decision alone {decide['rps']:6.0f} req/s ({decide['ok']}/{n} ok)",
                   flush=True)
     finally:
+        if connector is not None:
+            connector.stop()
         broker.stop()
         if drop:
             drop()
@@ -160,11 +185,12 @@ def main() -> int:
         bare_proc.terminate()
         bare_proc.wait(10)
     if args.markdown:
-        print("\n| backend | concurrency | bare req/s | pull req/s | pull ok | pull ÷ bare |")
-        print("|---|--:|--:|--:|--:|--:|")
+        print("\n| broker db | concurrency | bare req/s | pull at connector req/s | pull ok | pull ÷ bare "
+              "| broker decision alone req/s |")
+        print("|---|--:|--:|--:|--:|--:|--:|")
         for r in rows:
             print(f"| {r['backend']} | {r['c']} | {r['bare']['rps']:,.0f} | {r['pull']['rps']:,.0f} | "
-                  f"{r['pull']['ok']}/{r['pull']['n']} | {r['ratio']:.3f} |")
+                  f"{r['pull']['ok']}/{r['pull']['n']} | {r['ratio']:.3f} | {r['decide']['rps']:,.0f} |")
     at32 = [r for r in rows if r["c"] == 32]
     for r in at32[1:]:
         print(f"{r['backend']} pull/bare at c=32: {r['ratio']:.3f}")

@@ -261,7 +261,11 @@ async def _worker(host: str, port: int, requests: "asyncio.Queue", result: LoadR
         except asyncio.QueueEmpty:
             break
         if callable(raw):  # built when sent (proofs of possession expire after a minute)
-            raw = raw()
+            try:
+                raw = raw()
+            except Exception as exc:  # noqa: BLE001 - e.g. no fresh transfer token while the broker is down
+                result.errors.append(f"request not built: {type(exc).__name__}")
+                continue
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
