@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                   description="Trusted data space for digital-twin city assets.")
     app.state.runtime = runtime
     runtime.known_policy = lambda session, policy_id: policy_exists(session, policy_id, runtime.settings)
+    _load_policy_bundle(runtime)
     install_problem_handlers(app)
     for module_path in ROUTERS:
         app.include_router(importlib.import_module(module_path).router)
@@ -56,6 +57,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_middleware(BodySizeLimitMiddleware, default_limit=settings.max_body_bytes,
                        query_limit=settings.max_query_body_bytes)
     return app
+
+
+def _load_policy_bundle(runtime: Runtime) -> None:
+    """A configured signed bundle is verified before the first request (a bad one stops the start-up) and its
+    revision is logged, so an auditor sees which rules decided from when."""
+    from broker.audit import log_event
+    from broker.policy.engine import bundle_info
+
+    info = bundle_info(runtime.settings)
+    if info is not None:
+        log_event(runtime.engine, "policy.bundle_loaded", actor="broker", details=info)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, settings: Settings | None = None) -> None:

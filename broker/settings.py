@@ -103,6 +103,11 @@ class Settings(BaseSettings):
 
     # policies (broker/policy; docs/policies.md)
     policies_dir: Path | None = Field(None, description="Rego library; default: the repository's policies/.")
+    policy_bundle: Path | None = Field(None, description="A signed policy bundle (.tar.gz, `twinspace policy bundle "
+                                       "build`) to decide with instead of policies_dir; the broker refuses to start "
+                                       "if its signature does not verify with policy_bundle_key.")
+    policy_bundle_key: str | None = Field(None, description="The bundle signer's Ed25519 public key (base64url, "
+                                          "the JWK x form).")
     opa_url: str | None = Field(None, description="OPA server (REST Data API); unset: embedded Rego engine.")
     opa_timeout_seconds: float = Field(1.5, gt=0, le=30, description="OPA request timeout; a timeout is a deny.")
 

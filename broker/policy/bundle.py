@@ -78,3 +78,27 @@ def verify_bundle(data: bytes, public_key) -> dict[str, Any]:
     manifest = json.loads(files.pop(MANIFEST, b"{}"))
     return {"revision": manifest.get("revision"), "roots": manifest.get("roots"), "files": files,
             "keyid": claims.get("keyid")}
+
+
+def extract_verified(bundle: Path, public_key_b64: str, into: Path) -> tuple[Path, dict[str, Any]]:
+    """Verify ``bundle`` with the operator's key and unpack its files into a directory of their own
+    (named by the bundle's SHA-256, so a changed bundle never mixes with an earlier one); returns the
+    directory and ``{revision, keyid, sha256}``. Raises ``BundleError`` on any doubt — the broker then
+    refuses to start rather than decide with unsigned rules."""
+    from twinspace.crypto import public_key_from_b64
+
+    data = Path(bundle).read_bytes()
+    try:
+        key = public_key_from_b64(public_key_b64)
+    except ValueError as exc:
+        raise BundleError(f"the policy bundle key is not a base64url Ed25519 public key: {exc}") from None
+    result = verify_bundle(data, key)
+    digest = hashlib.sha256(data).hexdigest()
+    target = Path(into) / digest[:32]
+    for name, body in result["files"].items():
+        path = (target / name).resolve()
+        if target.resolve() not in path.parents:
+            raise BundleError(f"the bundle names a file outside its root: {name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    return target, {"revision": result["revision"], "keyid": result["keyid"], "sha256": digest}

@@ -297,7 +297,33 @@ class OpaServerEngine(_Engine):
 
 
 def policies_dir(settings: Any) -> Path:
+    """The Rego library: a verified signed bundle when one is configured, else the policies directory."""
+    if getattr(settings, "policy_bundle", None):
+        return loaded_bundle(settings)[0]
     return Path(settings.policies_dir) if getattr(settings, "policies_dir", None) else DEFAULT_DIR
+
+
+def loaded_bundle(settings: Any) -> tuple[Path, dict[str, Any]]:
+    """The configured bundle, verified and unpacked once per (file, key, data dir)."""
+    return _bundle(Path(settings.policy_bundle), settings.policy_bundle_key or "", Path(settings.data_dir))
+
+
+@lru_cache(maxsize=4)
+def _bundle(bundle: Path, key: str, data_dir: Path) -> tuple[Path, dict[str, Any]]:
+    from broker.policy.bundle import BundleError, extract_verified
+
+    if not key:
+        raise PolicyError("TWINSPACE_POLICY_BUNDLE is set but TWINSPACE_POLICY_BUNDLE_KEY is not: a bundle is "
+                          "only loaded when its signature verifies.")
+    try:
+        return extract_verified(bundle, key, data_dir / "policy-bundles")
+    except (BundleError, OSError) as exc:
+        raise PolicyError(f"The policy bundle {bundle} is refused: {exc}") from None
+
+
+def bundle_info(settings: Any) -> dict[str, Any] | None:
+    """``{revision, keyid, sha256}`` of the loaded bundle, or None (rules from a directory)."""
+    return loaded_bundle(settings)[1] if getattr(settings, "policy_bundle", None) else None
 
 
 @lru_cache(maxsize=16)

@@ -170,7 +170,11 @@ def upload_policy(session: Session, settings: Settings, policy_id: str, rego: st
 
 
 def list_policies(session: Session, settings: Settings) -> list[dict[str, Any]]:
-    items = [{"policy_id": s.policy_id, "version": s.version, "builtin": True, "sha256": s.sha256}
+    from broker.policy.engine import bundle_info
+
+    bundle = bundle_info(settings)  # built-ins come from the signed bundle when one is loaded
+    items = [{"policy_id": s.policy_id, "version": s.version, "builtin": True, "sha256": s.sha256,
+              **({"bundle_revision": bundle["revision"], "bundle_sha256": bundle["sha256"]} if bundle else {})}
              for s in builtin_policies(settings).values()]
     latest = session.exec(select(PolicyVersion.policy_id, func.max(PolicyVersion.version))
                           .group_by(PolicyVersion.policy_id)).all()
