@@ -7,6 +7,8 @@ entry's actor.
 
 from __future__ import annotations
 
+import base64
+
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -159,5 +161,6 @@ def anchors(runtime: Runtime = Depends(get_runtime), _: Principal = require_role
     except Exception as exc:  # noqa: BLE001 - a down node is a clear 503, never a crash
         raise ChainUnavailable(f"Cannot read anchors from the chain node ({type(exc).__name__}).") from None
     return {"chain_id": chain.chain_id, "contract": chain.address,
-            "anchors": [{"tree_size": a.tree_size, "root_hash": a.root_hash.hex(), "block_number": a.block_number,
+            "anchors": [{"tree_size": a.tree_size, "root_hash": base64.b64encode(a.root_hash).decode(),
+                         "block_number": a.block_number,
                          "tx_hash": a.tx_hash} for a in events]}

@@ -157,8 +157,9 @@ def create_checkpoint(runtime) -> AuditCheckpoint | None:
 
 
 def checkpoint_json(cp: AuditCheckpoint) -> dict[str, Any]:
-    return {"tree_size": cp.tree_size, "root_hash": cp.root_hash, "created_at": cp.created_at.isoformat(),
-            "note": cp.note}
+    """Roots are base64 wherever TwinSpace shows one, as in the signed note itself (the column is hex)."""
+    return {"tree_size": cp.tree_size, "root_hash": _b64(bytes.fromhex(cp.root_hash)),
+            "created_at": cp.created_at.isoformat(), "note": cp.note}
 
 
 def current_checkpoint(runtime) -> AuditCheckpoint:

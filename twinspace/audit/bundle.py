@@ -8,6 +8,8 @@ the bundle was made; an auditor with a node of its own reads them again with ``-
 
 from __future__ import annotations
 
+import base64
+
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -44,13 +46,23 @@ def read_checkpoint_file(path: Path) -> list[str]:
 
 
 def anchors_to_json(anchors: Iterable[AnchorRecord]) -> list[dict]:
-    return [{"tree_size": a.tree_size, "root_hash": a.root_hash.hex(), "block_number": a.block_number,
-             "tx_hash": a.tx_hash} for a in anchors]
+    """Roots in base64, as in signed checkpoints and every API answer."""
+    return [{"tree_size": a.tree_size, "root_hash": base64.b64encode(a.root_hash).decode(),
+             "block_number": a.block_number, "tx_hash": a.tx_hash} for a in anchors]
+
+
+def root_bytes(text: str) -> bytes:
+    """A 32-byte root written in base64 (TwinSpace's form) or hex (as chain explorers show bytes32)."""
+    text = str(text).strip().removeprefix("0x")
+    raw = bytes.fromhex(text) if len(text) == 64 else base64.b64decode(text, validate=True)
+    if len(raw) != 32:
+        raise ValueError("a root hash is 32 bytes")
+    return raw
 
 
 def anchors_from_json(items: list) -> list[AnchorRecord]:
     try:
-        return [AnchorRecord(int(a["tree_size"]), bytes.fromhex(a["root_hash"]), a.get("block_number"),
+        return [AnchorRecord(int(a["tree_size"]), root_bytes(a["root_hash"]), a.get("block_number"),
                              a.get("tx_hash")) for a in items]
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{ANCHORS}: not a list of anchors ({exc})") from exc

@@ -16,6 +16,8 @@ Pure: the caller reads files, databases or chains and hands over iterables.
 
 from __future__ import annotations
 
+import base64
+
 import binascii
 import hashlib
 from collections.abc import Callable, Iterable
@@ -73,12 +75,12 @@ class VerifyReport:
 
     def to_json(self) -> dict[str, Any]:
         first = self.first_bad
-        return {"ok": self.ok, "entries": self.entries, "root_hash": self.root_hash.hex(),
+        return {"ok": self.ok, "entries": self.entries, "root_hash": base64.b64encode(self.root_hash).decode(),
                 "checkpoints_total": self.checkpoints_total, "checkpoints_verified": self.checkpoints_verified,
                 "latest_checkpoint": self.latest_checkpoint, "consistency_checked": self.consistency_checked,
                 "anchors_checked": self.anchors_checked,
                 "latest_anchor": None if self.latest_anchor is None else {
-                    "tree_size": self.latest_anchor.tree_size, "root_hash": self.latest_anchor.root_hash.hex(),
+                    "tree_size": self.latest_anchor.tree_size, "root_hash": base64.b64encode(self.latest_anchor.root_hash).decode(),
                     "block_number": self.latest_anchor.block_number, "tx_hash": self.latest_anchor.tx_hash},
                 "first_bad": first.to_json() if first else None,
                 "problems": [p.to_json() for p in sorted(self.problems, key=lambda p: (p.seq is None, p.seq or 0))],

@@ -268,7 +268,7 @@ def verify(bundle: Optional[Path] = typer.Option(None, "--bundle", file_okay=Fal
            rpc_url: Optional[str] = typer.Option(None, help="Your own chain node, to check the anchors."),
            contract: Optional[str] = typer.Option(None, help="AuditAnchor contract address."),
            anchors_file: Optional[Path] = typer.Option(None, "--anchors", help="Anchors you read from your own "
-                                                       "node earlier (JSONL of tree_size + hex root_hash, or an "
+                                                       "node earlier (JSONL of tree_size + root_hash in base64 or hex, or an "
                                                        "anchors.json)."),
            as_json: bool = typer.Option(False, "--json"), data_dir: Optional[Path] = DataDir) -> None:
     """Recompute the tree from the entries, check every checkpoint signature and their consistency, the
@@ -367,7 +367,7 @@ def _print_receipts(receipts) -> None:
 
 
 def _read_anchor_file(path: Path):
-    """Anchors saved earlier: JSONL of {"tree_size", "root_hash" (hex), ...} or a bundle's anchors.json."""
+    """Anchors saved earlier: JSONL of {"tree_size", "root_hash" (base64 or hex), ...} or a bundle's anchors.json."""
     from twinspace.audit.bundle import BundleError, anchors_from_json
 
     raw = Path(path).read_text(encoding="utf-8")

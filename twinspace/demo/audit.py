@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import time
 
 from rich.table import Table
@@ -55,7 +57,7 @@ def step_audit_verify(ctx) -> None:
     a = report.latest_anchor
     table = Table(show_header=False, title="Audit log verified by the auditor (no trust in the broker)")
     table.add_row("entries verified", str(report.entries))
-    table.add_row("tree root", report.root_hash.hex())
+    table.add_row("tree root", base64.b64encode(report.root_hash).decode())
     table.add_row("signed checkpoints", f"{report.checkpoints_verified} (newest: size {report.latest_checkpoint}), "
                                         f"{report.consistency_checked} consistency proofs")
     table.add_row("anchor", f"size {a.tree_size} in block {a.block_number} of chain {chain.chain_id}, contract "
@@ -68,5 +70,5 @@ def step_audit_verify(ctx) -> None:
     ctx.console.print(table)
     for w in report.warnings:
         ctx.console.print(f"[dim]note: {w}[/]")
-    ctx.state["audit"] = {"entries": report.entries, "root": report.root_hash.hex(),
+    ctx.state["audit"] = {"entries": report.entries, "root": base64.b64encode(report.root_hash).decode(),
                           "anchored_size": a.tree_size if a else None}
