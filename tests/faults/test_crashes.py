@@ -139,10 +139,10 @@ def test_redis_loss_answers_503_with_retry_after_and_recovers(tmp_path):
             "grant_type": "client_credentials", "client_assertion_type":
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer", "client_assertion": consumer.assertion()})
         assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1, response.text
-        # at the connector: the broker's 503 passed on (no rows without a decision); Retry-After there is
-        # test_load.test_overload_503_at_the_connector_carries_retry_after (xfail)
+        # at the connector: pulls go on (its access token is cached, decisions and receipts need no Redis);
+        # whatever is refused is a 503, never a 500 (Retry-After at the connector: the xfail in test_load)
         down = run_load(target.host, target.port, target.requests(40), 8)
-        assert set(down.statuses) == {503}, Counter(down.statuses)
+        assert down.errors == [] and set(down.statuses) <= {200, 503}, Counter(down.statuses)
         assert httpx.get(broker.url + "/healthz", timeout=5).status_code == 200
         assert httpx.get(broker.url + "/readyz", timeout=5).status_code == 503
         redis_proc = _redis(port, tmp_path)
