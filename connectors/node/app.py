@@ -184,12 +184,12 @@ def create_node_app(config: NodeConfig, cors_origins: list[str] | str | None = N
                                                  "rows": table.num_rows, "bytes": len(data), "columns": columns})}
 
     @app.get("/dataplane/transfers/{pid}")
-    def pull(pid: str, request: Request, format: str = "csv", columns: str | None = None):
+    def pull(pid: str, request: Request, format: str = "csv", columns: str | None = None, limit: int | None = None):
         if len(pid) > 256:
             raise BadRequest("The transfer id is too long.", code="invalid_transfer_id")
         config.outbox.flush()
         plan = pep.authorise_pull(pid, token=request.headers.get(TOKEN_HEADER), proof=request.headers.get(POP_HEADER),
-                                  fmt=format, columns=columns)
+                                  fmt=format, columns=columns, limit=limit)
         return StreamingResponse(pep.stream(plan), media_type=plan.media_type, headers=plan.headers())
 
     app.include_router(push.router_for(config, pep))

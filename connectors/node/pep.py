@@ -212,10 +212,13 @@ class Enforcer:
 
     # --- the pull -------------------------------------------------------------------------------
     def authorise_pull(self, pid: str, *, token: str | None, proof: str | None, fmt: str,
-                       columns: str | None) -> Pull:
+                       columns: str | None, limit: int | None = None) -> Pull:
+        """``limit``: the consumer wants only the first rows (a preview); never more than permitted."""
         cfg = self.config
         if fmt not in FORMATS:
             raise BadRequest(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.", code="invalid_format")
+        if limit is not None and not 0 <= limit <= 10_000_000:
+            raise BadRequest("limit is a row count of 0 or more.", code="invalid_limit")
         requested = None
         if columns is not None:
             requested = [c.strip() for c in columns.split(",") if c.strip()]
@@ -234,7 +237,8 @@ class Enforcer:
         obligations = merge_obligations(document.get("obligations") if isinstance(document.get("obligations"), dict)
                                         else None,
                                         decision.get("obligations") if isinstance(decision.get("obligations"), dict)
-                                        else None)
+                                        else None,
+                                        {"max_rows": limit} if limit is not None else None)
         table = apply_obligations(table, max_rows=obligations["max_rows"], columns=obligations["columns"],
                                   requested_columns=requested)
         return Pull(token=claims, decision=decision, table=table, fmt=fmt, content_hash=content_hash)

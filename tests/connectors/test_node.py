@@ -388,3 +388,22 @@ def test_push_sends_permitted_rows_to_an_allowed_endpoint_and_refuses_private_on
                                            for i in range(30)]
         claims = verify_message(broker.receipts[-1], broker.provider_key.public_key(), RECEIPT, audience=ISSUER)
         assert claims["complete"] is True and claims["bytes"] == len(received[0]) == r.json()["bytes"]
+
+
+def test_limit_previews_the_first_permitted_rows_and_never_more(node, broker):
+    """``limit`` narrows to the first rows (a preview); it can never widen what the obligations permit."""
+    broker.agreement_obligations = {"max_rows": 5}
+    token = broker.mint(node.sha)
+    proof = make_pop(broker.consumer_key, method="GET", path="/dataplane/transfers/tp_1", token=token)
+    headers = {"TwinSpace-Transfer-Token": token, "TwinSpace-PoP": proof}
+    r = node.get("/dataplane/transfers/tp_1", params={"format": "json", "limit": 3}, headers=headers)
+    assert r.status_code == 200 and [row["id"] for row in r.json()] == ["B000", "B001", "B002"]
+    token = broker.mint(node.sha)
+    proof = make_pop(broker.consumer_key, method="GET", path="/dataplane/transfers/tp_1", token=token)
+    r = node.get("/dataplane/transfers/tp_1", params={"format": "json", "limit": 1000},
+                 headers={"TwinSpace-Transfer-Token": token, "TwinSpace-PoP": proof})
+    assert len(r.json()) == 5  # the agreement's max_rows still binds
+    token = broker.mint(node.sha)
+    proof = make_pop(broker.consumer_key, method="GET", path="/dataplane/transfers/tp_1", token=token)
+    assert_problem(node.get("/dataplane/transfers/tp_1", params={"limit": -1},
+                            headers={"TwinSpace-Transfer-Token": token, "TwinSpace-PoP": proof}), 400, "invalid_limit")

@@ -271,7 +271,7 @@ class BrokerClient:
         return address["endpoint"], props["authorization"]
 
     def transfer_pull(self, start: dict[str, Any], fmt: str = "csv", columns: list[str] | None = None, *,
-                      fresh_token: bool = True, acknowledge: bool = False) -> bytes:
+                      fresh_token: bool = True, acknowledge: bool = False, limit: int | None = None) -> bytes:
         """Pull the data from the provider's connector (the DataAddress endpoint): a fresh transfer token
         (each is single-use; ``fresh_token=False`` presents the one in ``start``) and a fresh proof of
         possession signed here; no broker token is sent to the connector. The receipt id the connector
@@ -286,7 +286,8 @@ class BrokerClient:
             start = self.transfer_token(pid)
         endpoint, token = self.data_address(start)
         path = httpx.URL(endpoint).path
-        params = {"format": fmt, **({"columns": ",".join(columns)} if columns else {})}
+        params = {"format": fmt, **({"columns": ",".join(columns)} if columns else {}),
+                  **({"limit": limit} if limit is not None else {})}
         headers = {"TwinSpace-Transfer-Token": token,
                    "TwinSpace-PoP": make_pop(self.private_key, method="GET", path=path, token=token)}
         if self.connector_http is not None:
