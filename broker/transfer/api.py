@@ -111,7 +111,7 @@ class DecisionIn(StrictModel):
     format: str = Field("csv", min_length=1, max_length=16)
     # The transfer token's ``gen``: a token issued before the transfer's last suspension (or other state
     # change) is denied even when unused.
-    token_generation: int | None = Field(None, ge=0)
+    token_generation: int = Field(ge=0)
 
 
 class ReceiptIn(StrictModel):

@@ -37,7 +37,7 @@ def _quota(session: Session, agreement) -> dict[str, Any] | None:
 
 
 def decide_pull(session: Session, settings, broker_key, principal: Any, *, transfer_id: str, token_jti: str,
-                nonce: str, fmt: str, token_generation: int | None = None) -> dict[str, Any]:
+                nonce: str, fmt: str, token_generation: int) -> dict[str, Any]:
     """``POST /dataplane/decisions``: a fresh decision for one pull, signed for the connector's audience and
     bound to its nonce and the token's ``jti``, with the agreement bundle. A deny is a signed decision too:
     its reasons name the first refusal (the agreement first — after a revocation the connector is told
@@ -58,7 +58,7 @@ def decide_pull(session: Session, settings, broker_key, principal: Any, *, trans
         agreement = contracts.require_active_agreement(session, tp.agreement_id, tp.consumer_id)
         if tp.state != TS.STARTED.value:
             raise Conflict(f"The transfer is {tp.state}, not STARTED.", code="transfer_not_started")
-        if token_generation is not None and token_generation != tp.token_generation:
+        if token_generation != tp.token_generation:
             raise Unauthorized("The transfer token was issued before the transfer's last state change.",
                                code="stale_transfer_token")
         decision = decide_access(session, settings, contracts.policy_agreement_view(agreement),

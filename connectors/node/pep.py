@@ -146,11 +146,12 @@ class Enforcer:
         """A fresh broker decision bound to our nonce and this token; the verified agreement document."""
         cfg = self.config
         nonce = secrets.token_urlsafe(24)
-        request = {"transfer_id": pid, "token_jti": claims["jti"], "nonce": nonce, "format": fmt}
         gen = claims.get("gen")
-        if isinstance(gen, int) and not isinstance(gen, bool):
-            # The broker denies when the transfer has moved on (suspended, resumed, ...): earlier tokens die.
-            request["token_generation"] = gen
+        if not isinstance(gen, int) or isinstance(gen, bool) or gen < 0:
+            raise Unauthorized("The transfer token names no generation.", code="invalid_transfer_token")
+        # The broker denies when the transfer has moved on (suspended, resumed, ...): earlier tokens die.
+        request = {"transfer_id": pid, "token_jti": claims["jti"], "token_generation": gen, "nonce": nonce,
+                   "format": fmt}
         answer = broker_call(cfg, "/dataplane/decisions", request)
         if not isinstance(answer, dict) or not isinstance(answer.get("decision"), str):
             raise BadGateway("The broker's decision answer is malformed.", code="invalid_decision")

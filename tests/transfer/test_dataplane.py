@@ -71,7 +71,7 @@ def test_decisions_are_signed_for_the_connector_and_deny_after_revocation(world,
     tp = world.consumer.client.transfer_request(agreement["id"])
     pid = tp["providerPid"]
     conn = world.provider.connector()
-    body = {"transfer_id": pid, "token_jti": "j" * 16, "nonce": "n" * 24, "format": "csv"}
+    body = {"transfer_id": pid, "token_jti": "j" * 16, "token_generation": 0, "nonce": "n" * 24, "format": "csv"}
     answer = world.provider.client.post("/dataplane/decisions", json=body)
     decision = verify_message(answer["decision"], runtime.broker_key.public_key(), DECISION,
                               audience=conn.endpoint, issuer=settings.issuer)
@@ -87,6 +87,10 @@ def test_decisions_are_signed_for_the_connector_and_deny_after_revocation(world,
     with pytest.raises(BrokerError) as info:
         world.provider.client.post("/dataplane/decisions", json={**body, "nonce": "short"})
     assert info.value.status == 422
+    stale = world.provider.client.post("/dataplane/decisions", json={**body, "token_generation": 7})
+    claims = verify_message(stale["decision"], runtime.broker_key.public_key(), DECISION, audience=conn.endpoint,
+                            issuer=settings.issuer)
+    assert claims["allow"] is False and "stale_transfer_token" in claims["reasons"]
     world.provider.client.contract_revoke(agreement["id"], "done")
     denied = world.provider.client.post("/dataplane/decisions", json=body)
     claims = verify_message(denied["decision"], runtime.broker_key.public_key(), DECISION, audience=conn.endpoint,
@@ -100,7 +104,7 @@ def test_receipts_must_be_the_providers_own_and_are_idempotent(world, engine, se
     pid = tp["providerPid"]
     world.provider.connector()
     answer = world.provider.client.post("/dataplane/decisions", json={
-        "transfer_id": pid, "token_jti": "k" * 16, "nonce": "m" * 24, "format": "csv"})
+        "transfer_id": pid, "token_jti": "k" * 16, "token_generation": 0, "nonce": "m" * 24, "format": "csv"})
     from twinspace.dataplane import unverified_claims
 
     decision_id = unverified_claims(answer["decision"])["decision_id"]
