@@ -112,6 +112,8 @@ class DecisionIn(StrictModel):
     # The transfer token's ``gen``: a token issued before the transfer's last suspension (or other state
     # change) is denied even when unused.
     token_generation: int = Field(ge=0)
+    # The SHA-256 of the agreement document the connector already verified: no bundle is sent again.
+    agreement_sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")
 
 
 class ReceiptIn(StrictModel):
@@ -129,7 +131,8 @@ def dataplane_decision(body: DecisionIn, request: Request, principal: Principal 
     runtime = get_runtime(request)
     return service.decide_pull(session, runtime.settings, runtime.broker_key, principal,
                                transfer_id=body.transfer_id, token_jti=body.token_jti, nonce=body.nonce,
-                               fmt=body.format, token_generation=body.token_generation)
+                               fmt=body.format, token_generation=body.token_generation,
+                               held_sha256=body.agreement_sha256)
 
 
 @router.post("/dataplane/receipts")

@@ -37,12 +37,14 @@ def _quota(session: Session, agreement) -> dict[str, Any] | None:
 
 
 def decide_pull(session: Session, settings, broker_key, principal: Any, *, transfer_id: str, token_jti: str,
-                nonce: str, fmt: str, token_generation: int) -> dict[str, Any]:
+                nonce: str, fmt: str, token_generation: int, held_sha256: str | None = None) -> dict[str, Any]:
     """``POST /dataplane/decisions``: a fresh decision for one pull, signed for the connector's audience and
     bound to its nonce and the token's ``jti``, with the agreement bundle. A deny is a signed decision too:
     its reasons name the first refusal (the agreement first — after a revocation the connector is told
     why —, then the transfer's state, then ``stale_transfer_token`` when ``token_generation``, the token's
-    ``gen``, is not the transfer's current one: every token issued before a suspension stays dead)."""
+    ``gen``, is not the transfer's current one: every token issued before a suspension stays dead).
+    The decision names the agreement document's SHA-256; a connector that already verified that document
+    (``held_sha256``) gets no bundle again."""
     from broker.policy.access import decide_access
 
     if fmt not in FORMATS:
@@ -83,9 +85,11 @@ def decide_pull(session: Session, settings, broker_key, principal: Any, *, trans
     signed = sign_message(broker_key, DECISION, issuer=settings.issuer, audience=audience, claims={
         "decision_id": decision_id, "allow": allow, "reasons": reasons, "obligations": obligations,
         "agr": tp.agreement_id, "tpid": tp.id, "sub": tp.consumer_id, "token_jti": token_jti, "nonce": nonce,
-        "policy_version": policy_version, "input_hash": input_hash})
+        "policy_version": policy_version, "input_hash": input_hash,
+        "agreement_sha256": agreement.document_sha256 if agreement is not None else None})
     bundle = None
-    if agreement is not None and agreement.countersignature:
+    held = agreement is not None and held_sha256 is not None and held_sha256 == agreement.document_sha256
+    if agreement is not None and agreement.countersignature and not held:
         bundle = contracts.export_bundle(session, settings, broker_key, principal, tp.agreement_id)
     return {"decision": signed, "agreement": bundle}
 

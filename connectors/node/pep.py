@@ -96,6 +96,7 @@ class Enforcer:
     def __init__(self, config: NodeConfig):
         self.config = config
         self._bundles: dict[tuple[str, str], dict[str, Any]] = {}
+        self._held: dict[str, tuple[str, dict[str, Any]]] = {}  # agreement id -> (document sha256, document)
         self._lock = threading.Lock()
 
     # --- checks -------------------------------------------------------------------------------
@@ -152,6 +153,10 @@ class Enforcer:
         # The broker denies when the transfer has moved on (suspended, resumed, ...): earlier tokens die.
         request = {"transfer_id": pid, "token_jti": claims["jti"], "token_generation": gen, "nonce": nonce,
                    "format": fmt}
+        with self._lock:
+            held = self._held.get(str(claims["agr"]))
+        if held is not None:
+            request["agreement_sha256"] = held[0]  # verified before: the broker need not send the bundle
         answer = broker_call(cfg, "/dataplane/decisions", request)
         if not isinstance(answer, dict) or not isinstance(answer.get("decision"), str):
             raise BadGateway("The broker's decision answer is malformed.", code="invalid_decision")
@@ -170,7 +175,17 @@ class Enforcer:
             reasons = decision.get("reasons") if isinstance(decision.get("reasons"), list) else []
             raise Forbidden("Access denied by the policy decision: " + ("; ".join(map(str, reasons)) or "no reason given"),
                             code="access_denied", extra={"reasons": reasons, "decision_id": decision.get("decision_id")})
-        document = self.check_bundle(answer.get("agreement"), claims)
+        signed_sha = decision.get("agreement_sha256")
+        if answer.get("agreement") is None and held is not None and signed_sha == held[0]:
+            document = self.check_document(held[1], claims)  # the broker signed that it decided on this document
+        else:
+            document = self.check_bundle(answer.get("agreement"), claims)
+            if signed_sha is not None and answer["agreement"].get("document_sha256") != signed_sha:
+                raise BadGateway("The agreement bundle is not the one the decision names.", code="invalid_agreement")
+            with self._lock:
+                if len(self._held) > 4096:
+                    self._held.clear()
+                self._held[str(claims["agr"])] = (answer["agreement"].get("document_sha256"), document)
         return decision, document
 
     def check_bundle(self, bundle: Any, claims: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +206,11 @@ class Enforcer:
                 if len(self._bundles) > 1024:
                     self._bundles.clear()
                 self._bundles[cache_key] = cached
-        doc = cached
+        return self.check_document(cached, claims)
+
+    def check_document(self, doc: dict[str, Any], claims: dict[str, Any]) -> dict[str, Any]:
+        """The verified agreement names this token's agreement, consumer, provider and asset version."""
+        cfg = self.config
         asset = doc.get("asset") if isinstance(doc.get("asset"), dict) else {}
         token_asset = claims["asset"]
         problems = []
