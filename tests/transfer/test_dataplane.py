@@ -78,6 +78,12 @@ def test_decisions_are_signed_for_the_connector_and_deny_after_revocation(world,
     assert decision["allow"] is True and decision["nonce"] == body["nonce"] and decision["token_jti"] == "j" * 16
     assert decision["sub"] == world.consumer.org_id and decision["obligations"]["max_rows"] == 40
     assert answer["agreement"]["document"]["id"] == agreement["id"]
+    assert decision["agreement_sha256"] == answer["agreement"]["document_sha256"] == agreement["document_sha256"]
+    # A connector that verified this document before is not sent the bundle again; a wrong hash still is.
+    held = world.provider.client.post("/dataplane/decisions", json={**body, "agreement_sha256": agreement["document_sha256"]})
+    assert held["agreement"] is None
+    other = world.provider.client.post("/dataplane/decisions", json={**body, "agreement_sha256": "0" * 64})
+    assert other["agreement"]["document_sha256"] == agreement["document_sha256"]
     with pytest.raises(BrokerError) as info:  # another provider's transfer
         world.provider2.client.post("/dataplane/decisions", json=body)
     assert info.value.status == 404
