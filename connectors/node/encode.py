@@ -66,17 +66,41 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def encode(table: pa.Table, fmt: str, batch_rows: int = BATCH_ROWS) -> Iterator[bytes]:
-    """Yield the table in ``fmt`` (csv, json, parquet) batch by batch."""
-    batches = table.to_batches(max_chunksize=batch_rows)
+def _batches(table, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Batches of at most ``batch_rows`` rows, taken lazily from a ``pa.Table`` (zero-copy slices), a
+    lazy store view (``StoredTable``), a ``pa.RecordBatchReader`` or any iterable of record batches."""
+    if hasattr(table, "to_batches"):
+        source = table.to_batches(max_chunksize=batch_rows)
+    else:
+        source = table
+    for batch in source:
+        if batch.num_rows <= batch_rows:
+            yield batch
+        else:
+            for start in range(0, batch.num_rows, batch_rows):
+                yield batch.slice(start, batch_rows)
+
+
+def _json_rows(batch: pa.RecordBatch) -> str:
+    return ",".join(json.dumps(r, ensure_ascii=False, default=_json_default, allow_nan=False)
+                    for r in batch.to_pylist())
+
+
+def encode(table, fmt: str, batch_rows: int = BATCH_ROWS) -> Iterator[bytes]:
+    """Yield the table in ``fmt`` (csv, json, parquet) batch by batch: one chunk per batch read, nothing
+    accumulated (the JSON array is written element by element; CSV and Parquet writers are drained
+    after every batch). ``table``: a ``pa.Table``, a lazy store view, or a ``pa.RecordBatchReader``."""
+    if fmt not in MEDIA_TYPES:
+        raise ValueError(f"unknown format {fmt!r}")
+    schema = table.schema
+    batches = _batches(table, batch_rows)
     if fmt == "json":
         yield b"["
         first = True
         for batch in batches:
-            rows = batch.to_pylist()
-            if not rows:
+            if not batch.num_rows:
                 continue
-            text = ",".join(json.dumps(r, ensure_ascii=False, default=_json_default, allow_nan=False) for r in rows)
+            text = _json_rows(batch)
             yield ((b"" if first else b",") + text.encode("utf-8"))
             first = False
         yield b"]"
@@ -84,18 +108,21 @@ def encode(table: pa.Table, fmt: str, batch_rows: int = BATCH_ROWS) -> Iterator[
     sink = _Sink()
     stream = pa.PythonFile(sink, mode="w")
     if fmt == "csv":
-        writer = pacsv.CSVWriter(stream, table.schema)
-    elif fmt == "parquet":
-        writer = pq.ParquetWriter(stream, table.schema)
+        writer = pacsv.CSVWriter(stream, schema)
     else:
-        raise ValueError(f"unknown format {fmt!r}")
-    if fmt == "csv" and not batches:
-        writer.write_table(table)  # header only
+        writer = pq.ParquetWriter(stream, schema)
+    wrote = False
     for batch in batches:
-        writer.write_batch(batch) if fmt == "csv" else writer.write_table(pa.Table.from_batches([batch]))
+        if fmt == "csv":
+            writer.write_batch(batch)
+        else:
+            writer.write_table(pa.Table.from_batches([batch], schema=schema))  # one row group per batch
+        wrote = True
         chunk = sink.drain()
         if chunk:
             yield chunk
+    if fmt == "csv" and not wrote:
+        writer.write_table(schema.empty_table())  # header only
     writer.close()
     chunk = sink.drain()
     if chunk:

@@ -251,7 +251,7 @@ class Enforcer:
         self.claim_token(claims)
         decision, document = self.decide(claims, pid, fmt)
         content_hash = claims["asset"]["content_hash"]
-        table = cfg.store.table(content_hash)
+        table = cfg.store.open(content_hash)  # lazy: read batch by batch while streaming
         if table is None:
             raise NotFound("The agreed content is not served by this connector.", code="data_not_found")
         obligations = merge_obligations(document.get("obligations") if isinstance(document.get("obligations"), dict)

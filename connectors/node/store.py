@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import re
 import sqlite3
@@ -12,6 +13,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import pyarrow as pa
@@ -27,6 +29,138 @@ def _private_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+class _Mapping:
+    """One verified version of a stored file, memory-mapped read-only (``mmap``, so that pages already
+    streamed can be handed back: ``release``)."""
+
+    def __init__(self, ident: tuple[int, int, int], mm: mmap.mmap, num_rows: int, schema: pa.Schema):
+        self.ident, self.mm, self.num_rows, self.schema = ident, mm, num_rows, schema
+        self.buffer = pa.py_buffer(mm)
+
+    @classmethod
+    def open(cls, path: Path, sha256: str) -> "_Mapping | None":
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+                return None
+            with os.fdopen(os.dup(fd), "rb") as fh:  # the same inode that is mapped below
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            if digest != sha256:
+                log.warning("data file %s does not match its name; not served", path.name)
+                return None
+            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+        try:
+            reader = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(mm)))
+            schema, rows = reader.schema, reader.count_rows()  # the footer and message headers only
+        except (pa.ArrowInvalid, pa.ArrowException, OSError):
+            return None
+        return cls((st.st_ino, st.st_size, st.st_mtime_ns), mm, rows, schema)
+
+    def reader(self, columns: list[str] | None = None) -> pa.ipc.RecordBatchFileReader:
+        """A reader of its own (per pull); ``columns`` (names, in file order): only these are read and
+        decompressed."""
+        options = None
+        if columns is not None:
+            options = pa.ipc.IpcReadOptions(included_fields=[self.schema.get_field_index(c) for c in columns])
+        return pa.ipc.open_file(pa.BufferReader(self.buffer), options=options)
+
+    def release(self) -> None:
+        """Drop the mapping's resident pages from this process (they are read again from the page cache
+        if touched again): a stream of a large file keeps only what it touched since the last release."""
+        try:
+            self.mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+class StoredTable:
+    """A lazy view of a stored table for a pull: ``schema``, ``num_rows``, ``column_names``, ``select``
+    and ``slice`` as on a ``pa.Table`` but nothing is read until ``to_batches`` is iterated, then one
+    record batch of the file at a time (projected columns only; stopping at the row limit). Every
+    ``release_bytes`` read, the mapping's pages are handed back, so memory does not grow with the file."""
+
+    release_bytes = 16 << 20
+
+    def __init__(self, mapping: _Mapping, columns: list[str] | None = None, offset: int = 0,
+                 length: int | None = None):
+        self._m = mapping
+        self._columns = columns
+        self._offset = offset
+        total = max(0, mapping.num_rows - offset)
+        self._length = total if length is None else max(0, min(length, total))
+
+    @property
+    def schema(self) -> pa.Schema:
+        if self._columns is None:
+            return self._m.schema
+        fields = [self._m.schema.field(c) for c in self._columns]
+        return pa.schema(fields, metadata=self._m.schema.metadata)
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self._columns) if self._columns is not None else list(self._m.schema.names)
+
+    @property
+    def num_rows(self) -> int:
+        return self._length
+
+    def select(self, names: list[str]) -> "StoredTable":
+        present = self.column_names
+        missing = [n for n in names if n not in present]
+        if missing:
+            raise KeyError(f"columns not in the table: {', '.join(missing)}")
+        order = [c for c in self._m.schema.names if c in set(names)]  # the reader returns file order
+        return StoredTable(self._m, order, self._offset, self._length)
+
+    def slice(self, offset: int = 0, length: int | None = None) -> "StoredTable":
+        length = self._length - offset if length is None else min(length, self._length - offset)
+        return StoredTable(self._m, self._columns, self._offset + offset, max(0, length))
+
+    def to_batches(self, max_chunksize: int | None = None) -> Iterator[pa.RecordBatch]:
+        """The rows in order, lazily, in batches of at most ``max_chunksize`` rows (zero-copy slices)."""
+        if self._length == 0:
+            return
+        none = self._columns is not None and not self._columns  # no column at all: rows without values
+        reader = self._m.reader(self._m.schema.names[:1] if none else self._columns)
+        skip, left, touched = self._offset, self._length, 0
+        try:
+            for i in range(reader.num_record_batches):
+                if left <= 0:
+                    break
+                batch = reader.get_batch(i)
+                touched += batch.nbytes
+                if none:
+                    batch = batch.select([])
+                if skip >= batch.num_rows:
+                    skip -= batch.num_rows
+                    continue
+                batch = batch.slice(skip, min(left, batch.num_rows - skip))
+                skip = 0
+                left -= batch.num_rows
+                step = max_chunksize or batch.num_rows or 1
+                for start in range(0, batch.num_rows, step):
+                    yield batch.slice(start, step)
+                del batch
+                if touched >= self.release_bytes:
+                    self._m.release()
+                    touched = 0
+        finally:
+            if touched:
+                self._m.release()
+
+    def to_table(self) -> pa.Table:
+        """All of it in memory (tests, small tables)."""
+        return pa.Table.from_batches(list(self.to_batches()), schema=self.schema)
+
+
 class DataStore:
     """Arrow IPC files named ``<sha256>.arrow``; a file is served only if its bytes hash to its name."""
 
@@ -36,6 +170,7 @@ class DataStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._tables: dict[str, tuple[tuple[int, int, int], pa.Table]] = {}
+        self._mapped: dict[str, _Mapping] = {}
         self._cache_lock = threading.Lock()
 
     def path_for(self, sha256: str) -> Path | None:
@@ -63,8 +198,33 @@ class DataStore:
             tmp.unlink(missing_ok=True)
         return digest
 
+    copy_chunk = 1 << 20  # bytes read per step when a file is placed (put_file)
+
     def put_file(self, path: Path) -> str:
-        return self.put(Path(path).read_bytes())
+        """Store the Arrow IPC file at ``path`` by a streaming copy (hashed as it is copied: memory stays
+        at one chunk whatever the size); returns its SHA-256. Refuses anything not Arrow."""
+        digest = hashlib.sha256()
+        tmp = self.root / f".put.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+                buf = bytearray(self.copy_chunk)
+                view = memoryview(buf)
+                while n := src.readinto(buf):
+                    digest.update(view[:n])
+                    dst.write(view[:n])
+                dst.flush()
+                os.fsync(dst.fileno())
+            try:
+                with pa.OSFile(str(tmp), "rb") as check:  # reads the footer only
+                    pa.ipc.open_file(check).schema
+            except (pa.ArrowInvalid, pa.ArrowException, OSError):
+                raise ValueError("not an Arrow IPC file") from None
+            sha = digest.hexdigest()
+            os.replace(tmp, self.root / f"{sha}.arrow")
+            return sha
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def read(self, sha256: str) -> bytes | None:
         """The bytes of the file with this SHA-256, verified; None when not served here."""
@@ -78,11 +238,37 @@ class DataStore:
         return data
 
     def table(self, sha256: str) -> pa.Table | None:
-        """The table in the file with this SHA-256, verified; None when not served here.
+        """The table in the file with this SHA-256, verified, in memory; None when not served here.
 
-        The file is memory-mapped and hashed once per version of it: the verified table is kept while the
+        The file is memory-mapped and hashed once per version of it (``open``); the table is kept while the
         file's identity (inode, size, mtime) is unchanged. Files are written by atomic rename, so a new
-        content is a new inode and is hashed again before it is served."""
+        content is a new inode and is hashed again before it is served. Uncompressed files are zero-copy
+        views of the mapping; compressed ones are decompressed here (a pull uses ``open``: batch by batch)."""
+        mapping = self._mapping(sha256)
+        if mapping is None:
+            return None
+        with self._cache_lock:
+            cached = self._tables.get(sha256)
+        if cached is not None and cached[0] == mapping.ident:
+            return cached[1]
+        try:
+            table = mapping.reader().read_all()
+        except (OSError, pa.ArrowException):
+            return None
+        with self._cache_lock:
+            if len(self._tables) >= self.cache_entries:
+                self._tables.pop(next(iter(self._tables)))
+            self._tables[sha256] = (mapping.ident, table)
+        return table
+
+    def open(self, sha256: str) -> "StoredTable | None":
+        """The table in the file with this SHA-256 as a lazy view read batch by batch (for a pull); None
+        when not served here. The file is hashed once per version of it (inode, size, mtime), by reading
+        it in chunks: verification adds no more than a chunk to the process's memory, whatever the size."""
+        mapping = self._mapping(sha256)
+        return None if mapping is None else StoredTable(mapping)
+
+    def _mapping(self, sha256: str) -> "_Mapping | None":
         path = self.path_for(sha256)
         if path is None:
             return None
@@ -94,23 +280,16 @@ class DataStore:
             return None
         ident = (st.st_ino, st.st_size, st.st_mtime_ns)
         with self._cache_lock:
-            cached = self._tables.get(sha256)
-        if cached is not None and cached[0] == ident:
-            return cached[1]
-        try:
-            source = pa.memory_map(str(path), "r")
-            buffer = source.read_buffer()
-        except (OSError, pa.ArrowException):
-            return None
-        if hashlib.sha256(memoryview(buffer)).hexdigest() != sha256:
-            log.warning("data file %s does not match its name; not served", path.name)
-            return None
-        table = pa.ipc.open_file(pa.BufferReader(buffer)).read_all()  # zero-copy views of the mapping
-        with self._cache_lock:
-            if len(self._tables) >= self.cache_entries:
-                self._tables.pop(next(iter(self._tables)))
-            self._tables[sha256] = (ident, table)
-        return table
+            cached = self._mapped.get(sha256)
+        if cached is None or cached.ident != ident:
+            cached = _Mapping.open(path, sha256)
+            if cached is None:
+                return None
+            with self._cache_lock:
+                if len(self._mapped) >= self.cache_entries:
+                    self._mapped.pop(next(iter(self._mapped)))
+                self._mapped[sha256] = cached
+        return cached
 
     def list(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.arrow") if HEX64.match(p.stem))
