@@ -22,22 +22,40 @@ def run(*args, code=0, env=None):
     return r
 
 
+def start_connector(client, runtime, settings, org, data_dir):
+    """The provider's own connector on loopback (what `twinspace connector serve` runs), registered with
+    the broker (ownership proven with the provider's key): it holds the rows the CLI publishes."""
+    from twinspace.client.broker import BrokerClient
+    from twinspace.testing.connector import ConnectorHarness
+
+    link = BrokerClient(client, org.org_id, org.private_key, audience=settings.issuer)
+    harness = ConnectorHarness(org.org_id, org.private_key, broker=link, broker_issuer=settings.issuer,
+                               broker_public_key=runtime.broker_key.public_key(), data_dir=data_dir).start()
+    link.connector_register(harness.endpoint)
+    return harness
+
+
 @pytest.fixture
-def space(tmp_path, app, runtime, settings, shared_dir):
+def space(tmp_path, app, client, runtime, settings, shared_dir):
     provider = create_org_with_key(runtime.engine, name="Parking Office", role="provider", key_dir=tmp_path / "keys")
     consumer = create_org_with_key(runtime.engine, name="City Lab", role="consumer", key_dir=tmp_path / "keys",
                                    attributes={"clearance": "internal"})
     table = tmp_path / "parking.arrow"
     run("connector", "ingest", shared_dir / "data" / "taipei-parking" / "TCMSV_alldesc.json", "-o", table)
-    with serve_app(app) as url:
-        common = ["--broker", url, "--audience", settings.issuer]
-        r = run("connector", "publish", table, *common, "--org", provider.org_id, "--key", provider.key_file,
-                "--title", "Taipei car parks", "--classification", "public", "--domain", "transport",
-                "--offer", "open=open-data")
-        asset_id = r.output.split()[1]
-        yield {"url": url, "common": common, "asset": asset_id,
-               "provider": ["--org", provider.org_id, "--key", provider.key_file],
-               "consumer": ["--org", consumer.org_id, "--key", consumer.key_file], "tmp": tmp_path}
+    connector = start_connector(client, runtime, settings, provider, tmp_path / "connector")
+    try:
+        with serve_app(app) as url:
+            common = ["--broker", url, "--audience", settings.issuer]
+            r = run("connector", "publish", table, *common, "--org", provider.org_id, "--key", provider.key_file,
+                    "--title", "Taipei car parks", "--classification", "public", "--domain", "transport",
+                    "--offer", "open=open-data", "--connector-dir", connector.data_dir,
+                    "--connector", connector.endpoint)
+            asset_id = r.output.split()[1]
+            yield {"url": url, "common": common, "asset": asset_id, "connector": connector,
+                   "provider": ["--org", provider.org_id, "--key", provider.key_file],
+                   "consumer": ["--org", consumer.org_id, "--key", consumer.key_file], "tmp": tmp_path}
+    finally:
+        connector.stop()
 
 
 def test_consumer_journey_search_negotiate_download(space):
@@ -64,8 +82,31 @@ def test_consumer_journey_search_negotiate_download(space):
     got = json.loads(run("download", tp["providerPid"], "-o", out, "--json", *common, *c).output)
     assert got["bytes"] == out.stat().st_size > 0
     import csv
+    import hashlib
 
     assert len(list(csv.reader(out.open(encoding="utf-8", newline="")))) == 1765 + 1
+    # pulled from the provider's connector, the receipt countersigned with what arrived
+    assert got["connector"].startswith(space["connector"].endpoint) and got["format"] == "csv"
+    assert got["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert got["receipt"] and got["acknowledged"] is True
+    # by agreement id (a transfer is opened), human output, a column subset
+    text = run("download", agreement, "-o", space["tmp"] / "few.csv", "--columns", "name", *common, *c).output
+    assert "wrote" in text and "countersigned" in text and space["connector"].endpoint in text
+    header = next(csv.reader((space["tmp"] / "few.csv").open(encoding="utf-8", newline="")))
+    assert header == ["name"]
+    # failures are one clear line: a transfer that is not ours (the broker), a connector that is down
+    r = run("download", "tp_missing", "-o", space["tmp"] / "x.csv", *common, *c, code=1)
+    assert "broker refused" in r.output and not (space["tmp"] / "x.csv").exists()
+    space["connector"].stop()
+    r = run("download", tp["providerPid"], "-o", space["tmp"] / "down.csv", *common, *c, code=2)
+    assert "cannot reach the provider's connector at http://127.0.0.1:" in r.output
+    assert not (space["tmp"] / "down.csv").exists()
+    # once the provider revokes the agreement, no further data
+    run("contract", "revoke", agreement, *common, *p)
+    for ref in (tp["providerPid"], agreement):
+        r = run("download", ref, "-o", space["tmp"] / "late.csv", *common, *c, code=1)
+        assert "broker refused" in r.output and "revoked" in r.output, r.output
+        assert not (space["tmp"] / "late.csv").exists()
 
 
 def test_connection_options_from_env_and_profile(space, tmp_path):
@@ -94,7 +135,7 @@ def test_connection_options_from_env_and_profile(space, tmp_path):
     (["catalog", "search", "--category", "vehicels", "--broker", "http://127.0.0.1:9", "--org", "o", "--key", "KEY"],
      "did you mean 'vehicle'"),
     (["download", "x", "-o", "y", "--format", "xls", "--broker", "http://127.0.0.1:9", "--org", "o", "--key", "KEY"],
-     "--format 'xls' is not one of: csv, arrow, json"),
+     "--format 'xls' is not one of: csv, json, parquet"),
     (["query", "where", "agr_x", "--where", "a:eq:1", "--kind", "summ", "--broker", "http://127.0.0.1:9", "--org", "o",
       "--key", "KEY"], "--kind 'summ' is not one of: count, sum"),
     (["query", "where", "agr_x", "--where", "a:eq:1", "--he-key", "CSV", "--broker", "http://127.0.0.1:9", "--org", "o",

@@ -1,25 +1,34 @@
-"""``twinspace transfer start|show`` and ``twinspace download``: get the data an agreement allows."""
+"""``twinspace transfer start|show`` and ``twinspace download``: get the data an agreement allows.
+
+The broker holds no rows: ``download`` asks the broker for a fresh DataAddress (the provider connector's
+URL and a single-use transfer token), pulls from that connector with a proof of possession signed here by
+your key, writes the file, and countersigns the connector's receipt (``transfer_acknowledge``)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from twinspace.cli.common import (CliError, Connection, JsonOpt, choice, connected, console, download_progress,
-                                  emit_json, human)
+                                  emit_json, err_console, human)
 
 transfer_app = typer.Typer(help="Transfers under an agreement (DSP transfer process).", no_args_is_help=True)
-FORMATS = ("csv", "arrow", "json")
+FORMATS = ("csv", "json", "parquet")
+
+
+def _state(tp: dict) -> str:
+    return str(tp.get("state", "")).split(":")[-1]
 
 
 def _print(tp: dict, as_json: bool) -> None:
     if as_json:
         emit_json(tp)
         return
-    state = str(tp.get("state", "")).split(":")[-1]
-    console.print(f"transfer {tp.get('providerPid')}  state {state}  agreement {human(tp.get('agreementId'))}")
+    console.print(f"transfer {tp.get('providerPid')}  state {_state(tp)}  agreement {human(tp.get('agreementId'))}")
 
 
 @transfer_app.command("start")
@@ -38,28 +47,106 @@ def show(transfer_id: str, as_json: bool = JsonOpt, *, conn: Connection) -> None
     _print(conn.client().transfer_get(transfer_id), as_json)
 
 
+def _connector_failure(exc: Exception, endpoint: str) -> CliError:
+    """An error of the provider's connector (not the broker's) in one sentence with a hint."""
+    import httpx
+
+    from twinspace.client.broker import BrokerError
+
+    if isinstance(exc, BrokerError):
+        p = exc.problem if isinstance(exc.problem, dict) else {}
+        detail = p.get("detail") or p.get("title") or f"HTTP {exc.status}"
+        hint = {"expired_transfer_token": "run the download again (each run gets a fresh token)",
+                "agreement_revoked": "the provider revoked the agreement; no further pulls are allowed",
+                "quota_exceeded": "the agreement's access quota is used up",
+                "broker_busy": "the broker is busy; try again shortly",
+                "data_not_found": "the connector no longer serves the published table; ask the provider"}.get(
+            exc.code, "the connector enforces the agreement; `twinspace contract show` lists its terms")
+        return CliError(f"the provider's connector refused ({exc.code}): {detail}", hint, 1)
+    if isinstance(exc, httpx.ConnectError):
+        return CliError(f"cannot reach the provider's connector at {endpoint}",
+                        "the provider's connector must be running and reachable from here", 2)
+    if isinstance(exc, httpx.TimeoutException):
+        return CliError(f"the provider's connector at {endpoint} did not answer in time", "try again later", 2)
+    return CliError(f"pulling from the provider's connector at {endpoint} failed: {exc}", None, 2)
+
+
+def _process(client, transfer_id: str) -> dict[str, Any]:
+    """The transfer to pull: an agreement id opens a new one (DSP TransferRequestMessage); a transfer id
+    must name a STARTED PULL transfer of ours."""
+    if transfer_id.startswith("agr_"):
+        return client.transfer_request(transfer_id)
+    tp = client.transfer_get(transfer_id)
+    state = _state(tp)
+    if state != "STARTED":
+        client.transfer_token(transfer_id)  # the broker names the cause first (a revoked agreement: 410)
+        hint = {"REQUESTED": "the provider has not started it yet; try again shortly",
+                "SUSPENDED": "it is suspended; resume it first, or download by agreement id to open a new one",
+                "COMPLETED": "it is completed; download by agreement id to open a new one",
+                "TERMINATED": "it was terminated; download by agreement id to open a new one"}.get(
+            state, "`twinspace transfer show` tells its state")
+        raise CliError(f"transfer {transfer_id} is {state or 'in no known state'}, not STARTED", hint, 1)
+    return tp
+
+
 @connected
 def download(transfer_id: str = typer.Argument(..., help="Transfer id from `transfer start` (or an agreement id: "
                                                "a transfer is opened for it)."),
              out: Path = typer.Option(..., "--out", "-o", help="Where to write the data."),
              fmt: str = typer.Option("csv", "--format", help=f"{', '.join(FORMATS)}."),
              columns: Optional[str] = typer.Option(None, help="Comma-separated subset of columns."),
+             acknowledge: bool = typer.Option(True, "--ack/--no-ack",
+                                              help="Countersign the connector's receipt (SHA-256 and size of what "
+                                                   "arrived)."),
              as_json: bool = JsonOpt, *, conn: Connection) -> None:
-    """Pull the data of a started transfer (proof of possession signed with your key); shows progress."""
+    """Pull the data of a transfer from the provider's connector (fresh transfer token from the broker,
+    proof of possession signed with your key); shows progress and countersigns the receipt."""
     choice(fmt, FORMATS, "--format")
+    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    out = out.expanduser()
+    if out.is_dir():
+        raise CliError(f"--out {out} is a directory", "name the file to write, e.g. -o data.csv")
+    if not out.parent.exists():
+        raise CliError(f"the directory {out.parent} does not exist", "create it first, or choose another --out")
     client = conn.client()
-    tp = client.transfer_request(transfer_id) if transfer_id.startswith("agr_") else client.transfer_get(transfer_id)
-    if "twin:startMessage" not in tp and "dataAddress" not in tp:
-        tp = {**tp, "twin:startMessage": client.transfer_token(tp.get("providerPid", transfer_id))}
-    try:
-        with download_progress(f"download {out.name}") as progress:
-            task = progress.add_task("pull", total=None)
-            data = client.transfer_pull(tp, fmt=fmt, columns=columns.split(",") if columns else None)
-            progress.update(task, total=len(data), completed=len(data))
-    except KeyError:
-        raise CliError(f"transfer {transfer_id} has no data address", "is it STARTED? `twinspace transfer show`") from None
-    out.write_bytes(data)
+    with download_progress(f"download {out.name}") as progress:
+        task = progress.add_task("transfer", total=None)
+        tp = _process(client, transfer_id)
+        pid = tp.get("providerPid", transfer_id)
+        start_msg = client.transfer_token(pid)  # a fresh, single-use DataAddress
+        try:
+            endpoint, _ = client.data_address(start_msg)
+        except (KeyError, TypeError):
+            raise CliError(f"transfer {pid} has no data address", "is it a STARTED PULL transfer? "
+                           "`twinspace transfer show`") from None
+        progress.update(task, description="pull")
+        try:
+            data = client.transfer_pull(start_msg, fmt=fmt, columns=cols, fresh_token=False, acknowledge=False)
+        except Exception as exc:  # noqa: BLE001 - every connector failure becomes one sentence
+            raise _connector_failure(exc, endpoint) from None
+        progress.update(task, total=len(data), completed=len(data))
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    sha = hashlib.sha256(data).hexdigest()
+    receipt = getattr(client, "last_receipt", None)
+    acked, ack_error = None, None
+    if acknowledge and receipt:
+        try:
+            acked = bool(client.transfer_acknowledge(pid, receipt, sha, len(data)).get("matches"))
+        except Exception as exc:  # noqa: BLE001 - the data is written; the countersignature is reported
+            problem = getattr(exc, "problem", None)
+            ack_error = str((problem.get("detail") if isinstance(problem, dict) else None) or exc)[:200]
     if as_json:
-        emit_json({"transfer": tp.get("providerPid"), "out": str(out), "bytes": len(data), "format": fmt})
-    else:
-        console.print(f"wrote {len(data):,} bytes ({fmt}) to {out}")
+        emit_json({"transfer": pid, "agreement": tp.get("agreementId"), "connector": endpoint, "out": str(out),
+                   "bytes": len(data), "sha256": sha, "format": fmt, "receipt": receipt, "acknowledged": acked,
+                   **({"ack_error": ack_error} if ack_error else {})})
+        return
+    console.print(f"wrote {len(data):,} bytes ({fmt}) to {out}")
+    console.print(f"  from {endpoint}  sha256 {sha}")
+    if receipt:
+        note = {True: "countersigned", False: "countersigned, but it does not match what arrived",
+                None: "not acknowledged" + (f" ({ack_error})" if ack_error else "")}[acked]
+        console.print(f"  receipt {receipt}: {note}")
+    if acked is False or ack_error:
+        err_console.print("[yellow]warning:[/] the receipt was not confirmed; the broker's audit log shows it")
