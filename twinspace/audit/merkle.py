@@ -86,6 +86,33 @@ class MerkleTree:
             i >>= 1
         return index
 
+    def extend(self, leaf_hashes: Sequence[bytes]) -> None:
+        """Append many leaf hashes at once: the same stored nodes as ``append_leaf_hash`` one by one,
+        built level by level in tight loops (the verifier's and a cold replica's path)."""
+        if not leaf_hashes:
+            return
+        joined = b"".join(leaf_hashes)
+        if len(joined) != HASH_SIZE * len(leaf_hashes):
+            raise ValueError("a leaf hash is 32 bytes")
+        levels = self.levels
+        levels[0] += joined
+        self.size += len(leaf_hashes)
+        sha = _sha256
+        level = 0
+        while True:
+            row = levels[level]
+            want = len(row) // 64  # complete nodes one level up
+            if level + 1 == len(levels):
+                if want == 0:
+                    return
+                levels.append(bytearray())
+            up = levels[level + 1]
+            have = len(up) // 32
+            if have >= want:
+                return
+            up += b"".join([sha(b"\x01" + row[i:i + 64]).digest() for i in range(have * 64, want * 64, 64)])
+            level += 1
+
     def leaf_hash_at(self, index: int) -> bytes:
         if not 0 <= index < self.size:
             raise ProofError(f"leaf index {index} is outside the tree of size {self.size}")
