@@ -35,9 +35,25 @@ def browser():
             b.close()
 
 
+CONNECTOR_PORTS: set[int] = set()  # the providers' connectors, which the browser pulls data from
+
+
 @pytest.fixture
-def served(demo, app):
-    with serve_app(app) as url:
+def console_port(monkeypatch) -> int:
+    """The console's port, chosen before the demo starts its connectors, so they allow its origin (CORS)."""
+    from tests.serving import free_port
+
+    port = free_port()
+    monkeypatch.setenv("TWINSPACE_CONNECTOR_CORS_ORIGINS", f"http://127.0.0.1:{port}")
+    return port
+
+
+@pytest.fixture
+def served(console_port, demo, app):
+    CONNECTOR_PORTS.clear()
+    with serve_app(app, port=console_port) as url:
+        for label in ("provider", "provider2"):
+            CONNECTOR_PORTS.add(urlsplit(demo.connector(label).endpoint).port)
         yield url
 
 
@@ -46,12 +62,16 @@ REQUESTS: list[str] = []  # every URL the journeys' pages asked for
 
 @pytest.fixture(autouse=True)
 def only_local_requests():
-    """Nothing is fetched from a CDN or any other origin: every request goes to the loopback broker."""
+    """Nothing is fetched from a CDN or any other origin: every request goes to the loopback broker, or
+    (the data itself) to a provider's loopback connector."""
     REQUESTS.clear()
     yield
     foreign = [u for u in REQUESTS if not u.startswith(("blob:", "data:")) and urlsplit(u).hostname != "127.0.0.1"]
     assert not foreign, f"requests to other origins: {foreign}"
-    assert len({urlsplit(u).port for u in REQUESTS if u.startswith("http")}) <= 1
+    ports = {urlsplit(u).port for u in REQUESTS if u.startswith("http")}
+    assert len(ports - CONNECTOR_PORTS) <= 1
+    pulls = [u for u in REQUESTS if u.startswith("http") and urlsplit(u).port in CONNECTOR_PORTS]
+    assert all("/dataplane/transfers/" in urlsplit(u).path for u in pulls), pulls  # only data pulls go there
 
 
 def shot(page, name: str) -> None:
