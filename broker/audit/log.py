@@ -10,10 +10,9 @@ gap-free (a rolled-back append rolls back its number too) and entries commit in 
 
 from __future__ import annotations
 
-import queue
+import hashlib
 import threading
 import time
-from concurrent.futures import Future
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,6 +24,8 @@ from broker.storage.sqlite_lock import begin_write
 from twinspace.audit.entries import ZERO_HASH, Event, entry_body, leaf_hex
 
 _STATEMENTS: dict[str, tuple[str, str, str, str, str]] = {}
+_COLUMNS = ("seq", "created_at", "kind", "actor", "outcome", "asset_id", "agreement_id", "body")
+_sha256 = hashlib.sha256
 
 
 def _statements(conn: Connection) -> tuple[str, str, str, str, str] | None:
@@ -40,9 +41,9 @@ def _statements(conn: Connection) -> tuple[str, str, str, str, str] | None:
             "SELECT seq, body FROM audit_entry ORDER BY seq DESC LIMIT 1",
             f"INSERT INTO audit_head (id, size, last_leaf_hash) VALUES (1, {p('s')}, {p('h')}) "
             "ON CONFLICT (id) DO NOTHING",
+            # positional: the driver binds a tuple per row without a dict lookup per column
             "INSERT INTO audit_entry (seq, created_at, kind, actor, outcome, asset_id, agreement_id, body) VALUES "
-            f"({p('seq')}, {p('created_at')}, {p('kind')}, {p('actor')}, {p('outcome')}, {p('asset_id')}, "
-            f"{p('agreement_id')}, {p('body')})",
+            f"({', '.join(['?' if style == 'named' else '%s'] * 8)})",
             f"UPDATE audit_head SET last_leaf_hash = {p('h')} WHERE id = 1",
         )
     return got
@@ -52,10 +53,22 @@ _TIME_PROCESSORS: dict[str, Any] = {}
 
 
 def _time_processor(dialect) -> Any:
-    """How SQLAlchemy would bind ``created_at`` on this dialect (we bypass it on the hot path)."""
-    proc = _TIME_PROCESSORS.get(dialect.name)
+    """How SQLAlchemy, then the driver, would bind ``created_at`` on this dialect (we bypass both on the
+    hot path and convert the batch's one timestamp once): the column type's bind processor, then on
+    pysqlite the adapter sqlite3 itself would apply to the resulting datetime (same stored text)."""
+    proc = _TIME_PROCESSORS.get(dialect.driver)
     if proc is None:
-        proc = _TIME_PROCESSORS[dialect.name] = AuditEntry.__table__.c.created_at.type.bind_processor(dialect)
+        column = AuditEntry.__table__.c.created_at.type.bind_processor(dialect) or (lambda v: v)
+        if dialect.driver == "pysqlite":
+            import sqlite3
+
+            def proc(value, _column=column):
+                value = _column(value)
+                adapt = sqlite3.adapters.get((type(value), sqlite3.PrepareProtocol))
+                return value if adapt is None else adapt(value)
+        else:
+            proc = column
+        _TIME_PROCESSORS[dialect.driver] = proc
     return proc
 
 
@@ -112,7 +125,9 @@ def append(conn: Connection, events: list[Event]) -> list[int]:
                "UPDATE audit_head SET last_leaf_hash = :h WHERE id = 1")
         cur = _CoreCursor(conn)
         to_db = None
+        positional = False
     else:
+        positional = True
         if not conn.in_transaction():
             conn.begin()
         begin_write(conn)  # the raw cursor bypasses SQLAlchemy's events: take the SQLite write mutex here
@@ -125,14 +140,14 @@ def append(conn: Connection, events: list[Event]) -> list[int]:
         now_iso = now.isoformat()  # formatted once per batch
         now_db = to_db(now) if to_db else now
         rows = []
-        for i, ev in enumerate(events):
-            seq = start + i
+        for seq, ev in enumerate(events, start):
             body = entry_body(seq, prev, ev, now, now_iso)
-            prev = leaf_hex(body)
+            prev = _sha256(b"\x00" + body).hexdigest()
             created = now_db if ev.time is None else (to_db(ev.time) if to_db else ev.time)
-            rows.append({"seq": seq, "created_at": created, "kind": ev.kind[:64],
-                         "actor": ev.actor, "outcome": ev.outcome[:16], "asset_id": ev.asset_id,
-                         "agreement_id": ev.agreement_id, "body": body.decode()})
+            rows.append((seq, created, ev.kind[:64], ev.actor, ev.outcome[:16], ev.asset_id, ev.agreement_id,
+                         body.decode()))
+        if not positional:
+            rows = [dict(zip(_COLUMNS, r)) for r in rows]
         if len(rows) == 1:
             cur.execute(sql[3], rows[0])
         else:
@@ -143,72 +158,110 @@ def append(conn: Connection, events: list[Event]) -> list[int]:
     return list(range(start, end + 1))
 
 
+class _Batch:
+    """Events that will share one transaction; their submitters wait on ``done``."""
+
+    __slots__ = ("events", "done", "seqs", "error")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.done = threading.Event()
+        self.seqs: list[int] | None = None
+        self.error: BaseException | None = None
+
+
+class _Ticket:
+    """What ``submit`` returns: ``result(timeout)`` gives the sequence number once durable."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        self.batch, self.index = batch, index
+
+    def result(self, timeout: float | None = None) -> int:
+        b = self.batch
+        if not b.done.wait(timeout):
+            raise TimeoutError("the audit entry was not committed in time")
+        if b.error is not None:
+            raise b.error
+        return b.seqs[self.index]  # type: ignore[index]
+
+    def done(self) -> bool:
+        return self.batch.done.is_set()
+
+
 class GroupCommitWriter:
     """Appends events from many threads in shared transactions (group commit, as Tessera does).
 
     ``record(...)`` blocks until the batch holding the event has committed, then returns its
-    sequence number: an entry is acknowledged only once durable. A batch closes at ``max_batch``
-    events or ``max_wait`` seconds after its first event, whichever comes first; with the default
-    ``max_wait=0`` a batch is whatever queued up while the previous one was being written, so a
-    lone event pays no extra latency and a busy broker gets large batches.
+    sequence number: an entry is acknowledged only once durable (a failed batch raises in every
+    waiter; nothing of it is acknowledged). A batch closes at ``max_batch`` events or ``max_wait``
+    seconds after its first event, whichever comes first; with the default ``max_wait=0`` a batch
+    is whatever queued up while the previous one was being written, so a lone event pays no extra
+    latency and a busy broker gets large batches. Submitters append to the open batch under one
+    lock and wait on that batch's event (no per-entry future or queue hand-off). Order: a batch's
+    entries take consecutive sequence numbers in submission order, batches commit one after the
+    other; several processes each with a writer still serialise on the ``audit_head`` row.
     """
 
     def __init__(self, engine: Engine, *, max_batch: int = 256, max_wait: float = 0.0):
         self.engine = engine
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self._queue: queue.Queue[tuple[Event, Future] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="audit-group-commit", daemon=True)
+        self._cond = threading.Condition(threading.Lock())
+        self._batches: list[_Batch] = []  # closed-to-the-writer order; the last one may still grow
         self._closed = False
+        self._thread = threading.Thread(target=self._run, name="audit-group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, event: Event) -> Future:
-        if self._closed:
-            raise RuntimeError("the audit writer is closed")
-        fut: Future = Future()
-        self._queue.put((event, fut))
-        return fut
+    def submit(self, event: Event) -> _Ticket:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the audit writer is closed")
+            batches = self._batches
+            if not batches or len(batches[-1].events) >= self.max_batch:
+                batches.append(_Batch())
+                self._cond.notify()
+            b = batches[-1]
+            b.events.append(event)
+            return _Ticket(b, len(b.events) - 1)
 
     def record(self, kind: str, *, actor: str | None, outcome: str = "ok", asset_id: str | None = None,
                agreement_id: str | None = None, details: dict[str, Any] | None = None,
                timeout: float | None = 30) -> int:
         return self.submit(Event(kind, actor, outcome, asset_id, agreement_id, details or {})).result(timeout)
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            deadline = time.monotonic() + self.max_wait
-            stop = False
-            while len(batch) < self.max_batch:
-                remaining = deadline - time.monotonic()
-                try:
-                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            self._write(batch)
-            if stop:
-                return
+    def _next(self) -> _Batch | None:
+        with self._cond:
+            while not self._batches:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            if self.max_wait > 0 and len(self._batches) == 1:
+                deadline = time.monotonic() + self.max_wait
+                while len(self._batches) == 1 and len(self._batches[0].events) < self.max_batch \
+                        and not self._closed and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+            return self._batches.pop(0)  # from now on nobody adds to it
 
-    def _write(self, batch: list[tuple[Event, Future]]) -> None:
+    def _run(self) -> None:
+        while (batch := self._next()) is not None:
+            self._write(batch)
+
+    def _write(self, batch: _Batch) -> None:
         try:
             with self.engine.begin() as conn:
-                seqs = append(conn, [ev for ev, _ in batch])
-        except Exception as exc:  # noqa: BLE001 - every waiter learns the batch failed; nothing is acked
-            for _, fut in batch:
-                fut.set_exception(exc)
-            return
-        for (_, fut), seq in zip(batch, seqs):
-            fut.set_result(seq)
+                seqs = append(conn, batch.events)
+        except BaseException as exc:  # noqa: BLE001 - every waiter learns the batch failed; nothing is acked
+            batch.error = exc
+        else:
+            batch.seqs = seqs
+        batch.done.set()
 
     def close(self) -> None:
-        if not self._closed:
+        with self._cond:
+            if self._closed:
+                return
             self._closed = True
-            self._queue.put(None)
-            self._thread.join(timeout=30)
+            self._cond.notify_all()
+        self._thread.join(timeout=30)

@@ -24,6 +24,15 @@ from uuid import UUID
 
 from twinspace.canonical import canonical_json
 
+try:  # the fast path of entry_body (same bytes as canonical_json; see twinspace.canonical)
+    from orjson import OPT_SORT_KEYS as _SORT
+    from orjson import JSONEncodeError as _EncodeError
+    from orjson import dumps as _dumps
+except ImportError:  # pragma: no cover - without orjson every entry takes the general path
+    _dumps = None
+    _SORT = 0
+    _EncodeError = TypeError
+
 FORMAT_VERSION = 1
 ZERO_HASH = "0" * 64
 MAX_DETAILS_BYTES = 16_384
@@ -112,11 +121,52 @@ def canonical(obj: Any) -> bytes:
     return canonical_json(obj)
 
 
+def _flat_details(details: Any) -> dict[str, Any] | None:
+    """``sanitize(details)`` for the usual case — a flat dict of strings, ints, bools and None under
+    ASCII string keys — in one loop, or None when the general path must decide. The result is also
+    in the subset whose RFC 8785 form is sorted-key JSON (ints are cut below 2^53 by sanitize)."""
+    if type(details) is not dict:
+        return None
+    out = {}
+    for k, v in details.items():
+        if type(k) is not str or not k.isascii():
+            return None
+        tv = type(v)
+        if tv is str:
+            if _is_secret_key(k):
+                out[k] = "[redacted]"
+            elif len(v) <= _MAX_STRING or (k in _SIGNED_KEYS and len(v) <= _MAX_SIGNED):
+                out[k] = v
+            else:
+                out[k] = v[:_MAX_STRING] + f"…[{len(v)} chars]"
+        elif tv is int:
+            out[k] = v if -2**53 < v < 2**53 else str(v)
+        elif v is None or tv is bool:
+            out[k] = v
+        else:
+            return None
+    return out
+
+
 def entry_body(seq: int, prev: str, ev: Event, now: datetime, now_iso: str | None = None) -> bytes:
     """``now_iso``: ``now`` already formatted (a batch formats its shared timestamp once)."""
-    details = sanitize(ev.details or {})
     stamp = now_iso if ev.time is None and now_iso is not None else \
         (ev.time or now).astimezone(timezone.utc).isoformat()
+    details = _flat_details(ev.details or {})
+    if details is not None and _dumps is not None and type(ev.kind) is str and type(ev.outcome) is str \
+            and (ev.actor is None or type(ev.actor) is str) and (ev.asset_id is None or type(ev.asset_id) is str) \
+            and (ev.agreement_id is None or type(ev.agreement_id) is str):
+        # Keys in sorted order, every value in the plain subset: RFC 8785 is sorted-key JSON here.
+        try:
+            data = _dumps({"_prev": prev, "_seq": seq, "_v": FORMAT_VERSION, "actor": ev.actor,
+                           "agreement_id": ev.agreement_id, "asset_id": ev.asset_id, "details": details,
+                           "kind": ev.kind, "outcome": ev.outcome, "time": stamp}, option=_SORT)
+        except _EncodeError:  # a lone surrogate, say: the reference implementation decides
+            data = None
+        if data is not None and len(data) <= MAX_DETAILS_BYTES + 1024 and type(seq) is int \
+                and -2**53 < seq < 2**53:
+            return data
+    details = sanitize(ev.details or {})
     body = {"_prev": prev, "_seq": seq, "_v": FORMAT_VERSION, "kind": ev.kind, "actor": ev.actor,
             "outcome": ev.outcome, "asset_id": ev.asset_id, "agreement_id": ev.agreement_id,
             "details": details, "time": stamp}
