@@ -1,6 +1,7 @@
 """``twinspace demo --serve`` leaves a broker running on the demo's own data: the served application must
-open .twinspace-demo (not the default ./.twinspace, which a cached get_settings() used to point at) and
-its console must accept the key files the demo wrote."""
+open .twinspace-demo (not the default ./.twinspace, which a cached get_settings() used to point at), its
+console must accept the key files the demo wrote, and the providers' connectors stay up beside it (the
+console admits their origins, since the browser pulls data from them)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from tests.console.conftest import console_login
 
 
 def test_demo_serve_serves_the_demo_data_and_its_keys_log_in(tmp_path, monkeypatch):
-    import uvicorn
+    import httpx
 
-    from twinspace.demo.run import run_demo
+    import twinspace.demo.run as demo_run
     from broker.settings import get_settings
 
     monkeypatch.chdir(tmp_path)
@@ -26,17 +27,27 @@ def test_demo_serve_serves_the_demo_data_and_its_keys_log_in(tmp_path, monkeypat
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TWINSPACE_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/not-the-demo")
     served = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+
+    def serve_once(ctx, broker):  # instead of waiting for Ctrl-C: look at what --serve leaves running
+        served.update(app=broker.app, url=broker.url, connectors={k: c.endpoint for k, c in ctx.connectors.items()})
+        demo_run_serve(ctx, broker)  # prints the participants and connectors, returns when the server stops
+        for endpoint in served["connectors"].values():
+            served.setdefault("healthy", []).append(httpx.get(endpoint + "/healthz", timeout=5).status_code)
+
+    demo_run_serve = demo_run._serve_forever
+    monkeypatch.setattr(demo_run, "_serve_forever", lambda ctx, broker: (broker.stop(), serve_once(ctx, broker)))
     out = io.StringIO()
     try:
-        assert run_demo(serve=True, port=8765, console=Console(file=out, width=200)) == 0, out.getvalue()
-        assert served["host"] == "127.0.0.1" and served["port"] == 8765
+        assert demo_run.run_demo(serve=True, port=8765, console=Console(file=out, width=200)) == 0, out.getvalue()
+        assert served["url"] == "http://127.0.0.1:8765"
+        assert served["healthy"] == [200] * len(served["connectors"]) and served["connectors"]
         data_dir = tmp_path / ".twinspace-demo"
-        assert str(data_dir / "keys") in out.getvalue().replace("\n", "")
+        text = out.getvalue().replace("\n", "")
+        assert str(data_dir / "keys") in text or ".twinspace-demo/keys" in text
+        assert all(endpoint in out.getvalue() for endpoint in served["connectors"].values())
         assert not (tmp_path / ".twinspace").exists()
         app = served["app"]
-        assert app.state.runtime.settings.data_dir == data_dir.resolve()
-        assert get_settings().data_dir == data_dir.resolve() and get_settings().database_url is None
+        assert app.state.runtime.settings.data_dir.resolve() == (data_dir / "broker").resolve()
         with TestClient(app, base_url="https://testserver") as http:
             assert http.get("/healthz").json()["status"] == "ok"
             key = load_private_key(data_dir / "keys" / "smart-mobility-ltd.pem")
@@ -47,5 +58,7 @@ def test_demo_serve_serves_the_demo_data_and_its_keys_log_in(tmp_path, monkeypat
             console_login(http, orgs["Smart Mobility Ltd"], key)
             catalog = http.get("/console/catalog", headers={"Accept": "text/html"})
             assert catalog.status_code == 200 and "Taipei public parking lots" in catalog.text
+            csp = catalog.headers["content-security-policy"]
+            assert all(endpoint in csp for endpoint in served["connectors"].values())  # connect-src
     finally:
         get_settings.cache_clear()
