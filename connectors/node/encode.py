@@ -17,6 +17,9 @@ from twinspace.dataplane import merge_obligations
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json",
                "parquet": "application/vnd.apache.parquet"}
 BATCH_ROWS = 8192
+# The writers' buffers come from the system allocator: freed at once, so a long stream does not leave
+# the process bigger (Arrow's default mimalloc pool retains freed pages; benchmarks/stream_bench.py).
+POOL = pa.system_memory_pool()
 
 
 def apply_obligations(table: pa.Table, *, max_rows: int | None, columns: list[str] | None,
@@ -108,9 +111,9 @@ def encode(table, fmt: str, batch_rows: int = BATCH_ROWS) -> Iterator[bytes]:
     sink = _Sink()
     stream = pa.PythonFile(sink, mode="w")
     if fmt == "csv":
-        writer = pacsv.CSVWriter(stream, schema)
+        writer = pacsv.CSVWriter(stream, schema, memory_pool=POOL)
     else:
-        writer = pq.ParquetWriter(stream, schema)
+        writer = pq.ParquetWriter(stream, schema, memory_pool=POOL)
     wrote = False
     for batch in batches:
         if fmt == "csv":
