@@ -325,7 +325,13 @@ function setupDownloads() {
         const receipt = res.headers.get("X-TwinSpace-Receipt");
         if (receipt) {
           try {
-            const r = await acknowledge(box, key, kid, address.transfer_id, receipt, bytes);
+            let r;
+            for (let attempt = 0; ; attempt++) {  // the connector's receipt may still be on its way to the broker
+              try { r = await acknowledge(box, key, kid, address.transfer_id, receipt, bytes); break; } catch (err) {
+                if (attempt >= 10 || !/receipt_not_found/.test(err.message)) throw err;
+                await new Promise((done) => setTimeout(done, 300));
+              }
+            }
             note = r.matches ? " Receipt " + receipt + " countersigned." : " The receipt does not match what arrived.";
           } catch (err) {
             note = " (Receipt not acknowledged: " + err.message + ")";
