@@ -26,6 +26,9 @@ from twinspace.audit.entries import ZERO_HASH, Event, entry_body, leaf_hex
 _STATEMENTS: dict[str, tuple[str, str, str, str, str]] = {}
 _COLUMNS = ("seq", "created_at", "kind", "actor", "outcome", "asset_id", "agreement_id", "body")
 _sha256 = hashlib.sha256
+_UNNEST_INSERT = ("INSERT INTO audit_entry (seq, created_at, kind, actor, outcome, asset_id, agreement_id, body) "
+                  "SELECT * FROM unnest(%b::int8[], %b::timestamptz[], %b::text[], %b::text[], %b::text[], "
+                  "%b::text[], %b::text[], %b::text[])")
 
 
 def _statements(conn: Connection) -> tuple[str, str, str, str, str] | None:
@@ -125,9 +128,10 @@ def append(conn: Connection, events: list[Event]) -> list[int]:
                "UPDATE audit_head SET last_leaf_hash = :h WHERE id = 1")
         cur = _CoreCursor(conn)
         to_db = None
-        positional = False
+        positional = unnest = False
     else:
         positional = True
+        unnest = conn.dialect.driver == "psycopg"
         if not conn.in_transaction():
             conn.begin()
         begin_write(conn)  # the raw cursor bypasses SQLAlchemy's events: take the SQLite write mutex here
@@ -150,6 +154,8 @@ def append(conn: Connection, events: list[Event]) -> list[int]:
             rows = [dict(zip(_COLUMNS, r)) for r in rows]
         if len(rows) == 1:
             cur.execute(sql[3], rows[0])
+        elif unnest:  # one statement, eight array parameters: no per-row protocol round
+            cur.execute(_UNNEST_INSERT, [list(col) for col in zip(*rows)])
         else:
             cur.executemany(sql[3], rows)
         cur.execute(sql[4], {"h": prev})
