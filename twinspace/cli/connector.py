@@ -200,6 +200,9 @@ def serve(data_dir: Path = typer.Option(..., "--data-dir", envvar="TWINSPACE_CON
           pop_max_age: int = typer.Option(120, "--pop-max-age", envvar="TWINSPACE_CONNECTOR_POP_MAX_AGE", min=5,
                                           max=3600, help="Oldest proof of possession (seconds) a pull may carry; "
                                           "each is single-use either way."),
+          cors_origin: list[str] = typer.Option([], "--cors-origin", envvar="TWINSPACE_CONNECTOR_CORS_ORIGINS",
+                                                help="A browser origin allowed to pull from here, e.g. the broker "
+                                                "console's http://127.0.0.1:8000 (repeatable; default: none)."),
           *, conn: Connection) -> None:
     """Run this provider's connector: it holds the rows and is the policy enforcement point; consumers
     pull from it directly under broker-countersigned agreements (docs/data-plane.md)."""
@@ -228,7 +231,11 @@ def serve(data_dir: Path = typer.Option(..., "--data-dir", envvar="TWINSPACE_CON
         fail(f"{exc.detail}", f"check --broker {conn.broker} (and --public-url)", 2)
     console.print(f"connector of {escape(conn.org)} at {escape(config.endpoint)} serving {escape(str(data_dir))} "
                   f"({len(config.store.list())} files)")
-    uvicorn.run(create_node_app(config), host=host, port=port, log_level="warning")
+    try:
+        app = create_node_app(config, cors_origins=list(cors_origin))
+    except (ValueError, TwinSpaceError) as exc:
+        fail(f"--cors-origin: {exc}", "give exact origins such as https://console.example.org", 2)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @connector_app.command()

@@ -76,6 +76,7 @@ class ConnectorProcess:
     broker_url: str
     audience: str
     port: int = field(default_factory=free_port)
+    cors_origins: list[str] = field(default_factory=list)  # the broker console's origin(s): browser pulls
     process: subprocess.Popen | None = None
     log_file: Path | None = None
 
@@ -90,6 +91,8 @@ class ConnectorProcess:
                    "--host", "127.0.0.1", "--port", str(self.port), "--public-url", self.endpoint,
                    "--broker", self.broker_url, "--org", self.org_id, "--key", str(self.key_file),
                    "--audience", self.audience]
+        for origin in self.cors_origins:
+            command += ["--cors-origin", origin]
         env = {k: v for k, v in os.environ.items() if not k.startswith("TWINSPACE_")}
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,

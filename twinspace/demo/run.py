@@ -105,8 +105,10 @@ def _connector_process(ctx: DemoContext, label: str) -> Any:
     from twinspace.demo.connectors import ConnectorProcess
 
     org = ctx.participants[label].org
-    return ConnectorProcess(label, org.org_id, org.key_file, ctx.base / "connectors" / label,
-                            broker_url=str(ctx.http.base_url).rstrip("/"), audience=ctx.settings.issuer).start()
+    broker_url = str(ctx.http.base_url).rstrip("/")
+    console = [broker_url, broker_url.replace("://127.0.0.1:", "://localhost:")]  # the console pulls from the browser
+    return ConnectorProcess(label, org.org_id, org.key_file, ctx.base / "connectors" / label, broker_url=broker_url,
+                            audience=ctx.settings.issuer, cors_origins=console).start()
 
 
 def step_participants(ctx: DemoContext) -> None:
