@@ -126,6 +126,30 @@ def baseline_sqlite(n: int, tmp: Path, batch: int = 256) -> float:
     return rate
 
 
+def baseline_sqlite_schema(n: int, tmp: Path, batch: int = 256) -> float:
+    """The same executemany into the broker's own ``audit_entry`` table (primary key, six secondary
+    indexes the filters use, append-only triggers): what the schema alone costs, with no audit work."""
+    import sqlite3
+
+    engine = make_engine(f"sqlite:///{tmp / 'schema.db'}")
+    migrate(engine)
+    engine.dispose()
+    conn = sqlite3.connect(tmp / "schema.db")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    rows_ = _rows(n)
+    t = time.perf_counter()
+    for b in range(0, n, batch):
+        with conn:
+            conn.executemany("INSERT INTO audit_entry (seq, created_at, kind, actor, outcome, asset_id, agreement_id, "
+                             "body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows_[b:b + batch])
+    rate = n / (time.perf_counter() - t)
+    conn.close()
+    add(f"baseline: sqlite3 executemany into the audit_entry schema (indexes), {batch} rows per commit", rate,
+        "rows/s")
+    return rate
+
+
 def baseline_pg(url: str, n: int, batch: int = 256) -> float:
     """The floor on PostgreSQL: psycopg executemany of plain INSERTs, same rows and batch size."""
     import psycopg
@@ -265,10 +289,13 @@ def bench_verify(n: int, tmp: Path) -> None:
     console.print(f"  wrote {n:,} entries ({path.stat().st_size / 1e6:.0f} MB) in {build:.1f} s", style="dim")
     from twinspace.audit.bundle import file_lines
 
-    t = time.perf_counter()
-    report = verify_log(file_lines(path), notes, vkey)
-    elapsed = time.perf_counter() - t
-    assert report.ok and report.entries == n, report.problems[:3]
+    runs = []
+    for _ in range(2):  # best of two, as for the hashlib limit below (a shared machine is noisy)
+        t = time.perf_counter()
+        report = verify_log(file_lines(path), notes, vkey)
+        runs.append(time.perf_counter() - t)
+        assert report.ok and report.entries == n, report.problems[:3]
+    elapsed = min(runs)
     add(f"full verification of {n:,} entries from JSONL ({len(notes)} checkpoints)", elapsed, "s",
         10.0 * n / 1_000_000, higher_is_better=False)
     floor = min(hashlib_limit(path) for _ in range(2))
@@ -371,8 +398,13 @@ def main() -> None:
         console.rule("appends")
         sqlite_rates = bench_appends("SQLite", f"sqlite:///{tmp / 'bench.db'}", appends)
         floor = baseline_sqlite(appends * 5, tmp)
+        schema_floor = baseline_sqlite_schema(appends * 5, tmp)
         add("ratio: SQLite append (256 per transaction) ÷ sqlite3 executemany", sqlite_rates["batch"] / floor, "×", 0.5)
         add("ratio: SQLite group commit ÷ sqlite3 executemany", sqlite_rates["group"] / floor, "×", 0.5)
+        add("ratio: audit_entry schema alone ÷ sqlite3 executemany (the ceiling of the two ratios above)",
+            schema_floor / floor, "×")
+        add("ratio: SQLite append (256 per transaction) ÷ executemany into the same schema",
+            sqlite_rates["batch"] / schema_floor, "×")
         url, schema = pg_url()
         if url:
             try:
