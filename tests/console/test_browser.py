@@ -200,8 +200,8 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
 
     # provider: who accessed what, then revoke
     provider.click("text=Access log")
-    expect(provider.locator("#access-events")).to_contain_text("transfer.pull")
-    expect(provider.locator("#access-events")).to_contain_text("Smart Mobility Ltd")
+    expect(provider.locator("#access-events")).to_contain_text("transfer.receipt")
+    expect(provider.locator("#access-events")).to_contain_text("Smart Mobility Ltd")  # its acknowledgement
     assert provider.locator("svg.chart").count() >= 1
     shot(provider, "07-provider-access-log")
     provider.goto(agreement_url)
