@@ -217,6 +217,7 @@ class GroupCommitWriter:
         self._cond = threading.Condition(threading.Lock())
         self._batches: list[_Batch] = []  # closed-to-the-writer order; the last one may still grow
         self._closed = False
+        self._last_size = 0
         self._thread = threading.Thread(target=self._run, name="audit-group-commit", daemon=True)
         self._thread.start()
 
@@ -248,7 +249,23 @@ class GroupCommitWriter:
                 while len(self._batches) == 1 and len(self._batches[0].events) < self.max_batch \
                         and not self._closed and (left := deadline - time.monotonic()) > 0:
                     self._cond.wait(left)
-            return self._batches.pop(0)  # from now on nobody adds to it
+            # Submitters woken by the previous batch are about to add their next event: let them (release
+            # the GIL and the lock) while the batch keeps growing, so it holds everyone's instead of half.
+            # Only under load (the previous batch held several events): a lone event waits for nothing.
+            for _ in range(8 if self._last_size > 1 else 0):
+                if len(self._batches) > 1 or len(self._batches[0].events) >= self.max_batch:
+                    break
+                before = len(self._batches[0].events)
+                self._cond.release()
+                try:
+                    time.sleep(0)
+                finally:
+                    self._cond.acquire()
+                if len(self._batches[0].events) == before:
+                    break
+            batch = self._batches.pop(0)  # from now on nobody adds to it
+            self._last_size = len(batch.events)
+            return batch
 
     def _run(self) -> None:
         while (batch := self._next()) is not None:
