@@ -182,9 +182,15 @@ def test_consumer_and_provider_negotiate_sign_download_and_revoke(browser, serve
     provider.click("#finalize")
     expect(provider.locator("#neg-state")).to_have_text("FINALIZED")
 
-    # consumer: download under the agreement, with a browser-signed proof of possession
+    # consumer: a preview of the first permitted rows, then the download, each pulled from the provider's
+    # connector with a browser-signed proof of possession
     consumer.reload()
     consumer.click("#agreement-link")
+    consumer.click("#preview")
+    consumer.wait_for_selector("#download-status.ok")
+    expect(consumer.locator("#preview-rows table.preview tbody tr")).to_have_count(10)
+    header = consumer.locator("#preview-rows th").all_inner_texts()
+    assert header and "owner_national_id" not in header  # de-identified columns only
     with consumer.expect_download() as info:
         consumer.click("#download")
     download = info.value

@@ -266,9 +266,10 @@ async function freshAddress(box) {
   return address;
 }
 
-async function pullFromConnector(key, kid, address, fmt) {
+async function pullFromConnector(key, kid, address, fmt, limit) {
   const url = new URL(address.endpoint);
   url.searchParams.set("format", fmt);
+  if (limit) url.searchParams.set("limit", String(limit));
   const proof = await signJwt(key, { alg: "EdDSA", typ: "twinspace-pop+jwt", kid },
     { htm: "GET", htu: url.pathname, iat: Math.floor(Date.now() / 1000), jti: randomId(),
       ath: b64url(await sha256(enc.encode(address.token))) });
@@ -297,10 +298,54 @@ async function acknowledge(box, key, kid, transferId, receiptId, bytes) {
   return postJson(box.dataset.transfers + encodeURIComponent(transferId) + "/acknowledgements", { ack });
 }
 
+const PREVIEW_ROWS = 10;
+
+// The first de-identified rows the agreement permits, pulled like a download (an access the connector
+// receipts and the usage counts) and shown as text only: nothing from the data is parsed as HTML.
+function renderPreview(target, rows) {
+  target.replaceChildren();
+  if (!rows.length) { target.textContent = "The agreement permits no rows."; return; }
+  const table = document.createElement("table");
+  table.className = "preview";
+  const head = table.createTHead().insertRow();
+  const names = Object.keys(rows[0]);
+  names.forEach((n) => { const th = document.createElement("th"); th.textContent = n; head.appendChild(th); });
+  const body = table.createTBody();
+  rows.forEach((row) => {
+    const tr = body.insertRow();
+    names.forEach((n) => { tr.insertCell().textContent = row[n] === null ? "" : String(row[n]); });
+  });
+  target.appendChild(table);
+}
+
+function setupPreview(box, out) {
+  const button = box.querySelector(".preview-button");
+  const target = box.querySelector(".preview-rows");
+  if (!button || !target) return;
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const { key, kid } = await currentKey(box);
+      status(out, "Getting a transfer token from the broker…");
+      const address = await freshAddress(box);
+      status(out, "Pulling the first rows from the provider's connector…");
+      const res = await pullFromConnector(key, kid, address, "json", PREVIEW_ROWS);
+      renderPreview(target, await res.json());
+      status(out, "The first " + (res.headers.get("X-TwinSpace-Rows") || "?") + " permitted rows, de-identified.", "ok");
+      await refreshParts(["transfers", "usage", "stepper"]);
+    } catch (err) {
+      status(out, "Preview refused: " + err.message, "bad");
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 function setupDownloads() {
   document.querySelectorAll(".downloader").forEach((box) => {
     setupKeyPick(box.querySelector(".keypick"));
     const out = box.querySelector(".download-status");
+    setupPreview(box, out);
     const button = box.querySelector(".download-button");
     button.addEventListener("click", async () => {
       button.disabled = true;
