@@ -109,3 +109,30 @@ def test_a_failed_batch_fails_every_waiter(tmp_path):
         with pytest.raises(Exception):
             t.result(10)
     writer.close()
+
+
+def test_a_cold_replica_loads_in_bulk_and_still_names_a_tampered_entry(tmp_path):
+    from broker.audit.service import LogIntegrityError, TreeView
+    from tests.audit.tamper_helpers import drop_append_only_guards
+    from twinspace.audit.merkle import MerkleTree
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'v.db'}")
+    migrate(engine)
+    with engine.begin() as conn:
+        append(conn, [Event("v", f"org-{i}", details={"i": i}) for i in range(300)])
+    bodies = [r[7].encode() for r in _rows(engine, 1)]
+    view = TreeView()
+    assert view.sync(engine) == 300
+    assert view.tree.levels == MerkleTree(__import__("hashlib").sha256(b"\x00" + b).digest() for b in bodies).levels
+    assert view.last_hash == leaf_hex(bodies[-1])
+    with engine.begin() as conn:
+        append(conn, [Event("v", "late")])
+    assert view.sync(engine) == 301  # follows incrementally
+
+    drop_append_only_guards(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE audit_entry SET body = replace(body, :a, :b) WHERE seq = 151"),
+                     {"a": '"i":150', "b": '"i":151'})
+    with pytest.raises(LogIntegrityError, match="audit entry 152 does not chain to entry 151"):
+        TreeView().sync(engine)
+    engine.dispose()

@@ -13,8 +13,10 @@ sanitised here, so that no caller can put a secret or bulk data into the log.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
+from itertools import chain
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -202,3 +204,16 @@ def chain_fields(line: bytes) -> tuple[int | None, str | None]:
     seq, prev = obj.get("_seq"), obj.get("_prev")
     return (seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
             prev if isinstance(prev, str) else None)
+
+
+_OPENING = b'{"_prev":"%b","_seq":%d,'.__mod__
+
+
+def openings_ok(bodies: list[bytes], leaf_hashes: list[bytes], first_seq: int, prev_hex: bytes) -> bool:
+    """Whether ``bodies[i]`` opens with ``{"_prev":"<hex of leaf_hashes[i-1]>","_seq":<first_seq+i>,``
+    (``prev_hex`` standing for the leaf before the first): a run of canonical entries with intact
+    sequence numbers and hash links, checked with one C-level ``startswith`` per entry. False says
+    only "look line by line"."""
+    prefixes = map(_OPENING, zip(chain((prev_hex,), map(binascii.hexlify, leaf_hashes)),
+                                 range(first_seq, first_seq + len(bodies))))
+    return all(map(bytes.startswith, bodies, prefixes))

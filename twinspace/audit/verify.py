@@ -19,20 +19,19 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from itertools import chain, islice
+from itertools import islice
 from operator import itemgetter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twinspace.audit.entries import _PREFIX, _SEQ_KEY, ZERO_HASH, chain_fields
+from twinspace.audit.entries import _PREFIX, _SEQ_KEY, ZERO_HASH, chain_fields, openings_ok
 from twinspace.audit.merkle import MerkleTree, ProofError, verify_consistency
 from twinspace.audit.note import Checkpoint, NoteError, Verifier, open_checkpoint, parse_vkey
 
 _BLOCK = 2048  # lines per fast-path run (fits the CPU cache; a bad run falls back line by line)
 FAST_PATH = True  # tests turn it off to check both paths report alike
 _LAST = itemgetter(-1)
-_OPENING = b'{"_prev":"%b","_seq":%d,'.__mod__
 _NL = b"\n"
 
 
@@ -244,8 +243,7 @@ def verify_log(lines: Iterable[bytes], checkpoint_notes: Iterable[str], vkey: Ve
             return False
         first = expected + (buf is not None)
         # every line must open with {"_prev":"<hex of the previous leaf hash>","_seq":<its number>,
-        prefixes = map(_OPENING, zip(chain((last_b,), map(hexlify, hs)), range(first, first + k)))
-        if not all(map(bytes.startswith, chunk, prefixes)):
+        if not openings_ok(chunk, hs, first, last_b):
             return False
         before = pos
         pos += k
