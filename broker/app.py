@@ -79,24 +79,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, settings:
     uvicorn.run("broker.app:create_app", factory=True, host=host, port=port, workers=workers,
                 timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
                 timeout_keep_alive=5, log_level=settings.log_level.lower())
-    _exit_after_shutdown()
+    from twinspace.shutdown import exit_after_shutdown
 
-
-def _exit_after_shutdown(grace: float = 1.0) -> None:
-    """uvicorn has drained and run the shutdown hooks; worker threads may still be blocked in a database
-    call for a request whose client is gone (they are not daemon threads, so the interpreter would wait
-    for them). Nothing they do is acknowledged any more — an uncommitted transaction rolls back — so
-    give them a moment, then leave."""
-    import os
-    import sys
-    import threading
-    import time
-
-    deadline = time.monotonic() + grace
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_after_shutdown()

@@ -200,6 +200,9 @@ def serve(data_dir: Path = typer.Option(..., "--data-dir", envvar="TWINSPACE_CON
           pop_max_age: int = typer.Option(120, "--pop-max-age", envvar="TWINSPACE_CONNECTOR_POP_MAX_AGE", min=5,
                                           max=3600, help="Oldest proof of possession (seconds) a pull may carry; "
                                           "each is single-use either way."),
+          graceful_shutdown: float = typer.Option(3.0, "--graceful-shutdown", min=0, max=60,
+                                                  help="Seconds in-flight pulls get after SIGTERM before the "
+                                                  "connector exits anyway (undelivered receipts stay in the outbox)."),
           cors_origin: list[str] = typer.Option([], "--cors-origin", envvar="TWINSPACE_CONNECTOR_CORS_ORIGINS",
                                                 help="A browser origin allowed to pull from here, e.g. the broker "
                                                 "console's http://127.0.0.1:8000 (repeatable; default: none)."),
@@ -235,7 +238,11 @@ def serve(data_dir: Path = typer.Option(..., "--data-dir", envvar="TWINSPACE_CON
         app = create_node_app(config, cors_origins=list(cors_origin))
     except (ValueError, TwinSpaceError) as exc:
         fail(f"--cors-origin: {exc}", "give exact origins such as https://console.example.org", 2)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=graceful_shutdown,
+                timeout_keep_alive=5)
+    from twinspace.shutdown import exit_after_shutdown
+
+    exit_after_shutdown()
 
 
 @connector_app.command()
