@@ -24,6 +24,7 @@ from twinspace.errors import BadRequest, NotFound, PayloadTooLarge, TwinSpaceErr
 
 log = logging.getLogger("twinspace.connector")
 PROBLEM = "application/problem+json"
+RETRY_AFTER_SECONDS = 1  # a busy broker or a full store: retryable answers say when (429 and 503)
 
 
 def problem_response(status: int, code: str, title: str, detail: str, extra: dict[str, Any] | None = None,
@@ -32,7 +33,8 @@ def problem_response(status: int, code: str, title: str, detail: str, extra: dic
             "code": code, **(extra or {})}
     if instance:
         body["instance"] = instance
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status in (429, 503) else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 class OwnershipRequest(BaseModel):

@@ -137,8 +137,6 @@ def test_overload_answers_503_never_500(tmp_path):
         broker.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="the connector's problem responses carry no Retry-After header yet "
-                                       "(connectors/node/app.py renders TwinSpaceError without headers)")
 def test_overload_503_at_the_connector_carries_retry_after(tmp_path):
     broker = _overloaded(tmp_path)
     connector = None
