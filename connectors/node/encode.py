@@ -25,10 +25,17 @@ POOL = pa.system_memory_pool()
 def apply_obligations(table: pa.Table, *, max_rows: int | None, columns: list[str] | None,
                       requested_columns: list[str] | None = None) -> pa.Table:
     """Project to the permitted columns (in table order; a requested subset narrows further) and cut
-    to the row limit. Columns neither permitted nor present are never served."""
+    to the row limit. Columns neither permitted nor present are never served; asking for one is an
+    error that names it (the consumer knows the schema from the catalog), not a silently empty answer."""
+    from twinspace.errors import Unprocessable
+
     names = table.column_names
     keep = names if columns is None else [c for c in names if c in set(columns)]
     if requested_columns is not None:
+        unknown = [c for c in requested_columns if c not in set(keep)]
+        if unknown:
+            raise Unprocessable("Not available under this agreement: " + ", ".join(unknown[:20]) + ".",
+                                code="column_not_permitted", extra={"available": keep})
         keep = [c for c in keep if c in set(requested_columns)]
     table = table.select(keep)
     if max_rows is not None and table.num_rows > max_rows:

@@ -187,9 +187,13 @@ def test_valid_pull_serves_permitted_rows_and_a_verifying_receipt(node, broker):
 
 def test_columns_subset_json_and_agreement_obligations(node, broker):
     broker.agreement_obligations = {"max_rows": 5}
-    r = pull(node, broker.mint(node.sha), key=broker.consumer_key, fmt="json", columns="area,owner")
+    r = pull(node, broker.mint(node.sha), key=broker.consumer_key, fmt="json", columns="area")
     assert r.status_code == 200, r.text
     assert r.json() == [{"area": 100.0 + i} for i in range(5)]
+    # a column the agreement does not permit is named in the refusal, never silently dropped
+    body = assert_problem(pull(node, broker.mint(node.sha), key=broker.consumer_key, fmt="json",
+                               columns="area,owner"), 422, "column_not_permitted")
+    assert "owner" in body["detail"] and "owner" not in body["available"]
     r = pull(node, broker.mint(node.sha), key=broker.consumer_key, fmt="parquet")
     import pyarrow.parquet as pq
 
