@@ -27,17 +27,10 @@ from broker.runtime import Runtime
 from broker.settings import Settings
 from twinspace.client.broker import BrokerClient, negotiate
 from twinspace.demo.connectors import ConnectorProcess
+from twinspace.testing.serving import free_port  # noqa: F401  (re-exported for the fault tests)
 from twinspace.transfer_tokens import make_pop
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

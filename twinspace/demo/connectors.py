@@ -1,5 +1,4 @@
-"""The demo's processes: the broker served on loopback, and each provider's connector as its own
-process (own port, own key, own data directory), as in a real deployment — the broker never holds a row.
+"""The demo's processes: each provider's connector as its own process (own port, own key, own data directory), as in a real deployment — the broker never holds a row.
 
     <demo root>/broker/           the broker's state (database, broker key, audit)
     <demo root>/keys/             each participant's private key (what it keeps on its own machine)
@@ -10,59 +9,15 @@ process (own port, own key, own data directory), as in a real deployment — the
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class ServedBroker:
-    """The broker app served by uvicorn in a thread on a loopback socket bound here."""
-
-    app: object
-    port: int = 0
-    server: object = None
-    thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "ServedBroker":
-        import uvicorn
-
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True,
-                                       name="demo-broker")
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the demo broker did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        if self.thread is not None:
-            self.thread.join(timeout=10)
+from twinspace.testing.serving import free_port
 
 
 @dataclass

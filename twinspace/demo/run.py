@@ -162,11 +162,11 @@ def run_demo(*, data_dir: Path | None = None, serve: bool = False, port: int = 8
     console.print(f"Broker state: {settings.data_dir}; provider connectors: {root / 'connectors'}")
     served, ctx = None, None
     try:
-        from twinspace.demo.connectors import ServedBroker
+        from twinspace.testing.serving import ThreadedServer
 
         runtime = Runtime.start(settings)
         app = create_app(settings, runtime=runtime)
-        served = ServedBroker(app, port=port if serve else 0).start()
+        served = ThreadedServer(app, port=port if serve else 0, name="demo-broker").start()
         http = httpx.Client(base_url=served.url, timeout=120.0)
         ctx = DemoContext(console, settings, runtime, app, http, root=root, connector_factory=_connector_process)
         if audit_bundle is not None:  # what an auditor takes away: kept after the demo's state is removed
@@ -205,7 +205,7 @@ def _serve_forever(ctx: DemoContext, served) -> None:
     ctx.console.print(f"Serving the demo broker on {served.url} (console at {served.url}/console; log in with a "
                       f"key from {ctx.base / 'keys'}). Ctrl-C stops it.")
     try:
-        while served.thread.is_alive():
+        while served.thread is not None and served.thread.is_alive():
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
