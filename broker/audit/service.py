@@ -68,9 +68,19 @@ class TreeView:
         with self.lock:
             table = AuditEntry.__table__
             with engine.connect() as conn:
+                mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(conn.dialect.paramstyle)
                 while True:
-                    rows = conn.execute(select(table.c.seq, table.c.body).where(table.c.seq > self.tree.size)
-                                        .order_by(table.c.seq).limit(_SYNC_CHUNK)).all()
+                    if mark is not None:  # the driver's cursor: plain tuples, no result-row processing
+                        cur = conn.connection.cursor()
+                        try:
+                            cur.execute(f"SELECT seq, body FROM audit_entry WHERE seq > {mark} ORDER BY seq "
+                                        f"LIMIT {mark}", (self.tree.size, _SYNC_CHUNK))
+                            rows = cur.fetchall()
+                        finally:
+                            cur.close()
+                    else:
+                        rows = conn.execute(select(table.c.seq, table.c.body).where(table.c.seq > self.tree.size)
+                                            .order_by(table.c.seq).limit(_SYNC_CHUNK)).all()
                     if not self._add_run(rows):
                         for seq, body in rows:
                             self._add(seq, body.encode())
