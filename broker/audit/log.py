@@ -110,6 +110,16 @@ class _CoreCursor:
         pass
 
 
+def _text_only(rows: list[tuple]) -> bool:
+    """actor, asset_id, agreement_id are str or None in every row (text[] arrays; a caller passing
+    another type gets the per-row executemany, and the driver's casts, as before)."""
+    for r in rows:
+        for v in r[3:7]:
+            if v is not None and type(v) is not str:
+                return False
+    return True
+
+
 def append(conn: Connection, events: list[Event]) -> list[int]:
     """Append events in the connection's current transaction; returns their sequence numbers.
 
@@ -154,7 +164,7 @@ def append(conn: Connection, events: list[Event]) -> list[int]:
             rows = [dict(zip(_COLUMNS, r)) for r in rows]
         if len(rows) == 1:
             cur.execute(sql[3], rows[0])
-        elif unnest:  # one statement, eight array parameters: no per-row protocol round
+        elif unnest and _text_only(rows):  # one statement, eight array parameters: no per-row protocol round
             cur.execute(_UNNEST_INSERT, [list(col) for col in zip(*rows)])
         else:
             cur.executemany(sql[3], rows)

@@ -136,3 +136,18 @@ def test_a_cold_replica_loads_in_bulk_and_still_names_a_tampered_entry(tmp_path)
     with pytest.raises(LogIntegrityError, match="audit entry 152 does not chain to entry 151"):
         TreeView().sync(engine)
     engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_batch_with_a_non_string_id_is_stored_like_single_appends(database_url, tmp_path):
+    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'n.db'}")
+    migrate(engine)
+    events = [Event("n", "org-1"), Event("n", 42, asset_id=7)]  # type: ignore[arg-type]
+    with engine.begin() as conn:
+        assert append(conn, events) == [1, 2]
+    for ev in events:
+        with engine.begin() as conn:
+            append(conn, [ev])
+    rows = _rows(engine, 1)
+    assert [r[3:6] for r in rows[:2]] == [r[3:6] for r in rows[2:]]
+    engine.dispose()
