@@ -6,18 +6,15 @@ the consumer. Private, loopback and link-local addresses are refused unless allo
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import socket
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.node.config import NodeConfig
 from connectors.node.encode import apply_obligations, encode
 from connectors.node.pep import FORMATS, Enforcer, Pull
+from twinspace import netguard
 from twinspace.dataplane import merge_obligations
 from twinspace.errors import BadGateway, BadRequest, Forbidden, NotFound, Unauthorized
 
@@ -29,22 +26,14 @@ class PushRequest(BaseModel):
 
 
 def check_destination(url: str, allow: list[str]) -> None:
-    """Refuse non-http(s) URLs and hosts resolving to non-public addresses (unless in ``allow``)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest("The push endpoint is not an http(s) URL.", code="invalid_push_endpoint")
+    """The consumer's push address: an http(s) URL whose every address is public (or in ``allow``)."""
+    from twinspace import netguard
+
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-                                   proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        raise BadGateway("The push endpoint's host does not resolve.", code="push_unreachable") from None
-    networks = [ipaddress.ip_network(n, strict=False) for n in allow]
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%")[0])
-        if any(addr in net for net in networks):
-            continue
-        if not addr.is_global or addr.is_loopback or addr.is_link_local or addr.is_private or addr.is_multicast:
-            raise Forbidden("The push endpoint is not a public address.", code="push_destination_refused")
+        netguard.check(url, allow)
+    except BadGateway:
+        raise Forbidden("The push endpoint is not an http(s) URL at a public address.",
+                        code="push_destination_refused") from None
 
 
 def router_for(config: NodeConfig, pep: Enforcer) -> APIRouter:
@@ -79,11 +68,11 @@ def router_for(config: NodeConfig, pep: Enforcer) -> APIRouter:
             headers["Authorization"] = target["authorization"]
         complete = False
         status = None
-        try:
-            with httpx.Client(timeout=60.0, follow_redirects=False) as client:
-                status = client.post(target["endpoint"], content=data, headers=headers).status_code
+        try:  # pinned to the address just checked: a second DNS answer cannot move it (rebinding)
+            status = netguard.request(config.push_allow_networks, "POST", target["endpoint"], "", content=data,
+                                      headers=headers, timeout=60.0, max_bytes=1 << 16).status_code
             complete = 200 <= status < 300
-        except httpx.HTTPError:
+        except BadGateway:
             complete = False
         receipt = pep.receipt(plan, rows=plan.rows, nbytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
                               complete=complete)
