@@ -478,6 +478,18 @@ def main() -> int:
         if name not in CONFIGS:
             ap.error(f"unknown config {name!r}")
     best: dict[str, dict] = {}
+    try:
+        _run_rounds(args, names, tmp, best)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.rounds > 1:
+        print(f"\nper config, the round with the most pulls/s of {args.rounds}:")
+    report([best[name] for name in names], args.markdown)
+    print(f"\nwall time {time.perf_counter() - began:.0f} s, load average at the end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+def _run_rounds(args, names: list[str], tmp: Path, best: dict[str, dict]) -> None:
     for round_no in range(args.rounds):
         # Alternate the order (1 2 3, 3 2 1, ...) so that a load change on a shared machine hits all alike.
         for name in names if round_no % 2 == 0 else names[::-1]:
@@ -488,12 +500,6 @@ def main() -> int:
             print(f"{name:10} up in {r['startup']:.1f} s{via}, set up + warm-up {r['setup']:.1f} s: "
                   f"pulls {r['pull'].rps:.1f}/s ({r['pull'].detail()}), decisions {r['decide'].rps:.1f}/s "
                   f"({r['decide'].detail()}), two connectors {r['pair'].rps:.1f}/s ({r['pair'].detail()})", flush=True)
-    if args.rounds > 1:
-        print(f"\nper config, the round with the most pulls/s of {args.rounds}:")
-    report([best[name] for name in names], args.markdown)
-    print(f"\nwall time {time.perf_counter() - began:.0f} s, load average at the end {os.getloadavg()[0]:.1f}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":
