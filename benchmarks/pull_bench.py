@@ -103,7 +103,7 @@ def decision_request(broker: Broker, bearer: str, transfer_id: str) -> bytes:
     import secrets
 
     body = json.dumps({"transfer_id": transfer_id, "token_jti": "bench_" + secrets.token_hex(8),
-                       "nonce": secrets.token_urlsafe(24), "format": "csv"}).encode()
+                       "token_generation": 0, "nonce": secrets.token_urlsafe(24), "format": "csv"}).encode()
     return (f"POST /dataplane/decisions HTTP/1.1\r\nHost: 127.0.0.1:{broker.port}\r\n"
             f"Authorization: Bearer {bearer}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body

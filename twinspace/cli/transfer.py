@@ -6,7 +6,6 @@ your key, writes the file, and countersigns the connector's receipt (``transfer_
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -120,29 +119,36 @@ def download(transfer_id: str = typer.Argument(..., help="Transfer id from `tran
             raise CliError(f"transfer {pid} has no data address", "is it a STARTED PULL transfer? "
                            "`twinspace transfer show`") from None
         progress.update(task, description="pull")
+
+        def moved(nbytes: int, headers) -> None:  # bytes as they arrive; the rows are known from the start
+            rows = headers.get("X-TwinSpace-Rows")
+            progress.update(task, advance=nbytes, description=f"pull {rows} rows" if rows else "pull")
+
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
         try:
-            data = client.transfer_pull(start_msg, fmt=fmt, columns=cols, fresh_token=False, acknowledge=False)
+            with tmp.open("wb") as fh:  # streamed to disk: a large transfer is never held in memory
+                got = client.transfer_pull_to(start_msg, fh, fmt=fmt, columns=cols, fresh_token=False,
+                                              acknowledge=False, on_chunk=moved)
         except Exception as exc:  # noqa: BLE001 - every connector failure becomes one sentence
+            tmp.unlink(missing_ok=True)
             raise _connector_failure(exc, endpoint) from None
-        progress.update(task, total=len(data), completed=len(data))
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
-    tmp.write_bytes(data)
+        progress.update(task, total=got["bytes"], completed=got["bytes"])
     os.replace(tmp, out)
-    sha = hashlib.sha256(data).hexdigest()
-    receipt = getattr(client, "last_receipt", None)
+    sha, nbytes = got["sha256"], got["bytes"]
+    receipt = got["receipt"]
     acked, ack_error = None, None
     if acknowledge and receipt:
         try:
-            acked = bool(client.transfer_acknowledge(pid, receipt, sha, len(data)).get("matches"))
+            acked = bool(client.transfer_acknowledge(pid, receipt, sha, nbytes).get("matches"))
         except Exception as exc:  # noqa: BLE001 - the data is written; the countersignature is reported
             problem = getattr(exc, "problem", None)
             ack_error = str((problem.get("detail") if isinstance(problem, dict) else None) or exc)[:200]
     if as_json:
         emit_json({"transfer": pid, "agreement": tp.get("agreementId"), "connector": endpoint, "out": str(out),
-                   "bytes": len(data), "sha256": sha, "format": fmt, "receipt": receipt, "acknowledged": acked,
+                   "bytes": nbytes, "sha256": sha, "format": fmt, "receipt": receipt, "acknowledged": acked,
                    **({"ack_error": ack_error} if ack_error else {})})
         return
-    console.print(f"wrote {len(data):,} bytes ({fmt}) to {out}")
+    console.print(f"wrote {nbytes:,} bytes ({fmt}) to {out}")
     console.print(f"  from {endpoint}  sha256 {sha}")
     if receipt:
         note = {True: "countersigned", False: "countersigned, but it does not match what arrived",

@@ -272,10 +272,23 @@ class BrokerClient:
 
     def transfer_pull(self, start: dict[str, Any], fmt: str = "csv", columns: list[str] | None = None, *,
                       fresh_token: bool = True, acknowledge: bool = False, limit: int | None = None) -> bytes:
-        """Pull the data from the provider's connector (the DataAddress endpoint): a fresh transfer token
-        (each is single-use; ``fresh_token=False`` presents the one in ``start``) and a fresh proof of
-        possession signed here; no broker token is sent to the connector. The receipt id the connector
-        answers with is kept in ``last_receipt``; ``acknowledge`` countersigns it with what arrived."""
+        """Pull the data from the provider's connector into memory (``transfer_pull_to`` streams it to a
+        file); see there."""
+        import io
+
+        sink = io.BytesIO()
+        self.transfer_pull_to(start, sink, fmt, columns, fresh_token=fresh_token, acknowledge=acknowledge,
+                              limit=limit)
+        return sink.getvalue()
+
+    def transfer_pull_to(self, start: dict[str, Any], sink: Any, fmt: str = "csv", columns: list[str] | None = None,
+                         *, fresh_token: bool = True, acknowledge: bool = False, limit: int | None = None,
+                         on_chunk: Any = None) -> dict[str, Any]:
+        """Stream the data from the provider's connector (the DataAddress endpoint) into ``sink`` (a
+        binary file): a fresh transfer token (each is single-use; ``fresh_token=False`` presents the one in
+        ``start``) and a fresh proof of possession signed here; no broker token is sent to the connector.
+        ``on_chunk(nbytes, headers)`` follows the progress. Returns ``{bytes, sha256, rows, receipt}``; the
+        receipt id is also kept in ``last_receipt``; ``acknowledge`` countersigns it with what arrived."""
         import hashlib
 
         from twinspace.transfer_tokens import make_pop
@@ -290,16 +303,28 @@ class BrokerClient:
                   **({"limit": limit} if limit is not None else {})}
         headers = {"TwinSpace-Transfer-Token": token,
                    "TwinSpace-PoP": make_pop(self.private_key, method="GET", path=path, token=token)}
-        if self.connector_http is not None:
-            response = self.connector_http.get(endpoint, params=params, headers=headers)
-        else:
-            with httpx.Client(timeout=self.http.timeout, follow_redirects=False) as http:
-                response = http.get(endpoint, params=params, headers=headers)
-        data = self._raw(response)
-        self.last_receipt = response.headers.get("X-TwinSpace-Receipt")
+        http = self.connector_http or httpx.Client(timeout=self.http.timeout, follow_redirects=False)
+        digest, size = hashlib.sha256(), 0
+        try:
+            with http.stream("GET", endpoint, params=params, headers=headers) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._check(response)
+                for chunk in response.iter_bytes():
+                    sink.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if on_chunk is not None:
+                        on_chunk(len(chunk), response.headers)
+                answer = {"bytes": size, "sha256": digest.hexdigest(), "rows": response.headers.get("X-TwinSpace-Rows"),
+                          "receipt": response.headers.get("X-TwinSpace-Receipt")}
+        finally:
+            if http is not self.connector_http:
+                http.close()
+        self.last_receipt = answer["receipt"]
         if acknowledge and pid and self.last_receipt:
-            self.transfer_acknowledge(pid, self.last_receipt, hashlib.sha256(data).hexdigest(), len(data))
-        return data
+            self.transfer_acknowledge(pid, self.last_receipt, answer["sha256"], size)
+        return answer
 
     def transfer_acknowledge(self, transfer_id: str, receipt_id: str, sha256: str, nbytes: int) -> dict[str, Any]:
         """Countersign a connector's receipt: "I received ``nbytes`` bytes with SHA-256 ``sha256``"."""
