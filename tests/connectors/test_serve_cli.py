@@ -66,6 +66,31 @@ def test_serve_register_then_publish_to_the_connector(app, runtime, settings, tm
             proc.wait(30)
 
 
+def test_serve_with_register_registers_itself_once_serving(app, runtime, settings, tmp_path):
+    """``--register`` (as docker-compose runs it): the connector answers the broker's ownership challenge
+    after it has started, without a separate ``connector register``."""
+    from twinspace.client.broker import BrokerClient
+
+    org = create_org_with_key(runtime.engine, name="Water Dept", role="provider", key_dir=tmp_path / "keys")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWINSPACE_")}
+    with serve_app(app) as url:
+        proc = subprocess.Popen([sys.executable, "-m", "twinspace.cli.main", "connector", "serve", "--data-dir",
+                                 str(tmp_path / "c"), "--port", str(port), "--register", "--broker", url, "--org",
+                                 org.org_id, "--key", str(org.key_file), "--audience", settings.issuer], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            client = BrokerClient(httpx.Client(base_url=url), org.org_id, org.private_key, audience=settings.issuer)
+            deadline = time.time() + 40
+            while not any(c["endpoint"] == endpoint for c in client.connectors()):
+                assert proc.poll() is None and time.time() < deadline, "the connector did not register itself"
+                time.sleep(0.3)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+
+
 def test_serve_and_register_fail_with_a_message(tmp_path):
     key = tmp_path / "k.pem"
     from twinspace.crypto import generate_key, save_private_key

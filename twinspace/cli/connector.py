@@ -206,6 +206,8 @@ def serve(data_dir: Path = typer.Option(..., "--data-dir", envvar="TWINSPACE_CON
           cors_origin: list[str] = typer.Option([], "--cors-origin", envvar="TWINSPACE_CONNECTOR_CORS_ORIGINS",
                                                 help="A browser origin allowed to pull from here, e.g. the broker "
                                                 "console's http://127.0.0.1:8000 (repeatable; default: none)."),
+          register_self: bool = typer.Option(False, "--register", help="Once serving, register this connector "
+                                             "with the broker (its ownership challenge); retried for a minute."),
           *, conn: Connection) -> None:
     """Run this provider's connector: it holds the rows and is the policy enforcement point; consumers
     pull from it directly under broker-countersigned agreements (docs/data-plane.md)."""
@@ -238,11 +240,36 @@ def serve(data_dir: Path = typer.Option(..., "--data-dir", envvar="TWINSPACE_CON
         app = create_node_app(config, cors_origins=list(cors_origin))
     except (ValueError, TwinSpaceError) as exc:
         fail(f"--cors-origin: {exc}", "give exact origins such as https://console.example.org", 2)
+    if register_self:
+        _register_when_serving(conn, config.endpoint)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=graceful_shutdown,
                 timeout_keep_alive=5)
     from twinspace.shutdown import exit_after_shutdown
 
     exit_after_shutdown()
+
+
+def _register_when_serving(conn: Connection, endpoint: str, attempts: int = 30) -> None:
+    """In the background: the broker's challenge needs this connector to answer, so register after start-up."""
+    import threading
+    import time
+
+    def run() -> None:
+        client = conn.client()  # its own client: the node's is used by pulls
+        last = "not tried"
+        for attempt in range(attempts):
+            time.sleep(min(2.0, 0.3 * (attempt + 1)))
+            try:
+                row = client.connector_register(endpoint)
+            except Exception as exc:  # noqa: BLE001 - not serving yet, broker not up yet: try again
+                last = getattr(exc, "code", type(exc).__name__)
+                continue
+            console.print(f"registered {escape(row['endpoint'])} as {escape(row['id'])}")
+            return
+        console.print(f"[bold red]error[/]: could not register {escape(endpoint)} ({escape(str(last))}); "
+                      "run `twinspace connector register`")
+
+    threading.Thread(target=run, name="twinspace-register", daemon=True).start()
 
 
 @connector_app.command()
