@@ -73,7 +73,10 @@ class DemoContext:
         if label not in self.connectors:
             connector = (self.connector_factory or _harness)(self, label)
             self.connectors[label] = connector
-            self.client(label).connector_register(connector.endpoint)
+            row = self.client(label).connector_register(connector.endpoint)
+            self.console.print(f"{self.participants[label].org.name} runs its connector at {connector.endpoint} "
+                               f"(its own process, key and data directory); registered as {row['id']} after "
+                               "answering the broker's ownership challenge with its key.")
         return self.connectors[label]
 
     def publish(self, label: str, metadata: dict[str, Any], data: bytes, asset_id: str | None = None) -> dict:
