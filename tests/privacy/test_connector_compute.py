@@ -26,18 +26,10 @@ from twinspace.errors import TwinSpaceError
 from twinspace.privacy import he
 from twinspace.privacy.queries import LinearScoreQuery, PredicateQuery, wire_query
 
-N = 90
-DISTRICTS = ["Daan", "Xinyi", "Zhongshan"]
+from tests.privacy.test_query_api import DISTRICTS, N, make_table  # noqa: E402,F401  (one synthetic table)
+
 EPS = 10.0
 XINYI = [{"column": "district", "op": "eq", "value": "Xinyi"}]
-
-
-def make_table(n: int = N, seed: int = 0) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    return pa.table({"building_id": [f"B{seed}-{i:04d}" for i in range(n)],
-                     "district": [DISTRICTS[i % 3] for i in range(n)],
-                     "floor_area": rng.integers(50, 400, n).astype(float),
-                     "storeys": rng.integers(1, 30, n)})
 
 
 def tolerance(scale: float) -> float:
