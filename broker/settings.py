@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     contract_max_validity_days: int = Field(366, ge=1, le=3660, description="Longest validity an agreement may have.")
     transfer_token_ttl_seconds: int = Field(300, ge=30, le=3600, description="Lifetime of a data-plane transfer "
                                             "token (bound to the agreement and the consumer key).")
+    decision_lease_seconds: int = Field(30, ge=0, le=300, description="How long a connector may reuse one "
+                                        "allow decision for further pulls of the same transfer (revocation is "
+                                        "pushed to it at once; the lease bounds a push that does not arrive). "
+                                        "0: a fresh decision per pull. Agreements with a row quota always get "
+                                        "a fresh decision per pull.")
+    revocation_push_timeout_seconds: float = Field(2.0, gt=0, le=30, description="Timeout of the revocation "
+                                                   "push to a connector.")
 
     # privacy-preserving queries (broker/privacy; docs/privacy-queries.md). Policies override these per agreement.
     privacy_epsilon_per_query: float = Field(0.5, gt=0, le=10, description="Default epsilon per encrypted query "

@@ -13,10 +13,16 @@ decision           broker       connector endpoint           a fresh policy deci
 receipt            provider     broker issuer                what the connector served or computed
 compute            broker       connector endpoint           "run this encrypted query" (body hash)
 ack                consumer     broker issuer                "I received bytes with SHA-256 S"
+revocation         broker       connector endpoint           "drop your leased decisions for these
+                                                             transfers" (pushed when they change)
 =================  ===========  ===========================  =========================================
 
-The transfer token (``twinspace.transfer_tokens``) is the seventh: broker → connector audience,
-single use at the connector, bound to the consumer's key (``cnf``).
+The transfer token (``twinspace.transfer_tokens``) is the eighth: broker → connector audience, bound to
+the consumer's key (``cnf``), presented with a fresh single-use proof of possession on every pull.
+
+A decision with ``lease: true`` may serve every pull of the same transfer, token generation and format
+until its ``exp`` (``TWINSPACE_DECISION_LEASE_SECONDS``); the broker pushes a revocation message the
+moment the transfer, its agreement, the consumer or its key changes, and the connector drops the lease.
 
 The audience of a connector is its normalised endpoint (``normalise_endpoint``): a token minted for
 connector A is refused by connector B because B's endpoint differs.
@@ -43,9 +49,11 @@ DECISION = "twinspace-decision+jwt"
 RECEIPT = "twinspace-receipt+jwt"
 COMPUTE = "twinspace-compute+jwt"
 ACK = "twinspace-ack+jwt"
-KINDS = (OWNERSHIP, MANIFEST, DECISION, RECEIPT, COMPUTE, ACK)
+REVOCATION = "twinspace-revocation+jwt"
+KINDS = (OWNERSHIP, MANIFEST, DECISION, RECEIPT, COMPUTE, ACK, REVOCATION)
 
-LIFETIMES = {OWNERSHIP: 120, MANIFEST: 300, DECISION: 30, RECEIPT: 7 * 86400, COMPUTE: 60, ACK: 86400}
+LIFETIMES = {OWNERSHIP: 120, MANIFEST: 300, DECISION: 30, RECEIPT: 7 * 86400, COMPUTE: 60, ACK: 86400,
+             REVOCATION: 60}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

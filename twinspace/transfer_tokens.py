@@ -4,8 +4,8 @@
   connector's normalised endpoint (``twinspace.dataplane.normalise_endpoint``), bound to one transfer
   process (``tpid``), its agreement (``agr``), the consumer (``sub``), the provider (``prv``), the asset
   version (``asset``) and the consumer's key (``cnf.kid``, the RFC 7638 thumbprint, and ``cnf.x``, the
-  raw public key, so the connector checks the proof offline). Short-lived; the connector accepts each
-  ``jti`` once.
+  raw public key, so the connector checks the proof offline). Short-lived, and reusable until it
+  expires (as an RFC 9449 access token is): what makes each request single-use is its proof.
 * **Proof of possession** (DPoP-like, RFC 9449 in spirit) — on every data-plane request the consumer
   sends a fresh JWT signed with the key named by ``cnf.kid``: header ``typ=twinspace-pop+jwt``, claims
   ``htm`` (method), ``htu`` (request path), ``iat``, ``jti`` (single use) and ``ath`` (base64url

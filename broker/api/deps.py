@@ -61,6 +61,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     runtime = get_runtime(request)
     async with runtime.gate.slot():
         session = Session(runtime.engine, expire_on_commit=False)
+        session.info["twinspace_runtime"] = runtime  # what work after the commit needs (broker.transfer.notices)
         defer_appends(session)
         try:
             yield session

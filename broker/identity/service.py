@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +19,11 @@ from twinspace.roles import Role
 from broker.identity.replay import ReplayStore
 from twinspace.tokens import issue_access_token, unverified_kid, verify_assertion
 from broker.settings import Settings
+
+# Called in the same transaction when an organisation is suspended or a key revoked: ``(session, org_id,
+# kid_or_None)``. The transfer feature registers one that tells connectors to drop leased decisions
+# (identity cannot import it).
+ON_ACCESS_WITHDRAWN: list[Callable[[Session, str, str | None], Any]] = []
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,8 @@ def revoke_key(session: Session, org_id: str, kid: str, *, actor: str) -> OrgKey
         key.revoked_at = datetime.now(timezone.utc)
         session.add(key)
         record_event(session, "org.key_revoked", actor=actor, details={"org_id": org_id, "kid": kid})
+        for hook in ON_ACCESS_WITHDRAWN:
+            hook(session, org_id, kid)
     return key
 
 
@@ -133,9 +140,13 @@ def set_org_status(session: Session, org_id: str, status: str, *, actor: str) ->
     if status not in ("active", "suspended"):
         raise BadRequest("status must be 'active' or 'suspended'.", code="invalid_status")
     org = get_org(session, org_id)
+    withdrawn = org.status == "active" and status != "active"
     org.status = status
     session.add(org)
     record_event(session, "org.status_changed", actor=actor, details={"org_id": org_id, "status": status})
+    if withdrawn:
+        for hook in ON_ACCESS_WITHDRAWN:
+            hook(session, org_id, None)
     return org
 
 

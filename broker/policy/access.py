@@ -11,6 +11,16 @@ from broker.policy import service
 from broker.policy.input import build_policy_input
 from broker.settings import Settings
 
+# Called in the transaction of a policy upload, ``(session, policy_id)``: decisions made under the old
+# version may no longer hold. The transfer feature registers one that tells the connectors to drop their
+# leased decisions (policy cannot import it).
+ON_POLICY_CHANGED: list = []
+
+
+def policy_changed(session: Session, policy_id: str) -> None:
+    for hook in ON_POLICY_CHANGED:
+        hook(session, policy_id)
+
 
 def _as_dict(obj: Any) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else obj.model_dump()

@@ -71,6 +71,9 @@ def upload_policy(policy_id: str, body: PolicyUpload, principal: Principal = req
     """Upload a new version (compiled against the library first; refused if it does not compile)."""
     row = service.upload_policy(session, runtime.settings, policy_id, body.rego, actor=principal.org_id,
                                 description=body.description)
+    from broker.policy.access import policy_changed
+
+    policy_changed(session, policy_id)
     return {"policy_id": row.policy_id, "version": f"v{row.version}", "sha256": row.sha256}
 
 

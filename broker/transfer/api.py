@@ -4,7 +4,7 @@ plane: decisions, receipts, acknowledgements. The broker serves no rows."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -17,6 +17,7 @@ from broker.contracts.dsp import DspRoute, ld, message_body
 from broker.schemas import StrictModel
 from broker.transfer import process, remote_api, service
 from twinspace.dsp.messages import parse
+from twinspace.errors import BadRequest
 
 router = APIRouter(tags=["transfer"])
 dsp_router = APIRouter(tags=["dsp"], route_class=DspRoute)
@@ -117,7 +118,11 @@ class DecisionIn(StrictModel):
 
 
 class ReceiptIn(StrictModel):
-    receipt: str = Field(min_length=1, max_length=65_536)
+    """One receipt (``receipt``) or a batch (``receipts``), not both."""
+
+    receipt: str | None = Field(None, min_length=1, max_length=65_536)
+    receipts: list[Annotated[str, Field(min_length=1, max_length=65_536)]] | None = Field(
+        None, min_length=1, max_length=service.MAX_RECEIPT_BATCH)
 
 
 class AckIn(StrictModel):
@@ -138,8 +143,14 @@ def dataplane_decision(body: DecisionIn, request: Request, principal: Principal 
 @router.post("/dataplane/receipts")
 def dataplane_receipt(body: ReceiptIn, request: Request, principal: Principal = require_roles("provider"),
                       session: Session = db_session) -> dict[str, Any]:
-    """The connector's signed receipt of what it served (audited; idempotent per receipt_id)."""
-    return service.record_receipt(session, get_runtime(request).settings, principal, body.receipt)
+    """The connector's signed receipts of what it served (audited; idempotent per receipt_id). A batch
+    answers one result per receipt, in order: ``{receipt_id, recorded}`` or ``{error: {status, code}}``."""
+    settings = get_runtime(request).settings
+    if (body.receipt is None) == (body.receipts is None):
+        raise BadRequest("Send either receipt or receipts.", code="invalid_receipt")
+    if body.receipts is not None:
+        return service.record_receipts(session, settings, principal, body.receipts)
+    return service.record_receipt(session, settings, principal, body.receipt)
 
 
 @router.post("/transfers/{pid}/acknowledgements")

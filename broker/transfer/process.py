@@ -79,6 +79,10 @@ def _touch(session: Session, tp: TransferProcess, target: TS, *, actor: str, kin
     tp.updated_at = contracts.now()
     if target in (TS.SUSPENDED, TS.COMPLETED, TS.TERMINATED):
         tp.token_generation += 1  # every token issued so far stops working
+        if tp.format == PULL_FORMAT:  # and the connector drops its leased decisions (after the commit)
+            from broker.transfer import notices
+
+            notices.revoke_leases(session, [tp], f"transfer_{target.value.lower()}")
     session.add(tp)
     session.flush()
     record_event(session, kind, actor=actor, asset_id=tp.asset_id, agreement_id=tp.agreement_id,
@@ -130,6 +134,8 @@ def consumer_party(session: Session, tp: TransferProcess) -> Party:
     org = session.get(Org, tp.consumer_id)
     if org is None:
         raise NotFound("The consumer of this transfer is no longer registered.", code="consumer_not_found")
+    if org.status != "active":
+        raise Forbidden("The consumer organisation is suspended.", code="org_suspended")
     return Party(org_id=org.id, role=org.role, org_type=org.org_type or "other",
                  attributes=dict(org.attributes or {}), cnf_kid=tp.consumer_kid)
 
@@ -358,6 +364,37 @@ def end_transfers_of(session: Session, agreement_id: str, *, actor: str) -> int:
 
 # Revoking an agreement ends its live transfers in the same transaction (contracts cannot import transfer).
 contracts.ON_REVOKE.append(lambda session, agreement_id, actor: end_transfers_of(session, agreement_id, actor=actor))
+
+
+def withdraw_leases(session: Session, org_id: str, kid: str | None) -> int:
+    """An organisation suspended (``kid`` None) or one of its keys revoked: the connectors serving its
+    started PULL transfers — as consumer, or as provider when suspended — drop their leased decisions."""
+    from broker.transfer import notices
+
+    stmt = select(TransferProcess).where(TransferProcess.state == TS.STARTED.value,
+                                         TransferProcess.format == PULL_FORMAT)
+    if kid is None:
+        stmt = stmt.where((TransferProcess.consumer_id == org_id) | (TransferProcess.provider_id == org_id))
+    else:
+        stmt = stmt.where(TransferProcess.consumer_id == org_id, TransferProcess.consumer_kid == kid)
+    return notices.revoke_leases(session, session.exec(stmt).all(), "org_suspended" if kid is None else "key_revoked")
+
+
+def policy_leases(session: Session, policy_id: str) -> int:
+    """A policy was uploaded anew: every started PULL transfer's connector drops its leased decisions (the
+    next pull is decided under the new version; over-approximate: re-deciding is cheap, a stale allow not)."""
+    from broker.transfer import notices
+
+    stmt = select(TransferProcess).where(TransferProcess.state == TS.STARTED.value,
+                                         TransferProcess.format == PULL_FORMAT)
+    return notices.revoke_leases(session, session.exec(stmt).all(), f"policy_changed:{policy_id}")
+
+
+from broker.identity import service as _identity  # noqa: E402
+from broker.policy import access as _policy_access  # noqa: E402
+
+_identity.ON_ACCESS_WITHDRAWN.append(withdraw_leases)
+_policy_access.ON_POLICY_CHANGED.append(policy_leases)
 
 
 def dsp_view(tp: TransferProcess) -> dict[str, Any]:

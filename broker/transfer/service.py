@@ -7,6 +7,7 @@ never sees the rows. No FastAPI imports. The transfer process itself (the DSP st
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlmodel import Session
@@ -22,7 +23,8 @@ from twinspace.errors import BadRequest, Conflict, Forbidden, NotFound, TwinSpac
 FORMATS = ("csv", "json", "parquet")
 
 from broker.transfer.process import (_check_pids, _decide_read, change_state, connector_of,  # noqa: F401,E402
-                                     consumer_party, create, dsp_view, end_transfers_of, endpoint_for,
+                                     consumer_party, consumer_public_key, create, dsp_view, end_transfers_of,
+                                     endpoint_for,
                                      get_transfer, list_transfers, new_token, request_transfer, start,
                                      start_message_from, view)
 
@@ -30,10 +32,31 @@ from broker.transfer.process import (_check_pids, _decide_read, change_state, co
 def _quota(session: Session, agreement) -> dict[str, Any] | None:
     from broker.policy.service import get_usage
 
-    quota = (agreement.policy_params or {}).get("max_total_rows")
-    if isinstance(quota, int) and not isinstance(quota, bool):
+    if _quota_counted(agreement):
+        quota = agreement.policy_params["max_total_rows"]
         return {"max_rows": max(0, quota - get_usage(session, agreement.id)["rows"])}
     return None
+
+
+def _lease_seconds(settings, agreement) -> int:
+    """How long the connector may reuse an allow decision: ``decision_lease_seconds``, never past the
+    agreement's end, and 0 (one pull) when a row quota is counted (the next decision must see the usage)."""
+    if agreement is None or _quota_counted(agreement):
+        return 0
+    lease = int(settings.decision_lease_seconds)
+    if lease <= 0:
+        return 0
+    end = agreement.not_after
+    if end is not None:
+        if end.tzinfo is None:
+            end = end.replace(tzinfo=timezone.utc)
+        lease = min(lease, int((end - datetime.now(timezone.utc)).total_seconds()))
+    return max(0, lease)
+
+
+def _quota_counted(agreement) -> bool:
+    quota = (agreement.policy_params or {}).get("max_total_rows")
+    return isinstance(quota, int) and not isinstance(quota, bool)
 
 
 def decide_pull(session: Session, settings, broker_key, principal: Any, *, transfer_id: str, token_jti: str,
@@ -63,6 +86,7 @@ def decide_pull(session: Session, settings, broker_key, principal: Any, *, trans
         if token_generation != tp.token_generation:
             raise Unauthorized("The transfer token was issued before the transfer's last state change.",
                                code="stale_transfer_token")
+        consumer_public_key(session, tp)  # the key the tokens bind to is still an active key (no_consumer_key)
         decision = decide_access(session, settings, contracts.policy_agreement_view(agreement),
                                  consumer_party(session, tp), "read",
                                  request={"purpose": agreement.purpose, "scenario": agreement.scenario, "format": fmt})
@@ -73,6 +97,7 @@ def decide_pull(session: Session, settings, broker_key, principal: Any, *, trans
             obligations = merge_obligations(decision.obligations, agreement.obligations, _quota(session, agreement))
     except TwinSpaceError as exc:
         allow, reasons = False, [exc.code]
+    lifetime = _lease_seconds(settings, agreement) if allow else 0
     session.add(DataplaneDecision(decision_id=decision_id, transfer_id=tp.id, provider_id=tp.provider_id,
                                   consumer_id=tp.consumer_id, agreement_id=tp.agreement_id, token_jti=token_jti,
                                   allow=allow))
@@ -81,12 +106,14 @@ def decide_pull(session: Session, settings, broker_key, principal: Any, *, trans
                  asset_id=tp.asset_id, agreement_id=tp.agreement_id,
                  details={"transfer_id": tp.id, "decision_id": decision_id, "allow": allow, "reasons": reasons,
                           "token_jti": token_jti, "token_generation": token_generation, "format": fmt,
-                          "obligations": obligations})
+                          "obligations": obligations, "lease_seconds": lifetime})
     signed = sign_message(broker_key, DECISION, issuer=settings.issuer, audience=audience, claims={
         "decision_id": decision_id, "allow": allow, "reasons": reasons, "obligations": obligations,
         "agr": tp.agreement_id, "tpid": tp.id, "sub": tp.consumer_id, "token_jti": token_jti, "nonce": nonce,
+        "gen": tp.token_generation, "format": fmt, "lease": lifetime > 0,
         "policy_version": policy_version, "input_hash": input_hash,
-        "agreement_sha256": agreement.document_sha256 if agreement is not None else None})
+        "agreement_sha256": agreement.document_sha256 if agreement is not None else None},
+        lifetime=lifetime or None)
     bundle = None
     held = agreement is not None and held_sha256 is not None and held_sha256 == agreement.document_sha256
     if agreement is not None and agreement.countersignature and not held:
@@ -151,6 +178,29 @@ def record_receipt(session: Session, settings, principal: Any, receipt: str) -> 
                  agreement_id=agreement.id, outcome="ok" if claims.get("complete", True) else "error",
                  details={"claims": claims, "jws": receipt})
     return {"receipt_id": receipt_id, "recorded": True}
+
+
+MAX_RECEIPT_BATCH = 512
+
+
+def record_receipts(session: Session, settings, principal: Any, receipts: list[str]) -> dict[str, Any]:
+    """``POST /dataplane/receipts`` with ``receipts``: many at once, one transaction (a connector delivers
+    what concurrent pulls produced together). Each is checked alone: a refused receipt is reported with
+    its problem and does not stop the others."""
+    from sqlalchemy.exc import IntegrityError
+
+    if len(receipts) > MAX_RECEIPT_BATCH:
+        raise BadRequest(f"At most {MAX_RECEIPT_BATCH} receipts per request.", code="too_many_receipts")
+    results: list[dict[str, Any]] = []
+    for receipt in receipts:
+        try:
+            with session.begin_nested():
+                results.append(record_receipt(session, settings, principal, receipt))
+        except TwinSpaceError as exc:
+            results.append({"error": {"status": exc.status, "code": exc.code, "detail": exc.detail}})
+        except IntegrityError:  # the same receipt recorded by a concurrent delivery: already counted
+            results.append({"recorded": False, "duplicate": True})
+    return {"results": results, "recorded": sum(1 for r in results if r.get("recorded"))}
 
 
 def acknowledge(session: Session, settings, principal: Any, transfer_id: str, ack: str) -> dict[str, Any]:

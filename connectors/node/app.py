@@ -1,8 +1,9 @@
 """The connector's HTTP API (docs/data-plane.md): well-known document, ownership proofs, manifests,
-the pull route (the PEP in ``pep.py``), health. Every error is an RFC 9457 problem."""
+the pull route (the PEP in ``pep.py``), the broker's revocations of leased decisions, health. Every error is an RFC 9457 problem."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -10,7 +11,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -19,8 +21,8 @@ from connectors.node.config import NodeConfig
 from connectors.node.pep import POP_HEADER, TOKEN_HEADER, Enforcer
 from connectors.node.store import HEX64
 from twinspace.crypto import public_key_b64
-from twinspace.dataplane import MANIFEST, OWNERSHIP, sign_message
-from twinspace.errors import BadRequest, NotFound, PayloadTooLarge, TwinSpaceError
+from twinspace.dataplane import MANIFEST, OWNERSHIP, REVOCATION, sign_message, verify_message
+from twinspace.errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable, TwinSpaceError
 
 log = logging.getLogger("twinspace.connector")
 PROBLEM = "application/problem+json"
@@ -41,6 +43,11 @@ class OwnershipRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     nonce: str = Field(min_length=16, max_length=256)
     audience: str = Field(min_length=1, max_length=512)
+
+
+class RevocationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    notice: str = Field(min_length=1, max_length=1 << 20)
 
 
 class BodyLimit:
@@ -126,6 +133,7 @@ def create_node_app(config: NodeConfig, cors_origins: list[str] | str | None = N
         try:
             yield
         finally:
+            config.receipts.close()
             config.outbox.stop()
 
     app = FastAPI(title="TwinSpace connector", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
@@ -160,7 +168,7 @@ def create_node_app(config: NodeConfig, cors_origins: list[str] | str | None = N
                 "public_key": public_key_b64(config.public_key)}
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         return {"status": "ok"}
 
     @app.post("/ownership")
@@ -186,13 +194,46 @@ def create_node_app(config: NodeConfig, cors_origins: list[str] | str | None = N
                                                  "rows": table.num_rows, "bytes": len(data), "columns": columns})}
 
     @app.get("/dataplane/transfers/{pid}")
-    def pull(pid: str, request: Request, format: str = "csv", columns: str | None = None, limit: int | None = None):
+    async def pull(pid: str, request: Request, format: str = "csv", columns: str | None = None,
+                   limit: int | None = None):
+        """The hot path runs in the event loop without a thread hop: token (verified once), proof, a lease,
+        a small answer from memory; the broker is asked (in a worker thread) only when no lease covers it."""
         if len(pid) > 256:
             raise BadRequest("The transfer id is too long.", code="invalid_transfer_id")
-        config.outbox.flush()
-        plan = pep.authorise_pull(pid, token=request.headers.get(TOKEN_HEADER), proof=request.headers.get(POP_HEADER),
-                                  fmt=format, columns=columns, limit=limit)
-        return StreamingResponse(pep.stream(plan), media_type=plan.media_type, headers=plan.headers())
+        headers = request.headers
+        admitted = pep.admit(pid, token=headers.get(TOKEN_HEADER), proof=headers.get(POP_HEADER), fmt=format,
+                             columns=columns, limit=limit)
+        decided = pep.leased(admitted)
+        if decided is None or not config.store.is_verified(admitted.claims["asset"]["content_hash"]):
+            def decide_and_plan():
+                config.outbox.flush()
+                return pep.plan(admitted, *(decided or pep.decide(admitted.claims, pid, format)))
+
+            plan = await run_in_threadpool(decide_and_plan)
+        else:
+            plan = pep.plan(admitted, *decided)
+        if plan.body is None:
+            return StreamingResponse(pep.stream(plan), media_type=plan.media_type, headers=plan.headers())
+        try:
+            for future in pep.finish(plan, nbytes=len(plan.body), sha256=plan.body_sha256, complete=True):
+                await asyncio.wrap_future(future)
+        except Exception:  # noqa: BLE001 - the claim or the receipt could not be made durable: serve nothing
+            log.exception("pull %s not served: its receipt or proof claim is not durable", plan.receipt_id)
+            raise ServiceUnavailable("The connector cannot record this pull right now; try again.",
+                                     code="connector_storage") from None
+        return Response(plan.body, media_type=plan.media_type, headers=plan.headers())
+
+    @app.post("/dataplane/revocations")
+    def revocations(body: RevocationRequest) -> dict[str, Any]:
+        """The broker: drop the leased decisions of these transfers (they changed; docs/data-plane.md#leases)."""
+        claims = verify_message(body.notice, config.broker_key(), REVOCATION, audience=config.endpoint,
+                                issuer=config.broker_issuer, leeway=config.leeway)
+        tpids = claims.get("tpids")
+        if not isinstance(tpids, list) or len(tpids) > 100_000 or not all(isinstance(t, str) for t in tpids):
+            raise BadRequest("A revocation names its transfers (tpids).", code="invalid_revocation")
+        dropped = pep.leases.revoke(tpids)
+        log.info("revocation of %d transfer(s) from the broker: %d lease(s) dropped", len(tpids), dropped)
+        return {"transfers": len(tpids), "leases_dropped": dropped}
 
     app.include_router(push.router_for(config, pep))
     app.include_router(compute_api.router_for(config))

@@ -1,5 +1,5 @@
 """The connector's configuration: who it is (org, key, endpoint), where its data lives, which broker
-it trusts. The stores (data files, single-use claims, receipt outbox) hang off the config so every
+it trusts. The stores (data files, single-use claims, receipt delivery and outbox) hang off the config so every
 part of the node (pull, push, compute) shares them."""
 
 from __future__ import annotations
@@ -95,6 +95,12 @@ class NodeConfig:
         from connectors.node.store import ClaimStore
 
         return ClaimStore(self.data_dir / "node.db")
+
+    @cached_property
+    def receipts(self):
+        from connectors.node.receipts import ReceiptSender
+
+        return ReceiptSender(self)
 
     @cached_property
     def outbox(self):

@@ -1,6 +1,7 @@
-"""The policy enforcement point of a pull (no FastAPI): check the transfer token and the proof of
-possession, ask the broker for a fresh decision, verify it and the agreement bundle offline, then
-stream exactly the permitted rows and sign a receipt at the end of the body."""
+"""The policy enforcement point of a pull (no FastAPI): check the transfer token (once per token) and
+the proof of possession (per request), take the broker's decision — a lease still covering this
+transfer, or a fresh one — verify it and the agreement bundle offline, then serve exactly the
+permitted rows and sign a receipt before the body ends (docs/data-plane.md)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
 from connectors.node.config import NodeConfig
 from connectors.node.encode import MEDIA_TYPES, apply_obligations, encode
+from connectors.node.leases import Lease, Leases
 from twinspace.agreements import verify_bundle
 from twinspace.client.broker import BrokerError
-from twinspace.crypto import public_key_from_b64
+from twinspace.crypto import key_id, public_key_from_b64
 from twinspace.dataplane import DECISION, RECEIPT, merge_obligations, sign_message, verify_message
 from twinspace.errors import (BadGateway, BadRequest, Forbidden, NotFound, ServiceUnavailable, TwinSpaceError,
                               Unauthorized)
@@ -67,15 +67,33 @@ def broker_call(config: NodeConfig, path: str, body: dict[str, Any]) -> Any:
 
 
 @dataclass
+class Admitted:
+    """A pull whose token and proof checked out (no I/O yet): what it asks for, under which token."""
+
+    pid: str
+    claims: dict[str, Any]
+    fmt: str
+    requested: list[str] | None
+    limit: int | None
+
+    @property
+    def lease_key(self) -> tuple[str, int, str]:
+        return self.pid, int(self.claims["gen"]), self.fmt
+
+
+@dataclass
 class Pull:
-    """Everything decided before the first byte: what to serve and what the receipt will say."""
+    """Everything decided before the first byte: what to serve and what the receipt will say. ``body``:
+    the whole encoded answer when it is small (served from memory, see ``Enforcer.small_body``)."""
 
     token: dict[str, Any]
     decision: dict[str, Any]
-    table: pa.Table
+    table: Any
     fmt: str
     content_hash: str
     receipt_id: str = field(default_factory=lambda: f"rcpt_{uuid.uuid4().hex}")
+    body: bytes | None = None
+    body_sha256: str | None = None
 
     @property
     def rows(self) -> int:
@@ -85,73 +103,175 @@ class Pull:
     def media_type(self) -> str:
         return MEDIA_TYPES[self.fmt]
 
+    @property
+    def leased(self) -> bool:
+        return self.decision.get("lease") is True
+
     def headers(self) -> dict[str, str]:
         return {"X-TwinSpace-Receipt": self.receipt_id, "X-TwinSpace-Rows": str(self.rows),
                 "X-TwinSpace-Content-Hash": self.content_hash, "Cache-Control": "no-store"}
 
 
+class _VerifiedTokens:
+    """Transfer tokens already verified, by their exact text, until they expire: a token is reused for
+    many pulls (each with its own proof), and its signature is checked once. Bounded."""
+
+    max_entries = 16_384
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[str, tuple[dict[str, Any], Any]] = {}
+
+    def get(self, token: str, leeway: int) -> tuple[dict[str, Any], Any] | None:
+        hit = self._tokens.get(token)
+        if hit is not None and hit[0]["exp"] + leeway <= time.time():
+            with self._lock:
+                self._tokens.pop(token, None)
+            return None
+        return hit
+
+    def put(self, token: str, claims: dict[str, Any], key: Any) -> None:
+        with self._lock:
+            if len(self._tokens) >= self.max_entries:
+                now = time.time()
+                self._tokens = {t: v for t, v in self._tokens.items() if v[0]["exp"] > now}
+                if len(self._tokens) >= self.max_entries:
+                    self._tokens.clear()
+            self._tokens[token] = (claims, key)
+
+
+class _Bodies:
+    """Small encoded answers by (file version, columns, rows, format): the same pull of a small table is
+    encoded once. Bounded in bytes."""
+
+    max_bytes = 32 << 20
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bodies: dict[tuple, tuple[bytes, str]] = {}
+        self._size = 0
+
+    def get(self, key: tuple) -> tuple[bytes, str] | None:
+        return self._bodies.get(key)
+
+    def put(self, key: tuple, body: bytes, sha: str) -> None:
+        with self._lock:
+            if self._size + len(body) > self.max_bytes:
+                self._bodies.clear()
+                self._size = 0
+            if key not in self._bodies:
+                self._bodies[key] = (body, sha)
+                self._size += len(body)
+
+
 class Enforcer:
-    """The PEP of one node. Thread-safe (the stores lock; the bundle cache is guarded)."""
+    """The PEP of one node. Thread-safe (the stores lock; the caches are guarded)."""
+
+    small_body_rows = 4096  # answers of at most this many rows (and small_body_bytes) are served from memory
+    small_body_bytes = 1 << 20
 
     def __init__(self, config: NodeConfig):
         self.config = config
+        self.leases = Leases()
+        self._tokens = _VerifiedTokens()
+        self._bodies = _Bodies()
         self._bundles: dict[tuple[str, str], dict[str, Any]] = {}
         self._held: dict[str, tuple[str, dict[str, Any]]] = {}  # agreement id -> (document sha256, document)
         self._lock = threading.Lock()
 
     # --- checks -------------------------------------------------------------------------------
     def check_token(self, token: str | None, pid: str) -> dict[str, Any]:
+        return self._token(token, pid)[0]
+
+    def _token(self, token: str | None, pid: str) -> tuple[dict[str, Any], Any]:
+        """The token's claims and the consumer key it binds (``cnf``), verified once per token."""
         cfg = self.config
         if not token:
             raise Unauthorized(f"A transfer token ({TOKEN_HEADER}) is required.", code="missing_transfer_token")
-        claims = decode_transfer_token(token, cfg.broker_key(), issuer=cfg.broker_issuer, audience=cfg.endpoint,
-                                       leeway=cfg.leeway)
+        hit = self._tokens.get(token, cfg.leeway)
+        if hit is None:
+            claims = decode_transfer_token(token, cfg.broker_key(), issuer=cfg.broker_issuer,
+                                           audience=cfg.endpoint, leeway=cfg.leeway)
+            hit = (claims, self._check_claims(claims))
+            self._tokens.put(token, *hit)
+        claims = hit[0]
         if claims.get("tpid") != pid:
             raise Unauthorized("The transfer token is for another transfer.", code="wrong_transfer")
+        return hit
+
+    def _check_claims(self, claims: dict[str, Any]) -> Any:
+        cfg = self.config
         if claims.get("prv") != cfg.org_id:
             raise Unauthorized("The transfer token names another provider.", code="wrong_provider")
         asset = claims.get("asset")
         if not isinstance(asset, dict) or not isinstance(asset.get("content_hash"), str):
             raise Unauthorized("The transfer token names no asset content.", code="invalid_transfer_token")
-        if not isinstance(claims.get("agr"), str):
+        if not isinstance(claims.get("agr"), str) or not isinstance(claims.get("tpid"), str):
             raise Unauthorized("The transfer token names no agreement.", code="invalid_transfer_token")
-        return claims
-
-    def claim_token(self, claims: dict[str, Any]) -> None:
-        if not self.config.claims.claim(f"tok:{claims['jti']}", float(claims["exp"]) + self.config.leeway):
-            raise Unauthorized("This transfer token was already used; request a new one.",
-                               code="replayed_transfer_token")
-
-    def check_pop(self, proof: str | None, claims: dict[str, Any], token: str, *, method: str, path: str) -> None:
-        cfg = self.config
-        if not proof:
-            raise Unauthorized(f"A proof of possession ({POP_HEADER}) is required.", code="missing_pop")
+        gen = claims.get("gen")
+        if not isinstance(gen, int) or isinstance(gen, bool) or gen < 0:
+            raise Unauthorized("The transfer token names no generation.", code="invalid_transfer_token")
         cnf = claims["cnf"]
-        if pop_kid(proof) != cnf.get("kid"):
-            raise Unauthorized("The proof of possession is signed by another key than the token's.",
-                               code="invalid_pop")
         try:
             key = public_key_from_b64(str(cnf.get("x")))
         except (ValueError, TypeError):
             raise Unauthorized("The transfer token's key is not an Ed25519 key.", code="invalid_transfer_token") from None
-        from twinspace.crypto import key_id
-
         if key_id(key) != cnf.get("kid"):
             raise Unauthorized("The transfer token's key does not match its thumbprint.", code="invalid_transfer_token")
+        return key
+
+    def claim_token(self, claims: dict[str, Any]) -> None:
+        """Single use of a token (PUSH: the broker's one-shot instruction; pulls reuse tokens)."""
+        if not self.config.claims.claim(f"tok:{claims['jti']}", float(claims["exp"]) + self.config.leeway):
+            raise Unauthorized("This transfer token was already used; request a new one.",
+                               code="replayed_transfer_token")
+
+    def check_pop(self, proof: str | None, claims: dict[str, Any], key: Any, token: str, *, method: str,
+                  path: str) -> None:
+        cfg = self.config
+        if not proof:
+            raise Unauthorized(f"A proof of possession ({POP_HEADER}) is required.", code="missing_pop")
+        if pop_kid(proof) != claims["cnf"].get("kid"):
+            raise Unauthorized("The proof of possession is signed by another key than the token's.",
+                               code="invalid_pop")
         pop = verify_pop(proof, key, method=method, path=path, token=token, max_age=cfg.pop_max_age, leeway=cfg.leeway)
         if not cfg.claims.claim(f"pop:{pop['jti']}", time.time() + cfg.pop_max_age + 2 * cfg.leeway):
             raise Unauthorized("This proof of possession was already used; make a fresh one per request.",
                                code="replayed_pop")
 
-    def decide(self, claims: dict[str, Any], pid: str, fmt: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """A fresh broker decision bound to our nonce and this token; the verified agreement document."""
+    # --- decisions ----------------------------------------------------------------------------
+    def leased(self, admitted: Admitted) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """A lease that still covers this pull (no broker call), or None."""
+        lease = self.leases.get(*admitted.lease_key)
+        if lease is None:
+            return None
+        claims = admitted.claims
+        if lease.decision.get("agr") != claims["agr"] or lease.decision.get("sub") != claims["sub"]:
+            return None
+        return lease.decision, self.check_document(lease.document, claims)
+
+    def decide(self, claims: dict[str, Any], pid: str, fmt: str, *, lease: bool = True
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A fresh broker decision bound to our nonce and this token; the verified agreement document. An
+        allow with ``lease: true`` is kept for the next pulls of this transfer, generation and format (unless
+        a revocation arrived while it was being asked for: then it serves this pull only if asked again)."""
+        for _ in range(3):
+            asked_at = self.leases.now()
+            decision, document = self._ask(claims, pid, fmt)
+            if not self.leases.stale(pid, asked_at):
+                break
+        else:
+            raise ServiceUnavailable("The transfer is changing at the broker; try again.", code="broker_busy")
+        if lease and decision.get("lease") is True and decision.get("allow") is True:
+            expires = float(decision["exp"]) - self.config.leeway
+            self.leases.put(pid, int(claims["gen"]), fmt, Lease(decision, document, expires), asked_at)
+        return decision, document
+
+    def _ask(self, claims: dict[str, Any], pid: str, fmt: str) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg = self.config
         nonce = secrets.token_urlsafe(24)
-        gen = claims.get("gen")
-        if not isinstance(gen, int) or isinstance(gen, bool) or gen < 0:
-            raise Unauthorized("The transfer token names no generation.", code="invalid_transfer_token")
         # The broker denies when the transfer has moved on (suspended, resumed, ...): earlier tokens die.
-        request = {"transfer_id": pid, "token_jti": claims["jti"], "token_generation": gen, "nonce": nonce,
+        request = {"transfer_id": pid, "token_jti": claims["jti"], "token_generation": claims["gen"], "nonce": nonce,
                    "format": fmt}
         with self._lock:
             held = self._held.get(str(claims["agr"]))
@@ -168,6 +288,8 @@ class Enforcer:
         expected = {"nonce": nonce, "token_jti": claims["jti"], "tpid": pid, "agr": claims["agr"],
                     "sub": claims["sub"]}
         wrong = [k for k, v in expected.items() if decision.get(k) != v]
+        if decision.get("lease") is True and (decision.get("gen") != claims["gen"] or decision.get("format") != fmt):
+            wrong.append("lease scope")
         if wrong:
             raise BadGateway(f"The broker's decision is not for this request ({', '.join(wrong)}).",
                              code="invalid_decision")
@@ -231,9 +353,10 @@ class Enforcer:
         return doc
 
     # --- the pull -------------------------------------------------------------------------------
-    def authorise_pull(self, pid: str, *, token: str | None, proof: str | None, fmt: str,
-                       columns: str | None, limit: int | None = None) -> Pull:
-        """``limit``: the consumer wants only the first rows (a preview); never more than permitted."""
+    def admit(self, pid: str, *, token: str | None, proof: str | None, fmt: str, columns: str | None,
+              limit: int | None = None) -> Admitted:
+        """The checks that need no I/O: the request's shape, the token (verified once per token) and the
+        proof (verified and claimed per request). ``limit``: only the first rows (a preview)."""
         cfg = self.config
         if fmt not in FORMATS:
             raise BadRequest(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.", code="invalid_format")
@@ -244,24 +367,49 @@ class Enforcer:
             requested = [c.strip() for c in columns.split(",") if c.strip()]
             if not requested or len(requested) > 1000 or any(len(c) > 256 for c in requested):
                 raise BadRequest("columns is a comma-separated list of column names.", code="invalid_columns")
-        claims = self.check_token(token, pid)
-        # The proof is verified before anything is claimed (a stolen token without the key burns nothing);
-        # then the proof's jti (a captured request replayed: replayed_pop), then the token's.
-        self.check_pop(proof, claims, token or "", method="GET", path=f"{cfg.path_prefix}/dataplane/transfers/{pid}")
-        self.claim_token(claims)
-        decision, document = self.decide(claims, pid, fmt)
+        claims, key = self._token(token, pid)
+        self.check_pop(proof, claims, key, token or "", method="GET",
+                       path=f"{cfg.path_prefix}/dataplane/transfers/{pid}")
+        return Admitted(pid, claims, fmt, requested, limit)
+
+    def plan(self, admitted: Admitted, decision: dict[str, Any], document: dict[str, Any]) -> Pull:
+        """What to serve under the decision: the permitted rows and columns, as a lazy view of the file,
+        and the whole encoded answer when it is small (encoded once per file version and projection)."""
+        claims = admitted.claims
         content_hash = claims["asset"]["content_hash"]
-        table = cfg.store.open(content_hash)  # lazy: read batch by batch while streaming
+        table = self.config.store.open(content_hash)  # lazy: read batch by batch while streaming
         if table is None:
             raise NotFound("The agreed content is not served by this connector.", code="data_not_found")
         obligations = merge_obligations(document.get("obligations") if isinstance(document.get("obligations"), dict)
                                         else None,
                                         decision.get("obligations") if isinstance(decision.get("obligations"), dict)
                                         else None,
-                                        {"max_rows": limit} if limit is not None else None)
+                                        {"max_rows": admitted.limit} if admitted.limit is not None else None)
         table = apply_obligations(table, max_rows=obligations["max_rows"], columns=obligations["columns"],
-                                  requested_columns=requested)
-        return Pull(token=claims, decision=decision, table=table, fmt=fmt, content_hash=content_hash)
+                                  requested_columns=admitted.requested)
+        pull = Pull(token=claims, decision=decision, table=table, fmt=admitted.fmt, content_hash=content_hash)
+        self.small_body(pull)
+        return pull
+
+    def small_body(self, pull: Pull) -> None:
+        table = pull.table
+        ident = getattr(table, "identity", None)
+        if ident is None or table.num_rows > self.small_body_rows or table.file_bytes > self.small_body_bytes:
+            return
+        key = (ident, tuple(table.column_names), table.offset, table.num_rows, pull.fmt)
+        hit = self._bodies.get(key)
+        if hit is None:
+            body = b"".join(encode(table, pull.fmt))
+            hit = (body, hashlib.sha256(body).hexdigest())
+            self._bodies.put(key, *hit)
+        pull.body, pull.body_sha256 = hit
+
+    def authorise_pull(self, pid: str, *, token: str | None, proof: str | None, fmt: str,
+                       columns: str | None, limit: int | None = None) -> Pull:
+        """All of it, synchronously (the broker is asked when no lease covers the pull)."""
+        admitted = self.admit(pid, token=token, proof=proof, fmt=fmt, columns=columns, limit=limit)
+        decided = self.leased(admitted) or self.decide(admitted.claims, pid, fmt)
+        return self.plan(admitted, *decided)
 
     def receipt(self, pull: Pull, *, rows: int, nbytes: int, sha256: str, complete: bool) -> str:
         cfg = self.config
@@ -272,9 +420,18 @@ class Enforcer:
             "sub": claims["sub"], "asset": claims["asset"], "rows": rows, "bytes": nbytes, "sha256": sha256,
             "format": pull.fmt, "complete": complete})
 
+    def finish(self, pull: Pull, *, nbytes: int, sha256: str, complete: bool) -> list:
+        """Sign the receipt and hand it on; the futures to wait for before the body's end: the receipt
+        recorded (at the broker or in the outbox) and this pull's proof claim committed."""
+        receipt = self.receipt(pull, rows=pull.rows, nbytes=nbytes, sha256=sha256, complete=complete)
+        if not complete:
+            self.config.outbox.add(pull.receipt_id, receipt, "body interrupted")
+            return [self.config.claims.durable()]
+        return [self.config.receipts.submit(pull.receipt_id, receipt), self.config.claims.durable()]
+
     def stream(self, pull: Pull) -> Iterator[bytes]:
-        """The body; after the last chunk (before the generator ends) the receipt is signed and sent,
-        or kept in the outbox. An interrupted body gets a receipt with ``complete: false``."""
+        """The body; after the last chunk (before the generator ends) the receipt is signed and recorded.
+        An interrupted body gets a receipt with ``complete: false`` (kept in the outbox)."""
         digest = hashlib.sha256()
         nbytes = 0
         complete = False
@@ -286,11 +443,7 @@ class Enforcer:
             complete = True
         finally:
             try:
-                receipt = self.receipt(pull, rows=pull.rows, nbytes=nbytes,
-                                       sha256=digest.hexdigest(), complete=complete)
-                if complete:
-                    self.config.outbox.send(pull.receipt_id, receipt)
-                else:
-                    self.config.outbox.add(pull.receipt_id, receipt, "body interrupted")
+                for future in self.finish(pull, nbytes=nbytes, sha256=digest.hexdigest(), complete=complete):
+                    future.result(timeout=self.config.broker_timeout + 5)
             except Exception:  # noqa: BLE001 - the body was served; never fail after the fact
                 log.exception("receipt for %s could not be recorded", pull.receipt_id)

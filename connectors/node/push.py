@@ -53,7 +53,7 @@ def router_for(config: NodeConfig, pep: Enforcer) -> APIRouter:
         claims = pep.check_token(body.token, str(claims.get("tpid")))
         check_destination(target["endpoint"], config.push_allow_networks)
         pep.claim_token(claims)
-        decision, document = pep.decide(claims, claims["tpid"], body.format)
+        decision, document = pep.decide(claims, claims["tpid"], body.format, lease=False)
         table = config.store.table(claims["asset"]["content_hash"])
         if table is None:
             raise NotFound("The agreed content is not served by this connector.", code="data_not_found")
@@ -76,7 +76,7 @@ def router_for(config: NodeConfig, pep: Enforcer) -> APIRouter:
             complete = False
         receipt = pep.receipt(plan, rows=plan.rows, nbytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
                               complete=complete)
-        config.outbox.send(plan.receipt_id, receipt)
+        config.receipts.send(plan.receipt_id, receipt)
         if not complete:
             raise BadGateway("The consumer's endpoint did not accept the data.", code="push_failed",
                              extra={"receipt_id": plan.receipt_id, "consumer_status": status})

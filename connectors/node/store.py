@@ -12,6 +12,7 @@ import sqlite3
 import stat
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -110,6 +111,19 @@ class StoredTable:
     @property
     def column_names(self) -> list[str]:
         return list(self._columns) if self._columns is not None else list(self._m.schema.names)
+
+    @property
+    def identity(self) -> tuple[int, int, int]:
+        """The verified file version this view reads (inode, size, mtime): a cache key for its answers."""
+        return self._m.ident
+
+    @property
+    def file_bytes(self) -> int:
+        return self._m.ident[1]
+
+    @property
+    def offset(self) -> int:
+        return self._offset
 
     @property
     def num_rows(self) -> int:
@@ -271,6 +285,10 @@ class DataStore:
         mapping = self._mapping(sha256)
         return None if mapping is None else StoredTable(mapping)
 
+    def is_verified(self, sha256: str) -> bool:
+        """A version of this file was hashed and mapped already (``open`` only stats it again)."""
+        return sha256 in self._mapped
+
     def _mapping(self, sha256: str) -> "_Mapping | None":
         path = self.path_for(sha256)
         if path is None:
@@ -320,26 +338,93 @@ class _Db:
 
 
 class ClaimStore(_Db):
-    """``claim(jti, exp)`` is True exactly once per jti (until it expires and is purged)."""
+    """``claim(jti, exp)`` is True exactly once per jti (until it expires).
 
-    def __init__(self, path: Path):
-        super().__init__(path)
-        with self.lock:
-            self.conn.execute("CREATE TABLE IF NOT EXISTS claims (jti TEXT PRIMARY KEY, exp REAL NOT NULL)")
+    The check is a dictionary lookup under a lock (no database round trip per request); the claims are
+    written to ``node.db`` by one thread, many per transaction, and ``durable()`` is a future that is done
+    once every claim made before the call is committed — a pull waits for it before its last byte, so a
+    proof accepted once is refused again after a crash and restart (unexpired claims are loaded at start).
+    One process owns a data directory's claims."""
 
     purge_interval = 30.0  # seconds between deletions of expired claims
 
-    def claim(self, jti: str, exp: float) -> bool:
-        """One statement: insert the jti, or take over its row only when that claim has expired (so an
-        expired claim not yet purged does not refuse a reuse it would allow after the purge)."""
+    def __init__(self, path: Path):
+        super().__init__(path)
         now = time.time()
         with self.lock:
-            if now >= getattr(self, "_next_purge", 0.0):
-                self.conn.execute("DELETE FROM claims WHERE exp < ?", (now,))
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("CREATE TABLE IF NOT EXISTS claims (jti TEXT PRIMARY KEY, exp REAL NOT NULL)")
+            self.conn.execute("DELETE FROM claims WHERE exp < ?", (now,))
+            self._mem: dict[str, float] = dict(self.conn.execute("SELECT jti, exp FROM claims").fetchall())
+        self._cond = threading.Condition()
+        self._pending: list[tuple[str, float]] = []
+        self._waiters: list[Future] = []
+        self._writer: threading.Thread | None = None
+        self._next_purge = now + self.purge_interval
+
+    def claim(self, jti: str, exp: float) -> bool:
+        now = time.time()
+        jti = str(jti)
+        with self._cond:
+            held = self._mem.get(jti)
+            if held is not None and held >= now:
+                return False
+            self._mem[jti] = float(exp)
+            self._pending.append((jti, float(exp)))
+            if now >= self._next_purge:
+                self._mem = {k: v for k, v in self._mem.items() if v >= now}
                 self._next_purge = now + self.purge_interval
-            cur = self.conn.execute("INSERT INTO claims (jti, exp) VALUES (?, ?) ON CONFLICT (jti) DO UPDATE "
-                                    "SET exp = excluded.exp WHERE claims.exp < ?", (str(jti), float(exp), now))
-            return cur.rowcount == 1
+            self._wake()
+        return True
+
+    def durable(self) -> Future:
+        """Done when every claim made so far is committed (at once when none is pending)."""
+        future: Future = Future()
+        with self._cond:
+            if not self._pending:
+                future.set_result(True)
+                return future
+            self._waiters.append(future)
+            self._wake()
+        return future
+
+    def _wake(self) -> None:
+        if self._writer is None or not self._writer.is_alive():
+            self._writer = threading.Thread(target=self._write_loop, name="twinspace-claims", daemon=True)
+            self._writer.start()
+        self._cond.notify()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    if not self._cond.wait(timeout=30.0):
+                        self._writer = None
+                        return
+                rows, self._pending = self._pending, []
+                waiters, self._waiters = self._waiters, []
+            try:
+                now = time.time()
+                with self.lock:
+                    self.conn.execute("BEGIN")
+                    self.conn.executemany("INSERT INTO claims (jti, exp) VALUES (?, ?) ON CONFLICT (jti) "
+                                          "DO UPDATE SET exp = excluded.exp", rows)
+                    if now >= getattr(self, "_next_db_purge", 0.0):
+                        self.conn.execute("DELETE FROM claims WHERE exp < ?", (now,))
+                        self._next_db_purge = now + self.purge_interval
+                    self.conn.execute("COMMIT")
+            except Exception as exc:  # noqa: BLE001 - a full disk: the waiting pulls fail, not the thread
+                log.exception("claims not written")
+                try:
+                    with self.lock:
+                        self.conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                for future in waiters:
+                    future.set_exception(exc)
+                continue
+            for future in waiters:
+                future.set_result(True)
 
 
 class Outbox(_Db):

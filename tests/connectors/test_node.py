@@ -58,6 +58,8 @@ class FakeBroker:
         self.decision_error: tuple[int, str] | None = None
         self.receipts_down = False
         self.decision_calls = 0
+        self.lease = 0  # seconds a decision may be reused (0: one decision per pull)
+        self.lease_gen: int | None = None  # sign a lease for another generation than asked (an attack)
         self.app = self._app()
 
     def bundle_for(self, agr: str, content_hash: str) -> dict[str, Any]:
@@ -100,14 +102,20 @@ class FakeBroker:
                 "decision_id": f"dec_{self.decision_calls}", "allow": self.allow, "reasons": self.reasons,
                 "obligations": self.obligations, "agr": claims["agr"], "tpid": claims["tpid"], "sub": claims["sub"],
                 "token_jti": body["token_jti"], "nonce": "not-your-nonce" if self.wrong_nonce else body["nonce"],
-                "policy_version": "1", "input_hash": "x"})
+                "policy_version": "1", "input_hash": "x", "lease": self.lease > 0,
+                "gen": self.lease_gen if self.lease_gen is not None else body["token_generation"],
+                "format": body["format"]}, lifetime=self.lease or None)
             return {"decision": decision, "agreement": self.bundle_for(claims["agr"], claims["asset"]["content_hash"])}
 
         @app.post("/dataplane/receipts")
         async def receipts(request: Request):
             if self.receipts_down:
                 return JSONResponse({"code": "unavailable", "status": 503}, status_code=503)
-            self.receipts.append((await request.json())["receipt"])
+            body = await request.json()
+            if "receipts" in body:  # a batch: one result per receipt
+                self.receipts.extend(body["receipts"])
+                return {"results": [{"receipt_id": "r", "recorded": True} for _ in body["receipts"]]}
+            self.receipts.append(body["receipt"])
             return {"status": "recorded"}
 
         return app
@@ -201,10 +209,85 @@ def test_columns_subset_json_and_agreement_obligations(node, broker):
     assert table.num_rows == 5 and table.column_names == ["id", "district", "area"]
 
 
-def test_reused_token_is_refused(node, broker):
+def test_token_is_reused_with_a_fresh_proof_but_a_replayed_request_is_refused(node, broker):
+    token = broker.mint(node.sha)
+    proof = make_pop(broker.consumer_key, method="GET", path="/dataplane/transfers/tp_1", token=token)
+    assert pull(node, token, pop=proof).status_code == 200
+    assert pull(node, token, key=broker.consumer_key).status_code == 200  # the holder of the key, again
+    assert_problem(pull(node, token, pop=proof), 401, "replayed_pop")  # a captured request, replayed
+    assert_problem(pull(node, token, key=generate_key()), 401, "invalid_pop")  # the token without the key
+    assert len(broker.receipts) == 2
+
+
+def _revoke(node, broker, tpids, *, key=None, audience=ENDPOINT):
+    from twinspace.dataplane import REVOCATION, sign_message
+
+    notice = sign_message(key or broker.key, REVOCATION, issuer=ISSUER, audience=audience,
+                          claims={"tpids": tpids, "reasons": {t: "transfer_suspended" for t in tpids}})
+    return node.post("/dataplane/revocations", json={"notice": notice})
+
+
+def test_leased_decision_serves_later_pulls_until_revoked(node, broker):
+    broker.lease = 30
+    token = broker.mint(node.sha)
+    for _ in range(3):
+        assert pull(node, token, key=broker.consumer_key).status_code == 200
+    assert broker.decision_calls == 1  # one decision, three pulls
+    assert len(broker.receipts) == 3
+    # another format is another decision; a token of the same transfer and generation shares the lease
+    assert pull(node, token, key=broker.consumer_key, fmt="json").status_code == 200
+    assert pull(node, broker.mint(node.sha), key=broker.consumer_key).status_code == 200
+    assert broker.decision_calls == 2
+    # forged or misaddressed revocations change nothing
+    assert_problem(_revoke(node, broker, ["tp_1"], key=generate_key()), 401)
+    assert_problem(_revoke(node, broker, ["tp_1"], audience="http://connector-b.test"), 401, "wrong_audience")
+    assert pull(node, token, key=broker.consumer_key).status_code == 200
+    assert broker.decision_calls == 2
+    # the broker revokes: the next pull asks again, and the broker's answer now counts
+    r = _revoke(node, broker, ["tp_1"])
+    assert r.status_code == 200 and r.json()["leases_dropped"] == 2
+    broker.allow, broker.reasons = False, ["stale_transfer_token"]
+    assert_problem(pull(node, token, key=broker.consumer_key), 403, "access_denied")
+    assert broker.decision_calls == 3
+
+
+def test_lease_expires_and_a_lease_for_another_generation_is_refused(node, broker):
+    broker.lease = 11  # the connector's leeway is 10 s: this lease is usable for about one second
     token = broker.mint(node.sha)
     assert pull(node, token, key=broker.consumer_key).status_code == 200
-    assert_problem(pull(node, token, key=broker.consumer_key), 401, "replayed_transfer_token")
+    import time
+
+    time.sleep(1.2)
+    assert pull(node, token, key=broker.consumer_key).status_code == 200
+    assert broker.decision_calls == 2
+    assert _revoke(node, broker, ["tp_1"]).status_code == 200
+    broker.lease, broker.lease_gen = 30, 7  # a lease that would cover other tokens than this one's
+    assert_problem(pull(node, token, key=broker.consumer_key), 502, "invalid_decision")
+
+
+def test_revocation_that_arrives_while_a_decision_is_asked_for_wins(node, broker):
+    """The decision was made before the change committed at the broker but reaches the connector after
+    the revocation: it must not be kept as a lease (the connector asks again)."""
+    broker.lease = 30
+    from connectors.node.pep import Enforcer
+
+    enforcer = Enforcer(node.config)
+    token = broker.mint(node.sha)
+    claims = enforcer.check_token(token, "tp_1")
+    original = enforcer._ask
+    calls = []
+
+    def ask_then_revoke(*args):
+        answer = original(*args)
+        calls.append(1)
+        if len(calls) == 1:
+            enforcer.leases.revoke(["tp_1"])  # arrives while the first answer is on its way
+        return answer
+
+    enforcer._ask = ask_then_revoke
+    enforcer.decide(claims, "tp_1", "csv")
+    assert len(calls) == 2  # asked again after the revocation
+    assert enforcer.leases.get("tp_1", 1, "csv") is not None  # the second answer is kept
 
 
 def test_token_for_another_connector_is_refused(node, broker):

@@ -245,8 +245,11 @@ def test_the_decision_endpoint_decides_each_pull_and_its_obligations_apply(world
         True, ["ok"], {"max_rows": 3, "columns": ["district", "building_id"]}, decision_id="dec_test_allow"))
     rows = _rows(consumer.transfer_pull(tp))
     assert len(rows) == 3 and list(rows[0]) == ["building_id", "district"]
-    # without a decision obligation, the offer's own max_rows (40) applies
+    # without a decision obligation, the offer's own max_rows (40) applies. (The allow above is leased to
+    # the connector; a real policy change is pushed to it as a revocation — test_policy_upload_revokes_leases
+    # — the monkeypatch is not, so its lease is dropped here.)
     monkeypatch.setattr(policy_access, "decide_access", real)
+    world.provider.connector().leases.revoke(None)
     assert len(_rows(consumer.transfer_pull(tp))) == 40
 
 

@@ -46,7 +46,7 @@ def test_pull_from_the_connector_with_receipt_and_acknowledgement(world, engine,
     rows = pacsv.read_csv(io.BytesIO(data)).num_rows
     assert rows == 40  # the offer's max_rows obligation, applied at the connector
     assert consumer.last_receipt
-    again = consumer.transfer_pull(tp)  # a fresh token per pull (tokens are single-use at the connector)
+    again = consumer.transfer_pull(tp)  # the same token, a fresh proof, the same leased decision
     assert again == data
     receipts = _wait(lambda: len(_events(engine, "transfer.receipt")) >= 2 and _events(engine, "transfer.receipt"))
     assert len(receipts) == 2
@@ -54,7 +54,10 @@ def test_pull_from_the_connector_with_receipt_and_acknowledgement(world, engine,
     assert claims["tpid"] == pid and claims["rows"] == 40 and claims["sha256"] == hashlib.sha256(data).hexdigest()
     assert get_usage(Session(engine), agreement["id"])["rows"] == 80
     decisions = _events(engine, "transfer.decision")
-    assert len(decisions) == 2 and all(d["details"]["allow"] for d in decisions)
+    # one decision served both pulls: an allow leased to the connector for the transfer's next pulls
+    assert len(decisions) == 1 and decisions[0]["details"]["allow"]
+    assert 0 < decisions[0]["details"]["lease_seconds"] <= 30
+    assert {r["details"]["claims"]["decision_id"] for r in receipts} == {decisions[0]["details"]["decision_id"]}
     ack = consumer.transfer_acknowledge(pid, consumer.last_receipt, hashlib.sha256(data).hexdigest(), len(data))
     assert ack == {"receipt_id": consumer.last_receipt, "matches": True}
     bad = consumer.transfer_acknowledge(pid, consumer.last_receipt, "0" * 64, len(data))

@@ -42,6 +42,7 @@ class BrokerClient:
     last_receipt: str | None = None  # X-TwinSpace-Receipt of the last pull
     _token: str | None = field(default=None, repr=False)
     _token_expires: float = 0.0
+    _transfer_tokens: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def connect(cls, base_url: str, org_id: str, key_file: Path, audience: str = "twinspace-broker",
@@ -285,18 +286,38 @@ class BrokerClient:
                          *, fresh_token: bool = True, acknowledge: bool = False, limit: int | None = None,
                          on_chunk: Any = None) -> dict[str, Any]:
         """Stream the data from the provider's connector (the DataAddress endpoint) into ``sink`` (a
-        binary file): a fresh transfer token (each is single-use; ``fresh_token=False`` presents the one in
-        ``start``) and a fresh proof of possession signed here; no broker token is sent to the connector.
+        binary file) with a current transfer token — kept per transfer and reused until shortly before it
+        expires, fetched anew otherwise (``fresh_token=False`` presents the one in ``start`` as it is) — and
+        a fresh proof of possession signed here; no broker token is sent to the connector.
         ``on_chunk(nbytes, headers)`` follows the progress. Returns ``{bytes, sha256, rows, receipt}``; the
         receipt id is also kept in ``last_receipt``; ``acknowledge`` countersigns it with what arrived."""
+        start = start.get("twin:startMessage", start)
+        pid = start.get("providerPid")
+        reused = False
+        if pid and fresh_token:
+            reused = pid in self._transfer_tokens
+            start = self._current_token(pid)
+            reused = reused and self._transfer_tokens.get(pid, (None,))[0] is start
+        try:
+            answer = self._pull_once(start, sink, fmt, columns, limit, on_chunk)
+        except BrokerError as exc:
+            if pid and fresh_token:
+                self.forget_transfer_token(pid)  # refused: the next pull asks the broker for a new token
+                if reused and exc.status in (401, 403):  # e.g. the transfer was suspended and resumed since
+                    return self.transfer_pull_to(start, sink, fmt, columns, acknowledge=acknowledge, limit=limit,
+                                                 on_chunk=on_chunk)
+            raise
+        self.last_receipt = answer["receipt"]
+        if acknowledge and pid and self.last_receipt:
+            self.transfer_acknowledge(pid, self.last_receipt, answer["sha256"], answer["bytes"])
+        return answer
+
+    def _pull_once(self, start: dict[str, Any], sink: Any, fmt: str, columns: list[str] | None,
+                   limit: int | None, on_chunk: Any) -> dict[str, Any]:
         import hashlib
 
         from twinspace.transfer_tokens import make_pop
 
-        start = start.get("twin:startMessage", start)
-        pid = start.get("providerPid")
-        if pid and fresh_token:
-            start = self.transfer_token(pid)
         endpoint, token = self.data_address(start)
         path = httpx.URL(endpoint).path
         params = {"format": fmt, **({"columns": ",".join(columns)} if columns else {}),
@@ -321,9 +342,6 @@ class BrokerClient:
         finally:
             if http is not self.connector_http:
                 http.close()
-        self.last_receipt = answer["receipt"]
-        if acknowledge and pid and self.last_receipt:
-            self.transfer_acknowledge(pid, self.last_receipt, answer["sha256"], size)
         return answer
 
     def transfer_acknowledge(self, transfer_id: str, receipt_id: str, sha256: str, nbytes: int) -> dict[str, Any]:
@@ -340,7 +358,27 @@ class BrokerClient:
         return response.content
 
     def transfer_token(self, transfer_id: str) -> dict[str, Any]:
+        """A new DataAddress (TransferStartMessage shape) with a new transfer token."""
         return self.post(f"/transfers/{transfer_id}/token")
+
+    token_margin = 30  # seconds before its expiry a kept transfer token is replaced
+
+    def _current_token(self, transfer_id: str) -> dict[str, Any]:
+        import jwt
+
+        kept = self._transfer_tokens.get(transfer_id)
+        if kept is not None and kept[1] - self.token_margin > time.time():
+            return kept[0]
+        start = self.transfer_token(transfer_id)
+        try:
+            exp = float(jwt.decode(self.data_address(start)[1], options={"verify_signature": False})["exp"])
+        except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+            exp = 0.0  # not ours to read: use it once
+        self._transfer_tokens[transfer_id] = (start, exp)
+        return start
+
+    def forget_transfer_token(self, transfer_id: str) -> None:
+        self._transfer_tokens.pop(transfer_id, None)
 
     def transfer_get(self, transfer_id: str) -> dict[str, Any]:
         return self.get(f"/dsp/transfers/{transfer_id}")

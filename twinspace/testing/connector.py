@@ -42,6 +42,11 @@ class ConnectorHarness:
     def data_dir(self) -> Path:
         return self.config.data_dir
 
+    @property
+    def leases(self):
+        """The running node's leased decisions (``connectors.node.leases.Leases``)."""
+        return self.app.state.enforcer.leases
+
     def put(self, arrow_bytes: bytes) -> str:
         """Store an Arrow IPC file in the connector's data dir; returns its SHA-256."""
         return self.config.store.put(arrow_bytes)
