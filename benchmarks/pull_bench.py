@@ -83,15 +83,16 @@ def bare_request(port: int) -> bytes:
 
 
 def requests_for(c: int, quick: bool) -> int:
-    return {1: 100, 32: 800, 256: 1536}[c] // (4 if quick else 1)
+    return {1: 400, 32: 4000, 256: 6144}[c] // (4 if quick else 1)
 
 
-def measure(make, port: int, c: int, n: int, prefetch=None) -> dict:
+def measure(make, port: int, c: int, n: int) -> dict:
+    """``make()`` builds one request; all of them are built before the clock starts (a pull's proof of
+    possession is signed by the consumer: the load generator's signing is not the servers' work)."""
     warm = min(n, 2 * c, 64)
-    if prefetch:
-        prefetch(warm + n)  # single-use transfer tokens, fetched before the clock starts
-    run_load("127.0.0.1", port, [make for _ in range(warm)], c)  # warm-up
-    result = run_load("127.0.0.1", port, [make for _ in range(n)], c, timeout=120)
+    run_load("127.0.0.1", port, [make() for _ in range(warm)], c)  # warm-up
+    batch = [make() for _ in range(n)]
+    result = run_load("127.0.0.1", port, batch, c, timeout=120)
     counts = Counter(result.statuses)
     return {"rps": result.rps, "ok": counts.get(200, 0), "n": n, "errors": len(result.errors),
             "other": {k: v for k, v in counts.items() if k != 200}}
@@ -143,7 +144,8 @@ def run_backend(backend: str, quick: bool, bare_port: int, tmp: Path) -> list[di
         for c in CONCURRENCY:
             n = requests_for(c, quick)
             bare = measure(lambda: bare_request(bare_port), bare_port, c, n)
-            pull = measure(target.raw_request, target.port, c, n, prefetch=target.prefetch)
+            target.prefetch()  # one transfer token (reusable until it expires), fetched before the clock
+            pull = measure(target.raw_request, target.port, c, n)
             bearer = broker.client("provider").token()
             decide = measure(lambda: decision_request(broker, bearer, target.transfer_id), broker.port, c, n)
             rows.append({"backend": backend, "c": c, "bare": bare, "pull": pull, "decide": decide,

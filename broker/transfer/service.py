@@ -38,19 +38,31 @@ def _quota(session: Session, agreement) -> dict[str, Any] | None:
     return None
 
 
+# Policy parameters whose decision depends on the usage so far: such an agreement is decided per pull.
+_PER_PULL_PARAMS = ("max_total_rows", "max_accesses", "max_elapsed_seconds")
+
+
 def _lease_seconds(settings, agreement) -> int:
     """How long the connector may reuse an allow decision: ``decision_lease_seconds``, never past the
-    agreement's end, and 0 (one pull) when a row quota is counted (the next decision must see the usage)."""
-    if agreement is None or _quota_counted(agreement):
+    agreement's end nor its policy's ``not_after``, and 0 (one pull) when the policy counts usage (a row
+    quota, a number of accesses, a time since first use: the next decision must see this pull)."""
+    if agreement is None:
+        return 0
+    params = agreement.policy_params or {}
+    if any(params.get(k) is not None for k in _PER_PULL_PARAMS):
         return 0
     lease = int(settings.decision_lease_seconds)
-    if lease <= 0:
-        return 0
+    now = datetime.now(timezone.utc)
     end = agreement.not_after
     if end is not None:
         if end.tzinfo is None:
             end = end.replace(tzinfo=timezone.utc)
-        lease = min(lease, int((end - datetime.now(timezone.utc)).total_seconds()))
+        lease = min(lease, int((end - now).total_seconds()))
+    policy_end = params.get("not_after")
+    if policy_end is not None:
+        if not isinstance(policy_end, (int, float)) or isinstance(policy_end, bool):
+            return 0  # a window this function cannot read: decide per pull
+        lease = min(lease, int(policy_end - now.timestamp()))
     return max(0, lease)
 
 

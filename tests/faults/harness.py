@@ -10,6 +10,8 @@ far less than the server it measures.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import signal
 import subprocess
@@ -148,8 +150,10 @@ class Connector(ConnectorProcess):
 class PullTarget:
     """Everything a consumer needs to pull under one STARTED transfer, at the provider's connector.
 
-    Transfer tokens are single-use: ``prefetch(n)`` asks the broker for ``n`` of them beforehand, and each
-    ``raw_request()`` spends one (fetching one more when none is left) with a fresh proof of possession."""
+    A transfer token is reused until shortly before it expires (``current_token``; a new one is fetched
+    from the broker then); every request carries its own fresh proof of possession. ``requests(n)``: the
+    requests built when sent (long runs); ``requests(n, prebuilt=True)``: built now, before the clock
+    (a benchmark measures the servers, not the load generator's signing)."""
 
     host: str
     port: int
@@ -157,27 +161,38 @@ class PullTarget:
     consumer: BrokerClient
     transfer_id: str
     tokens: list[str] = field(default_factory=list)
+    token_margin: float = 60.0
 
     def new_token(self) -> str:
-        return BrokerClient.data_address(self.consumer.transfer_token(self.transfer_id))[1]
+        token = BrokerClient.data_address(self.consumer.transfer_token(self.transfer_id))[1]
+        self.tokens.append(token)
+        return token
 
-    def prefetch(self, n: int, threads: int = 4) -> "PullTarget":
-        from concurrent.futures import ThreadPoolExecutor
+    def current_token(self) -> str:
+        if self.tokens:
+            payload = self.tokens[-1].split(".")[1]
+            exp = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
+            if exp - self.token_margin > time.time():
+                return self.tokens[-1]
+        return self.new_token()
 
+    def prefetch(self, n: int = 1, threads: int = 4) -> "PullTarget":
+        """Make sure a current token is held (tokens are reusable: one serves every request)."""
         self.consumer.token()  # the client's token cache is not thread-safe: fill it first
-        with ThreadPoolExecutor(threads) as pool:
-            self.tokens.extend(pool.map(lambda _: self.new_token(), range(n)))
+        self.current_token()
         return self
 
     def raw_request(self, fmt: str = "csv") -> bytes:
-        token = self.tokens.pop() if self.tokens else self.new_token()
+        token = self.current_token()
         pop = make_pop(self.consumer.private_key, method="GET", path=self.path, token=token)
         return (f"GET {self.path}?format={fmt} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                 f"TwinSpace-Transfer-Token: {token}\r\nTwinSpace-PoP: {pop}\r\n\r\n").encode()
 
-    def requests(self, n: int) -> list:
-        """``n`` requests for the load generator, each built when sent (a proof is short-lived)."""
-        self.prefetch(max(0, n - len(self.tokens)))
+    def requests(self, n: int, *, prebuilt: bool = False) -> list:
+        """``n`` requests for the load generator: built when sent (a proof is short-lived), or now."""
+        self.prefetch()
+        if prebuilt:
+            return [self.raw_request() for _ in range(n)]
         return [self.raw_request for _ in range(n)]
 
 
