@@ -160,7 +160,7 @@ class EmbeddedEngine(_Engine):
 
     def compile(self, source: PolicySource):
         """(interpreter, bundle) for ``data.<package>.decision``; PolicyError if it does not compile."""
-        from regopy import Interpreter
+        from broker.policy.rego import Interpreter
 
         interpreter = Interpreter()
         try:
@@ -184,7 +184,7 @@ class EmbeddedEngine(_Engine):
         return pool
 
     def evaluate(self, source: PolicySource, input_doc: dict[str, Any]) -> Any:
-        from regopy.rego_shared import rego_output_ok
+        from broker.policy.rego import rego_output_ok
 
         pool = self._pool(source)
         interpreter, bundle = pool.acquire()

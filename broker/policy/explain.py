@@ -27,7 +27,7 @@ def checks_of(source: PolicySource) -> list[str]:
 
 def explain(library, source: PolicySource, input_doc: dict[str, Any]) -> dict[str, Any]:
     """{"rules": [{"rule", "passed", "reasons"}], "decided_by": [rules that denied] or ["allow"]}."""
-    from regopy import Interpreter
+    from broker.policy.rego import Interpreter
 
     interpreter = Interpreter()
     for name, rego in library.shared.items():

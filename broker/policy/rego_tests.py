@@ -36,7 +36,7 @@ def discover(library: Library) -> list[RegoTest]:
 
 
 def make_interpreter(library: Library):
-    from regopy import Interpreter
+    from broker.policy.rego import Interpreter
 
     interpreter = Interpreter()
     for name, rego in library.shared.items():
@@ -53,7 +53,7 @@ def make_interpreter(library: Library):
 
 def run_test(interpreter, test: RegoTest) -> str | None:
     """None when the test passes, else why it failed."""
-    from regopy.rego_shared import rego_output_ok
+    from broker.policy.rego import rego_output_ok
 
     output = interpreter.query(test.query)
     text = str(output).strip()

@@ -16,17 +16,16 @@ from broker.audit import record_event
 from broker.privacy import ledger
 from broker.privacy.models import AggregationContribution, AggregationRound
 from broker.privacy.schemas import AggregationRoundRequest, ContributionRequest, b64decode, b64encode
-from broker.privacy.service import _authorize, _sha, contracts
+from broker.privacy.service import _authorize, _sha, contracts, homomorphic
 from broker.storage.db import session_scope
 from twinspace.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unprocessable
-from twinspace.privacy import he
 
 
 def open_round(runtime, principal: Any, body: AggregationRoundRequest) -> dict[str, Any]:
     """Check every named agreement and the providers' independence, then open the round. Nothing is
     charged yet: at release, only the agreements that contributed are (``release``)."""
     raw = b64decode(body.context, "encryption context")
-    ctx = he.load_public_context(raw)
+    ctx = homomorphic().load_public_context(raw)
     ids = list(dict.fromkeys(body.agreement_ids))
     if len(ids) != len(body.agreement_ids):
         raise BadRequest("An agreement is named twice.", code="duplicate_agreement")
@@ -161,6 +160,7 @@ def contribute(session: Session, principal: Any, round_id: str, body: Contributi
         raise Conflict(f"The agreement is {agreement.status}; it cannot contribute.", code="agreement_not_finalized")
     if session.get(AggregationContribution, (round_id, body.agreement_id)) is not None:
         raise Conflict("This agreement already contributed to the round.", code="already_contributed")
+    he = homomorphic()
     ctx = he.load_public_context(r.context)
     data = b64decode(body.ciphertext, "ciphertext")
     he.check_ciphertext(ctx, data, "contribution")  # right parameters, right size: refused now, not at release
@@ -185,6 +185,7 @@ def release(session: Session, principal: Any, round_id: str) -> dict[str, Any]:
                            code="round_incomplete", extra={"contributions": len(parts)})
         from broker.contracts.models import Agreement
 
+        he = homomorphic()
         ctx = he.load_public_context(r.context)
         result = he.secure_aggregate([p.ciphertext for p in parts], r.min_providers, ctx=ctx)
         costs = {}

@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import Field
 
 from broker.schemas import StrictModel
-from twinspace.privacy.mechanisms import MIN_EPSILON_PER_QUERY
+from twinspace.privacy.dp_terms import MIN_EPSILON_PER_QUERY
 from twinspace.privacy.queries import (MAX_MASK_CHUNKS, AggregateQuery, CiphertextB64, ColumnName,  # noqa: F401
                                        ComputeRequest, Condition, ContextB64, HistogramQuery, LinearScoreQuery,
                                        PredicateQuery, Query, b64decode, b64encode, jsonable_query, wire_query)

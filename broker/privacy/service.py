@@ -42,8 +42,8 @@ from twinspace.dataplane import (COMPUTE, RECEIPT, body_sha256, merge_obligation
                                  sign_message, verify_message)
 from twinspace.errors import (BadGateway, BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
                               TooManyRequests, TwinSpaceError, Unprocessable)
-from twinspace.privacy import he, mechanisms
-from twinspace.privacy.mechanisms import QueryRefused
+from twinspace.privacy import dp_terms
+from twinspace.privacy.dp_terms import QueryRefused
 
 log = logging.getLogger("twinspace.privacy")
 MASK_QUERIES = ("aggregate", "histogram")  # refused: an encrypted mask cannot be proven 0/1 (see the docs)
@@ -68,6 +68,14 @@ class Terms:
         """What the connector is told (signed, via the body hash): no budget, no agreement internals."""
         return {"epsilon": self.epsilon, "k": self.k, "columns": self.columns,
                 "predicate_columns": self.predicate_columns, "measure": self.measure}
+
+
+def homomorphic():
+    """``twinspace.privacy.he`` (numpy, TenSEAL), imported by the first encrypted query or aggregation
+    round rather than at start-up."""
+    from twinspace.privacy import he
+
+    return he
 
 
 def _sha(data: bytes) -> str:
@@ -110,10 +118,10 @@ def _authorize(session: Session, settings, principal: Any, agreement_id: str, re
                         code="encrypted_mask_not_allowed")
     declared = params.get("query_columns")
     measure = params.get("privacy_measure", "pure")
-    if measure not in mechanisms.MEASURES:
-        raise Forbidden(f"The agreement's privacy_measure is not one of {', '.join(mechanisms.MEASURES)}; "
+    if measure not in dp_terms.MEASURES:
+        raise Forbidden(f"The agreement's privacy_measure is not one of {', '.join(dp_terms.MEASURES)}; "
                         "no query is run.", code="invalid_privacy_terms")
-    return Terms(agreement=agreement, epsilon=mechanisms.check_epsilon(epsilon), k=max(1, k), measure=measure,
+    return Terms(agreement=agreement, epsilon=dp_terms.check_epsilon(epsilon), k=max(1, k), measure=measure,
                  budget_total=_term(params.get("privacy_budget") or settings.privacy_budget_default,
                                     "privacy_budget", 1e-6, 1e6),
                  columns=merge_obligations(obligations, agreement.obligations)["columns"],
@@ -216,7 +224,7 @@ def run_query(runtime, principal: Any, body: EncryptedQueryRequest) -> dict[str,
     from broker.policy.service import record_usage
 
     settings = runtime.settings
-    ctx = he.load_public_context(b64decode(body.context, "encryption context"))  # public; free 400s
+    ctx = homomorphic().load_public_context(b64decode(body.context, "encryption context"))  # public; free 400s
     query_id = "q_" + secrets.token_hex(10)
     with session_scope(runtime.engine) as session:
         terms = _authorize(session, settings, principal, body.agreement_id, body.epsilon, body.query.type)
@@ -280,7 +288,7 @@ def run_query(runtime, principal: Any, body: EncryptedQueryRequest) -> dict[str,
             "results": {name: b64encode(ct) for name, ct in results.items()}, **facts,
             "epsilon": terms.epsilon, "min_cohort": terms.k, "budget": budget,
             "noise": {"mechanism": "discrete_laplace" if terms.measure == "pure" else "discrete_gaussian",
-                      "neighbouring": mechanisms.NEIGHBOURING, "source": "opendp"}}
+                      "neighbouring": dp_terms.NEIGHBOURING, "source": "opendp"}}
 
 
 def budget_view(session: Session, agreement: Any) -> dict[str, Any]:

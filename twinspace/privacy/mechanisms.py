@@ -17,7 +17,9 @@ no floating-point mechanism anywhere (Mironov 2012). OpenDP samples from its own
 secure generator; the visible blinding values of the HE protocol come from ``blinding_rng`` (the
 operating system's CSPRNG through ``secrets``), never from the noise generator.
 
-Pure code: no I/O, no database, no HTTP; the broker and the provider's connector both call it.
+Pure code: no I/O, no database, no HTTP; the broker and the provider's connector both call it. The terms checked
+before any mechanism runs (measures, epsilon range, the refusal) are in ``dp_terms.py``, re-exported
+here, so the broker's request models and query authorisation need neither numpy nor OpenDP.
 """
 
 from __future__ import annotations
@@ -30,44 +32,18 @@ from typing import Sequence
 import numpy as np
 import opendp.prelude as odp
 
-from twinspace.errors import BadRequest, Forbidden
+from twinspace.errors import BadRequest
+from twinspace.privacy.dp_terms import (MAX_EPSILON_PER_QUERY, MEASURES, MIN_EPSILON_PER_QUERY,  # noqa: F401
+                                        NEIGHBOURING, REFUSED, QueryRefused, check_epsilon, check_measure)
 
 odp.enable_features("contrib")
 
-NEIGHBOURING = "substitution"
-MEASURES = ("pure", "zcdp")          # pure ε-DP (discrete Laplace) | ρ-zCDP (discrete Gaussian)
-MIN_EPSILON_PER_QUERY = 0.05         # below this a "refusal oracle" could hide behind huge noise margins
-MAX_EPSILON_PER_QUERY = 10.0
 THRESHOLD_SHARE = 0.25               # of a query's ε spent on the noisy cohort count (when one is needed)
-REFUSED = "query_refused"            # the one refusal code once a query has read data
-
-
-class QueryRefused(Forbidden):
-    """The single refusal after data was read: the reason is not told (it would be a free oracle)."""
-
-    def __init__(self, reason: str = "refused") -> None:
-        super().__init__("The query was not answered. Its privacy cost was charged, as for an answer.",
-                         code=REFUSED)
-        self.reason = reason  # for the audit log only, never for the answer
 
 
 def blinding_rng() -> secrets.SystemRandom:
     """The generator for visible HE blinding values: the OS CSPRNG, separate from OpenDP's sampler."""
     return secrets.SystemRandom()
-
-
-def check_epsilon(epsilon: float, *, minimum: float = MIN_EPSILON_PER_QUERY) -> float:
-    if (isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon)
-            or not minimum <= epsilon <= MAX_EPSILON_PER_QUERY):
-        raise BadRequest(f"epsilon per query must be in [{minimum:g}, {MAX_EPSILON_PER_QUERY:g}].",
-                         code="invalid_epsilon")
-    return float(epsilon)
-
-
-def check_measure(measure: str) -> str:
-    if measure not in MEASURES:
-        raise BadRequest(f"The privacy measure must be one of {', '.join(MEASURES)}.", code="invalid_measure")
-    return measure
 
 
 def to_fixed_point(values: np.ndarray, scale: int) -> np.ndarray:

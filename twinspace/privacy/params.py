@@ -4,14 +4,19 @@ Shared by the consumer client (``twinspace/client/query.py``) and the compute si
 (``twinspace/privacy/he.py``). A public context is accepted only if its SEAL ``parms_id`` (a hash of
 scheme, poly-modulus degree, coefficient moduli and plain modulus) equals the one of a reference
 context built from this list, so nothing but these exact parameter sets gets through.
+
+TenSEAL is imported by the functions that build or read a context, not by this module: the request
+models (``twinspace/privacy/queries.py``) need only the sizes below, and the broker loads them at start-up.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import tenseal as ts
+if TYPE_CHECKING:
+    import tenseal as ts
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ MAX_REQUEST_BYTES = 128 * 1024 * 1024
 
 def new_context(scheme: str) -> ts.Context:
     """A fresh (private) TenSEAL context for an allow-listed scheme."""
+    import tenseal as ts
+
     p = ALLOWED[scheme]
     if p.scheme == "bfv":
         return ts.context(ts.SCHEME_TYPE.BFV, p.poly_modulus_degree, plain_modulus=p.plain_modulus)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from twinspace.errors import BadRequest
-from twinspace.privacy.mechanisms import MEASURES, MIN_EPSILON_PER_QUERY
+from twinspace.privacy.dp_terms import MEASURES, MIN_EPSILON_PER_QUERY
 from twinspace.privacy.params import MAX_CIPHERTEXT_BYTES, MAX_CONTEXT_BYTES
 
 _B64_CONTEXT = 4 * (MAX_CONTEXT_BYTES // 3 + 1)
