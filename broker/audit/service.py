@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -270,7 +270,11 @@ def _escape_like(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+_NOT_OK = AuditEntry.outcome != literal_column("'ok'")  # the predicate of ix_audit_entry_not_ok_seq, verbatim
+
+
 def _filtered(f: EntryFilter):
+    """Entries after ``f.after_seq`` matching the filter, in sequence order (indexes: ``AuditEntry``)."""
     q = select(AuditEntry).where(AuditEntry.seq > f.after_seq)
     if f.org:
         q = q.where(or_(AuditEntry.actor == f.org,
@@ -284,6 +288,8 @@ def _filtered(f: EntryFilter):
         q = q.where(AuditEntry.agreement_id == f.agreement_id)
     if f.outcome:
         q = q.where(AuditEntry.outcome == f.outcome)
+        if f.outcome != "ok":  # implied, but a planner uses a partial index only when it sees its predicate
+            q = q.where(_NOT_OK)
     if f.since:
         q = q.where(AuditEntry.created_at >= f.since)
     if f.until:
