@@ -1,6 +1,7 @@
 """Broker start-up vs a bare FastAPI app: process spawn to the first 200 of the readiness route.
 
-Run from the repository root:  .venv/bin/python benchmarks/startup_bench.py [--rounds N] [--no-importtime]
+Run from the repository root:
+    .venv/bin/python benchmarks/startup_bench.py [--rounds N] [--bytecode cache|env] [--cli] [--no-importtime]
 
 Both servers are real uvicorn processes with one worker, started alternately (bare, broker, bare, …)
 for N rounds (default 7); each is timed from ``subprocess.Popen`` to the first ``200`` of ``GET
@@ -22,10 +23,14 @@ instead: with ``PYTHONDONTWRITEBYTECODE=1`` and no ``__pycache__`` in the checko
 machine) the broker compiles its own modules from source on every start (~0.3–0.4 s here), and the
 figure depends on whatever ``__pycache__`` others have left in the checkout.
 
+Besides the wall time, the CPU time (user + system, all threads) each process had used when it first
+answered is shown: on a machine shared with other work it moves far less than the wall time.
+
 After each broker start the first authenticated request is timed too (token + ``GET /catalog/assets``,
 what a client does first): whatever the broker defers past readiness is paid there, so the table shows
 it. Then ``python -X importtime`` of the broker's app factory (import + ``create_app()``) lists the top
-15 imports by cumulative time and whether the heavy libraries (numpy, TenSEAL, pyarrow, …) were loaded.
+15 imports by cumulative time, the self time summed per package, and whether the heavy libraries (numpy,
+TenSEAL, pyarrow, …) were loaded. About 50 s with the defaults.
 The last line printed is the ratio of the medians (broker ÷ bare).
 """
 
@@ -81,8 +86,18 @@ def status(port: int, path: str = "/readyz") -> int | None:
         conn.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (all its threads) has used so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def time_to_ready(cmd: list[str], env: dict[str, str], cwd: Path, log: Path, timeout: float = 60):
-    """(seconds from spawn to the first 200 of /readyz, the running process, its port)."""
+    """(seconds from spawn to the first 200 of /readyz, CPU seconds the process used until then, the running
+    process, its port)."""
     port = free_port()
     cmd = [part.replace("{port}", str(port)) for part in cmd]
     with open(log, "ab") as err:
@@ -90,7 +105,7 @@ def time_to_ready(cmd: list[str], env: dict[str, str], cwd: Path, log: Path, tim
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
     while time.perf_counter() - started < timeout:
         if status(port) == 200:
-            return time.perf_counter() - started, proc, port
+            return time.perf_counter() - started, cpu_seconds(proc.pid), proc, port
         if proc.poll() is not None:
             raise RuntimeError(f"{cmd[:3]} exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
         time.sleep(0.01)
@@ -197,20 +212,22 @@ def main() -> int:
               "(migrations not measured)", flush=True)
         if args.bytecode == "cache":  # warm the private cache: one untimed start of each
             for name, (cmd, cwd) in commands.items():
-                stop(time_to_ready(cmd, env, cwd, tmp / f"{name.replace(' ', '_')}.log")[1])
+                stop(time_to_ready(cmd, env, cwd, tmp / f"{name.replace(' ', '_')}.log")[2])
         times: dict[str, list[float]] = {name: [] for name in commands}
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
         first: list[float] = []
         for i in range(args.rounds):
             line = []
             for name, (cmd, cwd) in commands.items():
-                seconds, proc, port = time_to_ready(cmd, env, cwd, tmp / f"{name.replace(' ', '_')}.log")
+                seconds, used, proc, port = time_to_ready(cmd, env, cwd, tmp / f"{name.replace(' ', '_')}.log")
                 try:
                     if name == "broker":
                         first.append(first_request(port, org))
                 finally:
                     stop(proc)
                 times[name].append(seconds)
-                line.append(f"{name} {seconds:.2f} s")
+                cpu[name].append(used)
+                line.append(f"{name} {seconds:.2f} s (CPU {used:.2f} s)")
             print(f"round {i + 1}: " + ", ".join(line) + f", broker's first API call {first[-1]:.2f} s", flush=True)
 
         if not args.no_importtime:
@@ -222,14 +239,15 @@ def main() -> int:
             print("self time by package (ms): " + ", ".join(f"{name} {own * 1000:.0f}" for name, own in by_package))
             print("heavy libraries loaded by the broker app: " + (", ".join(present) or "none"))
 
-        bare = statistics.median(times["bare"])
-        print("\n| server | median s | min s | max s | ÷ bare |")
-        print("|---|---|---|---|---|")
+        bare, bare_cpu = statistics.median(times["bare"]), statistics.median(cpu["bare"])
+        print("\n| server | median s | min s | max s | ÷ bare | CPU s to ready (median) | CPU ÷ bare |")
+        print("|---|---|---|---|---|---|---|")
         for name, values in times.items():
-            med = statistics.median(values)
-            print(f"| {name} | {med:.2f} | {min(values):.2f} | {max(values):.2f} | {med / bare:.2f} |")
+            med, med_cpu = statistics.median(values), statistics.median(cpu[name])
+            print(f"| {name} | {med:.2f} | {min(values):.2f} | {max(values):.2f} | {med / bare:.2f} | {med_cpu:.2f} "
+                  f"| {med_cpu / bare_cpu:.2f} |")
         print(f"| broker's first API call after ready (token + GET /catalog/assets) | {statistics.median(first):.2f} "
-              f"| {min(first):.2f} | {max(first):.2f} | — |")
+              f"| {min(first):.2f} | {max(first):.2f} | — | — | — |")
         broker = statistics.median(times["broker"])
         print(f"start-up to first /readyz 200: broker {broker:.2f} s, bare {bare:.2f} s, ratio {broker / bare:.2f}")
         return 0
