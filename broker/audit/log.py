@@ -75,6 +75,11 @@ def _time_processor(dialect) -> Any:
     return proc
 
 
+def stored_time(dialect, value: datetime) -> Any:
+    """``value`` as the appender binds ``created_at`` on this dialect (filters compare against it)."""
+    return _time_processor(dialect)(value)
+
+
 def _allocate(cur, sql, k: int) -> tuple[int, str]:
     """Reserve k sequence numbers; returns (last allocated seq, leaf hash before the first)."""
     for _ in range(2):

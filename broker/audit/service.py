@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, literal_column, or_, select
+from sqlalchemy import String, TypeDecorator, bindparam, func, literal_column, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from twinspace.audit.entries import ZERO_HASH, chain_fields, openings_ok
 from twinspace.audit.merkle import MerkleTree, ProofError
+from broker.audit.log import stored_time
 from broker.audit.models import AuditCheckpoint, AuditEntry
 from twinspace.audit.note import Checkpoint, Verifier, parse_vkey, sign_checkpoint, vkey_string
 from twinspace.errors import BadRequest, Conflict, NotFound
@@ -270,6 +272,26 @@ def _escape_like(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+class _AsStored(TypeDecorator):
+    """A ``since`` / ``until`` bound in the form the appender stores ``created_at``: on SQLite the text
+    ``broker.audit.log`` writes ("2026-12-01 03:51:00+00:00", "…:00.250000+00:00"), which sorts like
+    the stored values; SQLAlchemy's own DATETIME text ("…:00.000000") would sort after an entry of
+    that very second with zero microseconds. Elsewhere the column's type as usual."""
+
+    impl = UTCDateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        return dialect.type_descriptor(String() if dialect.name == "sqlite" else UTCDateTime())
+
+    def process_bind_param(self, value, dialect):
+        return stored_time(dialect, value) if dialect.name == "sqlite" else value
+
+
+def _time(value: datetime):
+    return bindparam(None, value, type_=_AsStored())
+
+
 _NOT_OK = AuditEntry.outcome != literal_column("'ok'")  # the predicate of ix_audit_entry_not_ok_seq, verbatim
 
 
@@ -291,9 +313,9 @@ def _filtered(f: EntryFilter):
         if f.outcome != "ok":  # implied, but a planner uses a partial index only when it sees its predicate
             q = q.where(_NOT_OK)
     if f.since:
-        q = q.where(AuditEntry.created_at >= f.since)
+        q = q.where(AuditEntry.created_at >= _time(f.since))
     if f.until:
-        q = q.where(AuditEntry.created_at < f.until)
+        q = q.where(AuditEntry.created_at < _time(f.until))
     return q.order_by(AuditEntry.seq)
 
 
