@@ -36,9 +36,9 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from twinspace import jws
 from twinspace.canonical import canonical_json
 from twinspace.crypto import key_id
 from twinspace.errors import BadRequest, Unauthorized
@@ -84,55 +84,73 @@ def body_sha256(body: Any) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
+_KIDS: dict[int, tuple[Ed25519PrivateKey, str]] = {}
+
+
+def signer_kid(private_key: Ed25519PrivateKey) -> str:
+    """The RFC 7638 thumbprint of the signer's public key (computed once per key object)."""
+    hit = _KIDS.get(id(private_key))
+    if hit is None or hit[0] is not private_key:
+        if len(_KIDS) > 256:
+            _KIDS.clear()
+        hit = _KIDS[id(private_key)] = (private_key, key_id(private_key.public_key()))
+    return hit[1]
+
+
 def sign_message(private_key: Ed25519PrivateKey, kind: str, *, issuer: str, audience: str,
                  claims: dict[str, Any], lifetime: int | None = None) -> str:
     """A compact JWS of ``kind``; ``iat``, ``exp`` and ``jti`` are added (``claims`` may set ``jti``)."""
     if kind not in KINDS:
         raise ValueError(f"unknown message kind {kind!r}")
     now = int(time.time())
-    body = {"jti": uuid.uuid4().hex, **claims, "iss": issuer, "aud": audience, "iat": now,
-            "exp": now + (lifetime or LIFETIMES[kind])}
-    return jwt.encode(body, private_key, algorithm="EdDSA",
-                      headers={"typ": kind, "kid": key_id(private_key.public_key())})
+    body = {"jti": claims["jti"] if "jti" in claims else uuid.uuid4().hex, **claims, "iss": issuer,
+            "aud": audience, "iat": now, "exp": now + (lifetime or LIFETIMES[kind])}
+    return jws.sign(private_key, body, typ=kind, kid=signer_kid(private_key))
+
+
+def _parse(token: str) -> tuple:
+    try:
+        parsed = jws.parse(token)
+    except jws.JWSError:
+        raise Unauthorized("The message must be an EdDSA TwinSpace message naming its key.",
+                           code="invalid_message") from None
+    header = parsed[0]
+    if header.get("typ") not in KINDS or not isinstance(header.get("kid"), str):
+        raise Unauthorized("The message must be an EdDSA TwinSpace message naming its key.", code="invalid_message")
+    return parsed
 
 
 def message_header(token: str) -> dict[str, Any]:
     """The unverified header (to find the signer's key by ``kid``); refuses anything but EdDSA."""
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise Unauthorized("The message is not a JWS.", code="invalid_message") from None
-    if header.get("alg") != "EdDSA" or header.get("typ") not in KINDS or not isinstance(header.get("kid"), str):
-        raise Unauthorized("The message must be an EdDSA TwinSpace message naming its key.", code="invalid_message")
-    return header
+    return _parse(token)[0]
 
 
 def unverified_claims(token: str) -> dict[str, Any]:
     """Claims before verification — only to find who claims to have signed (``iss``)."""
     try:
-        return jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
+        return jws.parse(token)[1]
+    except jws.JWSError:
         raise Unauthorized("The message is not a JWS.", code="invalid_message") from None
+
+
+_MESSAGE_CLAIMS = ("iss", "aud", "iat", "exp", "jti")
 
 
 def verify_message(token: str, public_key: Ed25519PublicKey, kind: str, *, audience: str,
                    issuer: str | None = None, leeway: int = 10) -> dict[str, Any]:
     """Signature, kind, exact audience (a list is refused), issuer when given, and time."""
-    header = message_header(token)
-    if header["typ"] != kind:
+    parsed = _parse(token)
+    if parsed[0]["typ"] != kind:
         raise Unauthorized(f"Expected a {kind} message.", code="wrong_message_kind")
     try:
-        claims = jwt.decode(token, public_key, algorithms=["EdDSA"], audience=audience, issuer=issuer,
-                            leeway=leeway, options={"require": ["iss", "aud", "iat", "exp", "jti"],
-                                                    "strict_aud": True})
-    except jwt.ExpiredSignatureError:
-        raise Unauthorized("The message has expired.", code="expired_message") from None
-    except jwt.InvalidAudienceError:
-        raise Unauthorized("The message is for another audience.", code="wrong_audience") from None
-    except jwt.PyJWTError:
+        _, claims = jws.verify(token, public_key, audience=audience, issuer=issuer, require=_MESSAGE_CLAIMS,
+                               leeway=leeway, parsed=parsed)
+    except jws.JWSError as exc:
+        if exc.reason == "expired":
+            raise Unauthorized("The message has expired.", code="expired_message") from None
+        if exc.reason == "audience":
+            raise Unauthorized("The message is for another audience.", code="wrong_audience") from None
         raise Unauthorized("The message's signature or claims are invalid.", code="invalid_message") from None
-    if claims["iat"] > time.time() + leeway:
-        raise Unauthorized("The message was issued in the future.", code="invalid_message")
     return claims
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from twinspace import jws
 from twinspace.crypto import b64url, key_id
 from twinspace.errors import Unauthorized
 
@@ -47,18 +48,21 @@ def issue_transfer_token(broker_key: Ed25519PrivateKey, *, issuer: str, audience
     return token, exp
 
 
+_TOKEN_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "jti")
+
+
 def decode_transfer_token(token: str, broker_public: Ed25519PublicKey, *, issuer: str, audience: str,
                           leeway: int) -> dict[str, Any]:
     """At the connector: ``audience`` is its own normalised endpoint (a token for another is refused)."""
     try:
-        claims = jwt.decode(token, broker_public, algorithms=ALGORITHMS, audience=audience,
-                            issuer=issuer, leeway=leeway,
-                            options={"require": ["iss", "aud", "sub", "exp", "iat", "jti"], "strict_aud": True})
-    except jwt.ExpiredSignatureError:
-        raise Unauthorized("The transfer token has expired; request a new one.", code="expired_transfer_token") from None
-    except jwt.InvalidAudienceError:
-        raise Unauthorized("The transfer token is for another connector.", code="wrong_audience") from None
-    except jwt.PyJWTError:
+        _, claims = jws.verify(token, broker_public, audience=audience, issuer=issuer, require=_TOKEN_CLAIMS,
+                               leeway=leeway)
+    except jws.JWSError as exc:
+        if exc.reason == "expired":
+            raise Unauthorized("The transfer token has expired; request a new one.",
+                               code="expired_transfer_token") from None
+        if exc.reason == "audience":
+            raise Unauthorized("The transfer token is for another connector.", code="wrong_audience") from None
         raise Unauthorized("The transfer token is invalid.", code="invalid_transfer_token") from None
     if claims.get("token_use") != "transfer" or not isinstance(claims.get("cnf"), dict):
         raise Unauthorized("This is not a transfer token.", code="invalid_transfer_token")
@@ -73,35 +77,42 @@ def make_pop(private_key: Ed25519PrivateKey, *, method: str, path: str, token: s
     """What the consumer (SDK) sends in ``TwinSpace-PoP`` with each data-plane request."""
     claims = {"htm": method.upper(), "htu": path, "iat": int(time.time()), "jti": uuid.uuid4().hex,
               "ath": token_hash(token)}
-    return jwt.encode(claims, private_key, algorithm="EdDSA",
-                      headers={"typ": POP_TYP, "kid": key_id(private_key.public_key())})
+    return jws.sign(private_key, claims, typ=POP_TYP, kid=key_id(private_key.public_key()))
+
+
+def parse_pop(proof: str) -> tuple[str, tuple]:
+    """``(kid, parsed)`` of a proof: its key id (to match the token's ``cnf``) and the parse to verify."""
+    try:
+        parsed = jws.parse(proof)
+    except jws.JWSError:
+        raise Unauthorized(f"The proof of possession must be an EdDSA {POP_TYP} naming its key.",
+                           code="invalid_pop") from None
+    header = parsed[0]
+    if header.get("typ") != POP_TYP or not isinstance(header.get("kid"), str):
+        raise Unauthorized(f"The proof of possession must be an EdDSA {POP_TYP} naming its key.", code="invalid_pop")
+    return header["kid"], parsed
 
 
 def pop_kid(proof: str) -> str:
-    try:
-        header = jwt.get_unverified_header(proof)
-    except jwt.PyJWTError:
-        raise Unauthorized("The proof of possession is not a JWT.", code="invalid_pop") from None
-    if header.get("alg") not in ALGORITHMS or header.get("typ") != POP_TYP or not isinstance(header.get("kid"), str):
-        raise Unauthorized(f"The proof of possession must be an EdDSA {POP_TYP} naming its key.", code="invalid_pop")
-    return header["kid"]
+    return parse_pop(proof)[0]
 
 
 def verify_pop(proof: str, public_key: Ed25519PublicKey, *, method: str, path: str, token: str,
-               max_age: int, leeway: int) -> dict[str, Any]:
-    """Check signature, method, path, token hash and freshness; the caller enforces single use of ``jti``."""
+               max_age: int, leeway: int, parsed: tuple | None = None, ath: str | None = None) -> dict[str, Any]:
+    """Check signature, method, path, token hash and freshness; the caller enforces single use of ``jti``.
+    ``parsed``: from ``parse_pop`` (the proof is parsed once); ``ath``: ``token_hash(token)``, when known."""
     try:
-        claims = jwt.decode(proof, public_key, algorithms=ALGORITHMS, options={"require": ["iat", "jti"],
-                                                                                "verify_aud": False})
-    except jwt.PyJWTError:
+        _, claims = jws.verify(proof, public_key, require=("iat", "jti"), leeway=leeway,
+                               parsed=parsed or parse_pop(proof)[1])
+    except jws.JWSError:
         raise Unauthorized("The proof of possession does not verify with the token's key.", code="invalid_pop") from None
     if claims.get("htm") != method.upper() or claims.get("htu") != path:
         raise Unauthorized("The proof of possession is for another request.", code="invalid_pop")
-    if claims.get("ath") != token_hash(token):
+    if claims.get("ath") != (ath or token_hash(token)):
         raise Unauthorized("The proof of possession is for another token.", code="invalid_pop")
     iat = claims.get("iat")
     now = time.time()
-    if not isinstance(iat, int) or iat > now + leeway or iat < now - max_age - leeway:
+    if not isinstance(iat, int) or isinstance(iat, bool) or iat > now + leeway or iat < now - max_age - leeway:
         raise Unauthorized("The proof of possession is stale; make a fresh one per request.", code="stale_pop")
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 8 <= len(jti) <= 128:

@@ -191,18 +191,19 @@ def get_usage(session: Session, agreement_id: str) -> dict[str, int]:
     return {"accesses": row.accesses, "rows": row.rows} if row else {"accesses": 0, "rows": 0}
 
 
-def record_usage(session: Session, agreement_id: str, rows: int) -> None:
+def record_usage(session: Session, agreement_id: str, rows: int, accesses: int = 1) -> None:
     """Atomic increment in SQL (never read-modify-write), so concurrent replicas never lose counts."""
     now = datetime.now(timezone.utc)
     result = session.execute(update(UsageCounter).where(UsageCounter.agreement_id == agreement_id)
-                             .values(accesses=UsageCounter.accesses + 1, rows=UsageCounter.rows + rows, updated_at=now))
+                             .values(accesses=UsageCounter.accesses + accesses, rows=UsageCounter.rows + rows,
+                                     updated_at=now))
     if result.rowcount == 0:
         try:
             with session.begin_nested():
-                session.add(UsageCounter(agreement_id=agreement_id, accesses=1, rows=rows, updated_at=now))
+                session.add(UsageCounter(agreement_id=agreement_id, accesses=accesses, rows=rows, updated_at=now))
         except IntegrityError:  # another replica created it first
             session.execute(update(UsageCounter).where(UsageCounter.agreement_id == agreement_id)
-                            .values(accesses=UsageCounter.accesses + 1, rows=UsageCounter.rows + rows))
+                            .values(accesses=UsageCounter.accesses + accesses, rows=UsageCounter.rows + rows))
 
 
 # --- scenario approvals ----------------------------------------------------------------------------

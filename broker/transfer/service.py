@@ -10,7 +10,9 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlmodel import Session
+from sqlalchemy import insert, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
 
 from broker.audit import record_event
 from broker.catalog.endpoints import verify_org_message
@@ -196,21 +198,148 @@ MAX_RECEIPT_BATCH = 512
 
 
 def record_receipts(session: Session, settings, principal: Any, receipts: list[str]) -> dict[str, Any]:
-    """``POST /dataplane/receipts`` with ``receipts``: many at once, one transaction (a connector delivers
-    what concurrent pulls produced together). Each is checked alone: a refused receipt is reported with
-    its problem and does not stop the others."""
-    from sqlalchemy.exc import IntegrityError
-
+    """``POST /dataplane/receipts`` with ``receipts``: many at once (a connector delivers what concurrent
+    pulls produced together), checked one by one exactly as ``record_receipt`` checks one — a refused
+    receipt is reported with its problem and does not stop the others — and written together: the
+    signer's keys, agreements, decisions and transfers are read once per batch, the receipts inserted in
+    one statement, usage and transfer counters incremented once per agreement and transfer, one audit
+    entry per receipt."""
     if len(receipts) > MAX_RECEIPT_BATCH:
         raise BadRequest(f"At most {MAX_RECEIPT_BATCH} receipts per request.", code="too_many_receipts")
+    results: list[dict[str, Any] | None] = [None] * len(receipts)
+    accepted = _verify_batch(session, settings, principal, receipts, results)
+    try:
+        with session.begin_nested():
+            events = _write_batch(session, principal, accepted, results)
+    except IntegrityError:  # a receipt recorded meanwhile by a concurrent delivery: one by one instead
+        return _one_by_one(session, settings, principal, receipts)
+    for kind, kwargs in events:
+        record_event(session, kind, **kwargs)
+    return {"results": results, "recorded": sum(1 for r in results if r and r.get("recorded"))}
+
+
+def _problem(exc: TwinSpaceError) -> dict[str, Any]:
+    return {"error": {"status": exc.status, "code": exc.code, "detail": exc.detail}}
+
+
+def _verify_batch(session: Session, settings, principal: Any, receipts: list[str],
+                  results: list) -> list[tuple[int, str, dict[str, Any], str]]:
+    """Signatures and shapes; query receipts (rare) are recorded one by one here. Fills ``results`` with
+    the refusals; returns the transfer receipts still to check against the database."""
+    from broker.catalog.endpoints import org_public_key
+    from twinspace.dataplane import message_header, verify_message
+
+    refused = Unauthorized("The receipt is not signed by an active key of your organisation for this broker.",
+                           code="invalid_receipt")
+    keys: dict[str, Any] = {}
+    out = []
+    for i, token in enumerate(receipts):
+        try:
+            kid = message_header(token)["kid"]
+            if kid not in keys:
+                keys[kid] = org_public_key(session, principal.org_id, kid)
+            if keys[kid] is None:
+                raise refused
+            try:
+                claims = verify_message(token, keys[kid], RECEIPT, audience=settings.issuer, issuer=principal.org_id)
+            except TwinSpaceError:
+                raise refused from None
+            if claims.get("kind", "transfer") != "transfer":
+                with session.begin_nested():
+                    results[i] = record_receipt(session, settings, principal, token)
+                continue
+            receipt_id = claims.get("receipt_id") or claims.get("jti")
+            if not isinstance(receipt_id, str) or not 8 <= len(receipt_id) <= 128:
+                raise BadRequest("The receipt needs a receipt_id of 8-128 characters.", code="invalid_receipt")
+        except TwinSpaceError as exc:
+            results[i] = _problem(exc)
+            continue
+        out.append((i, receipt_id, claims, token))
+    return out
+
+
+def _by_id(session: Session, model, column, ids) -> dict[str, Any]:
+    ids = list({str(i) for i in ids})
+    if not ids:
+        return {}
+    return {getattr(row, column.key): row for row in session.exec(select(model).where(col(column).in_(ids)))}
+
+
+def _write_batch(session: Session, principal: Any, accepted: list, results: list) -> list:
+    from collections import Counter
+
+    from broker.contracts.models import Agreement
+    from broker.policy.service import record_usage
+
+    existing = _by_id(session, DataplaneReceipt, DataplaneReceipt.receipt_id, [a[1] for a in accepted])
+    agreements = _by_id(session, Agreement, Agreement.id, [a[2].get("agr") for a in accepted])
+    decisions = _by_id(session, DataplaneDecision, DataplaneDecision.decision_id, [a[2].get("decision_id") for a in accepted])
+    transfers = _by_id(session, TransferProcess, TransferProcess.id, [a[2].get("tpid") for a in accepted])
+    now = contracts.now()
+    rows, events, seen = [], [], set()
+    usage, accesses, pulls = Counter(), Counter(), Counter()
+    served = Counter()
+    not_yours = Forbidden("The receipt does not name a decision, transfer and agreement of yours.",
+                          code="not_your_receipt")
+    for i, receipt_id, claims, token in accepted:
+        try:
+            if receipt_id in existing or receipt_id in seen:
+                owner = existing[receipt_id].provider_id if receipt_id in existing else principal.org_id
+                if owner != principal.org_id:
+                    raise Conflict("This receipt id is taken.", code="receipt_conflict")
+                results[i] = {"receipt_id": receipt_id, "recorded": False}
+                continue
+            agreement = agreements.get(str(claims.get("agr")))
+            if agreement is None:
+                raise NotFound(f"No agreement {claims.get('agr')}.", code="agreement_not_found")
+            if agreement.provider_id != principal.org_id:
+                raise Forbidden("The receipt names an agreement of another provider.", code="not_your_receipt")
+            decision = decisions.get(str(claims.get("decision_id")))
+            tp = transfers.get(str(claims.get("tpid")))
+            if (decision is None or tp is None or decision.provider_id != principal.org_id
+                    or tp.provider_id != principal.org_id or decision.transfer_id != tp.id
+                    or tp.agreement_id != agreement.id or claims.get("sub") != tp.consumer_id):
+                raise not_yours
+        except TwinSpaceError as exc:
+            results[i] = _problem(exc)
+            continue
+        count, nbytes = _int(claims.get("rows")), _int(claims.get("bytes"))
+        seen.add(receipt_id)
+        rows.append({"receipt_id": receipt_id, "kind": "transfer", "transfer_id": tp.id, "agreement_id": agreement.id,
+                     "decision_id": decision.decision_id[:128], "provider_id": principal.org_id,
+                     "sha256": str(claims.get("sha256") or "")[:64], "rows": count, "bytes": nbytes,
+                     "acknowledged": False, "created_at": now})
+        usage[agreement.id] += count
+        accesses[agreement.id] += 1
+        pulls[tp.id] += 1
+        served[tp.id] += count
+        events.append(("transfer.receipt", {
+            "actor": principal.org_id, "asset_id": agreement.asset_id, "agreement_id": agreement.id,
+            "outcome": "ok" if claims.get("complete", True) else "error",
+            "details": {"claims": claims, "jws": token}}))
+        results[i] = {"receipt_id": receipt_id, "recorded": True}
+    if rows:
+        session.execute(insert(DataplaneReceipt), rows)
+        for agreement_id, count in usage.items():
+            record_usage(session, agreement_id, count, accesses=accesses[agreement_id])
+        for tp_id, n in pulls.items():  # increments in SQL: concurrent batches never overwrite each other
+            session.execute(update(TransferProcess).where(TransferProcess.id == tp_id).values(
+                pulls=TransferProcess.pulls + n, rows_served=TransferProcess.rows_served + served[tp_id],
+                updated_at=now))
+    return events
+
+
+def _one_by_one(session: Session, settings, principal: Any, receipts: list[str]) -> dict[str, Any]:
+    from sqlalchemy.exc import IntegrityError as Duplicate
+
     results: list[dict[str, Any]] = []
     for receipt in receipts:
         try:
             with session.begin_nested():
                 results.append(record_receipt(session, settings, principal, receipt))
         except TwinSpaceError as exc:
-            results.append({"error": {"status": exc.status, "code": exc.code, "detail": exc.detail}})
-        except IntegrityError:  # the same receipt recorded by a concurrent delivery: already counted
+            results.append(_problem(exc))
+        except Duplicate:  # recorded by the concurrent delivery: already counted
             results.append({"recorded": False, "duplicate": True})
     return {"results": results, "recorded": sum(1 for r in results if r.get("recorded"))}
 

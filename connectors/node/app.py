@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -43,6 +44,21 @@ class OwnershipRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     nonce: str = Field(min_length=16, max_length=256)
     audience: str = Field(min_length=1, max_length=512)
+
+
+def pull_query(params) -> tuple[str, str | None, int | None]:
+    """``format``, ``columns`` and ``limit`` of a pull, each given at most once."""
+    for name in params:
+        if name not in ("format", "columns", "limit"):
+            raise BadRequest(f"Unknown query parameter {name!r} (format, columns, limit).", code="invalid_query")
+        if len(params.getlist(name)) > 1:
+            raise BadRequest(f"The query parameter {name!r} is given more than once.", code="invalid_query")
+    limit = params.get("limit")
+    if limit is not None:
+        if not limit.isascii() or not limit.isdigit() or len(limit) > 9:
+            raise BadRequest("limit is a row count of 0 or more.", code="invalid_limit")
+        limit = int(limit)
+    return params.get("format", "csv"), params.get("columns"), limit
 
 
 class RevocationRequest(BaseModel):
@@ -193,13 +209,14 @@ def create_node_app(config: NodeConfig, cors_origins: list[str] | str | None = N
                                          claims={"endpoint": config.endpoint, "org": config.org_id, "sha256": sha256,
                                                  "rows": table.num_rows, "bytes": len(data), "columns": columns})}
 
-    @app.get("/dataplane/transfers/{pid}")
-    async def pull(pid: str, request: Request, format: str = "csv", columns: str | None = None,
-                   limit: int | None = None):
+    async def pull(request: Request):
         """The hot path runs in the event loop without a thread hop: token (verified once), proof, a lease,
-        a small answer from memory; the broker is asked (in a worker thread) only when no lease covers it."""
+        a small answer from memory; the broker is asked (in a worker thread) only when no lease covers it.
+        Query: ``format`` (csv, json, parquet), ``columns`` (comma-separated), ``limit`` (rows)."""
+        pid = request.path_params["pid"]
         if len(pid) > 256:
             raise BadRequest("The transfer id is too long.", code="invalid_transfer_id")
+        format, columns, limit = pull_query(request.query_params)
         headers = request.headers
         admitted = pep.admit(pid, token=headers.get(TOKEN_HEADER), proof=headers.get(POP_HEADER), fmt=format,
                              columns=columns, limit=limit)
@@ -215,13 +232,18 @@ def create_node_app(config: NodeConfig, cors_origins: list[str] | str | None = N
         if plan.body is None:
             return StreamingResponse(pep.stream(plan), media_type=plan.media_type, headers=plan.headers())
         try:
-            for future in pep.finish(plan, nbytes=len(plan.body), sha256=plan.body_sha256, complete=True):
-                await asyncio.wrap_future(future)
+            loop = asyncio.get_running_loop()
+            for future in pep.finish(plan, nbytes=len(plan.body), sha256=plan.body_sha256, complete=True, loop=loop):
+                await (future if isinstance(future, asyncio.Future) else asyncio.wrap_future(future))
         except Exception:  # noqa: BLE001 - the claim or the receipt could not be made durable: serve nothing
             log.exception("pull %s not served: its receipt or proof claim is not durable", plan.receipt_id)
             raise ServiceUnavailable("The connector cannot record this pull right now; try again.",
                                      code="connector_storage") from None
         return Response(plan.body, media_type=plan.media_type, headers=plan.headers())
+
+    # A plain Starlette route: the hot path needs no dependency solving or parameter models (its query is
+    # parsed by ``pull_query``); errors still become problems through the app's exception handlers.
+    app.router.routes.insert(0, Route("/dataplane/transfers/{pid}", pull, methods=["GET"], name="pull"))
 
     @app.post("/dataplane/revocations")
     def revocations(body: RevocationRequest) -> dict[str, Any]:

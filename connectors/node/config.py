@@ -55,7 +55,7 @@ class NodeConfig:
     def kid(self) -> str:
         return key_id(self.public_key)
 
-    @property
+    @cached_property
     def path_prefix(self) -> str:
         """The path of the endpoint (non-empty behind a reverse proxy mounting us under a prefix)."""
         from urllib.parse import urlsplit

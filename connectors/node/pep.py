@@ -24,7 +24,7 @@ from twinspace.crypto import key_id, public_key_from_b64
 from twinspace.dataplane import DECISION, RECEIPT, merge_obligations, sign_message, verify_message
 from twinspace.errors import (BadGateway, BadRequest, Forbidden, NotFound, ServiceUnavailable, TwinSpaceError,
                               Unauthorized)
-from twinspace.transfer_tokens import decode_transfer_token, pop_kid, verify_pop
+from twinspace.transfer_tokens import decode_transfer_token, parse_pop, token_hash, verify_pop
 
 log = logging.getLogger("twinspace.connector")
 TOKEN_HEADER = "TwinSpace-Transfer-Token"
@@ -120,9 +120,9 @@ class _VerifiedTokens:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._tokens: dict[str, tuple[dict[str, Any], Any]] = {}
+        self._tokens: dict[str, tuple[dict[str, Any], Any, str]] = {}
 
-    def get(self, token: str, leeway: int) -> tuple[dict[str, Any], Any] | None:
+    def get(self, token: str, leeway: int) -> tuple[dict[str, Any], Any, str] | None:
         hit = self._tokens.get(token)
         if hit is not None and hit[0]["exp"] + leeway <= time.time():
             with self._lock:
@@ -130,14 +130,15 @@ class _VerifiedTokens:
             return None
         return hit
 
-    def put(self, token: str, claims: dict[str, Any], key: Any) -> None:
+    def put(self, token: str, entry: tuple[dict[str, Any], Any, str]) -> None:
+        """``entry``: the claims, the consumer's key (``cnf``) and the token's hash (a proof's ``ath``)."""
         with self._lock:
             if len(self._tokens) >= self.max_entries:
                 now = time.time()
                 self._tokens = {t: v for t, v in self._tokens.items() if v[0]["exp"] > now}
                 if len(self._tokens) >= self.max_entries:
                     self._tokens.clear()
-            self._tokens[token] = (claims, key)
+            self._tokens[token] = entry
 
 
 class _Bodies:
@@ -175,6 +176,7 @@ class Enforcer:
         self.leases = Leases()
         self._tokens = _VerifiedTokens()
         self._bodies = _Bodies()
+        self._plans: dict[tuple, tuple[Any, bytes | None, str | None]] = {}  # (decision, file, query) -> view, body
         self._bundles: dict[tuple[str, str], dict[str, Any]] = {}
         self._held: dict[str, tuple[str, dict[str, Any]]] = {}  # agreement id -> (document sha256, document)
         self._lock = threading.Lock()
@@ -192,8 +194,8 @@ class Enforcer:
         if hit is None:
             claims = decode_transfer_token(token, cfg.broker_key(), issuer=cfg.broker_issuer,
                                            audience=cfg.endpoint, leeway=cfg.leeway)
-            hit = (claims, self._check_claims(claims))
-            self._tokens.put(token, *hit)
+            hit = (claims, self._check_claims(claims), token_hash(token))
+            self._tokens.put(token, hit)
         claims = hit[0]
         if claims.get("tpid") != pid:
             raise Unauthorized("The transfer token is for another transfer.", code="wrong_transfer")
@@ -227,14 +229,16 @@ class Enforcer:
                                code="replayed_transfer_token")
 
     def check_pop(self, proof: str | None, claims: dict[str, Any], key: Any, token: str, *, method: str,
-                  path: str) -> None:
+                  path: str, ath: str | None = None) -> None:
         cfg = self.config
         if not proof:
             raise Unauthorized(f"A proof of possession ({POP_HEADER}) is required.", code="missing_pop")
-        if pop_kid(proof) != claims["cnf"].get("kid"):
+        kid, parsed = parse_pop(proof)
+        if kid != claims["cnf"].get("kid"):
             raise Unauthorized("The proof of possession is signed by another key than the token's.",
                                code="invalid_pop")
-        pop = verify_pop(proof, key, method=method, path=path, token=token, max_age=cfg.pop_max_age, leeway=cfg.leeway)
+        pop = verify_pop(proof, key, method=method, path=path, token=token, max_age=cfg.pop_max_age,
+                         leeway=cfg.leeway, parsed=parsed, ath=ath)
         if not cfg.claims.claim(f"pop:{pop['jti']}", time.time() + cfg.pop_max_age + 2 * cfg.leeway):
             raise Unauthorized("This proof of possession was already used; make a fresh one per request.",
                                code="replayed_pop")
@@ -367,19 +371,37 @@ class Enforcer:
             requested = [c.strip() for c in columns.split(",") if c.strip()]
             if not requested or len(requested) > 1000 or any(len(c) > 256 for c in requested):
                 raise BadRequest("columns is a comma-separated list of column names.", code="invalid_columns")
-        claims, key = self._token(token, pid)
+        claims, key, ath = self._token(token, pid)
         self.check_pop(proof, claims, key, token or "", method="GET",
-                       path=f"{cfg.path_prefix}/dataplane/transfers/{pid}")
+                       path=f"{cfg.path_prefix}/dataplane/transfers/{pid}", ath=ath)
         return Admitted(pid, claims, fmt, requested, limit)
 
     def plan(self, admitted: Admitted, decision: dict[str, Any], document: dict[str, Any]) -> Pull:
         """What to serve under the decision: the permitted rows and columns, as a lazy view of the file,
-        and the whole encoded answer when it is small (encoded once per file version and projection)."""
+        and the whole encoded answer when it is small (encoded once per file version and projection; the
+        same pull under the same decision reuses that work)."""
         claims = admitted.claims
         content_hash = claims["asset"]["content_hash"]
         table = self.config.store.open(content_hash)  # lazy: read batch by batch while streaming
         if table is None:
             raise NotFound("The agreed content is not served by this connector.", code="data_not_found")
+        key = (decision.get("decision_id"), table.identity, admitted.fmt, admitted.limit,
+               tuple(admitted.requested) if admitted.requested is not None else None)
+        hit = self._plans.get(key)
+        if hit is not None:
+            return Pull(token=claims, decision=decision, table=hit[0], fmt=admitted.fmt, content_hash=content_hash,
+                        body=hit[1], body_sha256=hit[2])
+        pull = self._plan(admitted, decision, document, table)
+        if decision.get("lease") is True:
+            with self._lock:
+                if len(self._plans) > 4096:
+                    self._plans.clear()
+                self._plans[key] = (pull.table, pull.body, pull.body_sha256)
+        return pull
+
+    def _plan(self, admitted: Admitted, decision: dict[str, Any], document: dict[str, Any], table: Any) -> Pull:
+        claims = admitted.claims
+        content_hash = claims["asset"]["content_hash"]
         obligations = merge_obligations(document.get("obligations") if isinstance(document.get("obligations"), dict)
                                         else None,
                                         decision.get("obligations") if isinstance(decision.get("obligations"), dict)
@@ -420,14 +442,16 @@ class Enforcer:
             "sub": claims["sub"], "asset": claims["asset"], "rows": rows, "bytes": nbytes, "sha256": sha256,
             "format": pull.fmt, "complete": complete})
 
-    def finish(self, pull: Pull, *, nbytes: int, sha256: str, complete: bool) -> list:
+    def finish(self, pull: Pull, *, nbytes: int, sha256: str, complete: bool, loop: Any = None) -> list:
         """Sign the receipt and hand it on; the futures to wait for before the body's end: the receipt
-        recorded (at the broker or in the outbox) and this pull's proof claim committed."""
+        durable in the outbox (which, the node's writes being in order, makes this pull's proof claim
+        durable too), and for a pull decided for itself, recorded by the broker (the next decision counts
+        this pull's rows)."""
         receipt = self.receipt(pull, rows=pull.rows, nbytes=nbytes, sha256=sha256, complete=complete)
         if not complete:
             self.config.outbox.add(pull.receipt_id, receipt, "body interrupted")
-            return [self.config.claims.durable()]
-        return [self.config.receipts.submit(pull.receipt_id, receipt), self.config.claims.durable()]
+            return []
+        return [self.config.receipts.submit(pull.receipt_id, receipt, wait_delivery=not pull.leased, loop=loop)]
 
     def stream(self, pull: Pull) -> Iterator[bytes]:
         """The body; after the last chunk (before the generator ends) the receipt is signed and recorded.

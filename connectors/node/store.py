@@ -38,6 +38,7 @@ class _Mapping:
     def __init__(self, ident: tuple[int, int, int], mm: mmap.mmap, num_rows: int, schema: pa.Schema):
         self.ident, self.mm, self.num_rows, self.schema = ident, mm, num_rows, schema
         self.buffer = pa.py_buffer(mm)
+        self.fresh_until = float("-inf")  # monotonic time until which its file need not be stat'ed again
 
     @classmethod
     def open(cls, path: Path, sha256: str) -> "_Mapping | None":
@@ -289,15 +290,26 @@ class DataStore:
         """A version of this file was hashed and mapped already (``open`` only stats it again)."""
         return sha256 in self._mapped
 
+    recheck_seconds = 0.25  # how long a verified file is trusted before it is stat'ed again
+
     def _mapping(self, sha256: str) -> "_Mapping | None":
+        """The verified mapping of the file's current version. Files are placed by atomic rename (a new
+        version is a new inode); the file is stat'ed again at most every ``recheck_seconds``, and a changed
+        identity (replaced, or rewritten in place) is hashed again before anything of it is served."""
+        cached = self._mapped.get(sha256)
+        now = time.monotonic()
+        if cached is not None and now < cached.fresh_until:
+            return cached
         path = self.path_for(sha256)
         if path is None:
             return None
         try:
             st = path.stat()
         except OSError:
-            return None
-        if not stat.S_ISREG(st.st_mode):
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            with self._cache_lock:
+                self._mapped.pop(sha256, None)
             return None
         ident = (st.st_ino, st.st_size, st.st_mtime_ns)
         with self._cache_lock:
@@ -305,11 +317,14 @@ class DataStore:
         if cached is None or cached.ident != ident:
             cached = _Mapping.open(path, sha256)
             if cached is None:
+                with self._cache_lock:
+                    self._mapped.pop(sha256, None)
                 return None
             with self._cache_lock:
                 if len(self._mapped) >= self.cache_entries:
                     self._mapped.pop(next(iter(self._mapped)))
                 self._mapped[sha256] = cached
+        cached.fresh_until = now + self.recheck_seconds
         return cached
 
     def list(self) -> list[str]:
@@ -337,14 +352,149 @@ class _Db:
             self.conn.close()
 
 
+class GroupWriter:
+    """The one writer of a node's ``node.db``: statements from many callers are committed together, one
+    transaction per batch, by one thread. ``submit`` returns a future that is done when the caller's
+    statements are durable (WAL with ``synchronous=NORMAL``: they survive a crash of the process). Batches
+    run in submission order, so a future that is done means everything submitted before it is committed.
+
+    ``submit(..., loop=...)`` gives an asyncio future instead, resolved in that loop: a batch wakes each
+    loop once, however many of its callers wait there. Sources (``add_source``) add statements to the
+    front of every batch — the proof claims, queued without a wake-up of their own."""
+
+    _writers: dict[str, "GroupWriter"] = {}
+    _guard = threading.Lock()
+
+    @classmethod
+    def for_path(cls, path: Path) -> "GroupWriter":
+        key = str(Path(path).resolve())
+        with cls._guard:
+            writer = cls._writers.get(key)
+            if writer is None:
+                writer = cls._writers[key] = cls(Path(path))
+            return writer
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._cond = threading.Condition()
+        self._queue: list[tuple[list[tuple[str, tuple]], Any]] = []
+        self._sources: list[Callable[[], list[tuple[str, tuple]]]] = []
+        self._nudged = False
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def add_source(self, source: Callable[[], list[tuple[str, tuple]]]) -> None:
+        with self._cond:
+            self._sources.append(source)
+
+    def submit(self, statements: list[tuple[str, tuple]], loop: Any = None) -> Any:
+        future: Any = loop.create_future() if loop is not None else Future()
+        with self._cond:
+            self._queue.append((statements, future))
+            self._wake()
+        return future
+
+    def nudge(self) -> None:
+        """A source has statements: write them soon even if nothing else is submitted."""
+        with self._cond:
+            self._nudged = True
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="twinspace-node-writer", daemon=True)
+            self._thread.start()
+        self._cond.notify()
+
+    def barrier(self) -> Future:
+        """Done once everything submitted so far is committed."""
+        return self.submit([])
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        return self._conn
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._nudged:
+                    if not self._cond.wait(timeout=30.0):
+                        self._thread = None
+                        return
+                batch, self._queue, self._nudged = self._queue, [], False
+                sources = list(self._sources)
+            first = [s for source in sources for s in source()]
+            outcome: list[tuple[Any, BaseException | None]] = []
+            try:
+                self._commit(first + [s for statements, _ in batch for s in statements])
+                outcome = [(future, None) for _, future in batch]
+            except Exception:  # noqa: BLE001 - one bad item must not fail the others: commit them one by one
+                log.exception("node.db batch failed; writing its parts one by one")
+                try:
+                    self._commit(first)
+                except Exception:  # noqa: BLE001
+                    log.exception("node.db claims not written")
+                for statements, future in batch:
+                    try:
+                        self._commit(statements)
+                        outcome.append((future, None))
+                    except Exception as exc:  # noqa: BLE001 - e.g. a full disk: that caller fails
+                        outcome.append((future, exc))
+            self._settle(outcome)
+
+    @staticmethod
+    def _settle(outcome: list[tuple[Any, BaseException | None]]) -> None:
+        by_loop: dict[Any, list] = {}
+        for future, exc in outcome:
+            loop = getattr(future, "get_loop", None)
+            if loop is None:
+                future.set_exception(exc) if exc is not None else future.set_result(True)
+            else:
+                by_loop.setdefault(loop(), []).append((future, exc))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_in_loop, items)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def _commit(self, statements: list[tuple[str, tuple]]) -> None:
+        if not statements:
+            return
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                conn.execute(sql, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+
+
+def _settle_in_loop(items: list) -> None:
+    for future, exc in items:
+        if future.done():
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(True)
+
+
 class ClaimStore(_Db):
     """``claim(jti, exp)`` is True exactly once per jti (until it expires).
 
-    The check is a dictionary lookup under a lock (no database round trip per request); the claims are
-    written to ``node.db`` by one thread, many per transaction, and ``durable()`` is a future that is done
-    once every claim made before the call is committed — a pull waits for it before its last byte, so a
-    proof accepted once is refused again after a crash and restart (unexpired claims are loaded at start).
-    One process owns a data directory's claims."""
+    The check is a dictionary lookup under a lock (no database round trip per request); the claim is
+    written to ``node.db`` by the node's group writer, and ``durable()`` is a future done once every
+    claim made before the call is committed — a pull is answered only after its proof's claim (and its
+    receipt) are durable, so a proof accepted once is refused again after a crash and restart (unexpired
+    claims are loaded at start). One process owns a data directory's claims."""
 
     purge_interval = 30.0  # seconds between deletions of expired claims
 
@@ -352,88 +502,58 @@ class ClaimStore(_Db):
         super().__init__(path)
         now = time.time()
         with self.lock:
-            self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("CREATE TABLE IF NOT EXISTS claims (jti TEXT PRIMARY KEY, exp REAL NOT NULL)")
             self.conn.execute("DELETE FROM claims WHERE exp < ?", (now,))
             self._mem: dict[str, float] = dict(self.conn.execute("SELECT jti, exp FROM claims").fetchall())
-        self._cond = threading.Condition()
-        self._pending: list[tuple[str, float]] = []
-        self._waiters: list[Future] = []
-        self._writer: threading.Thread | None = None
+        self._mu = threading.Lock()
+        self._pending: list[tuple[str, tuple]] = []
         self._next_purge = now + self.purge_interval
+        self.writer = GroupWriter.for_path(self.path)
+        self.writer.add_source(self._drain)
+
+    _UPSERT = "INSERT INTO claims (jti, exp) VALUES (?, ?) ON CONFLICT (jti) DO UPDATE SET exp = excluded.exp"
 
     def claim(self, jti: str, exp: float) -> bool:
+        """Claimed in memory at once; written with the next batch of the node's writer (a pull's receipt is
+        submitted after its claim, so the receipt's durability implies the claim's)."""
         now = time.time()
         jti = str(jti)
-        with self._cond:
+        with self._mu:
             held = self._mem.get(jti)
             if held is not None and held >= now:
                 return False
             self._mem[jti] = float(exp)
-            self._pending.append((jti, float(exp)))
+            first = not self._pending
+            self._pending.append((self._UPSERT, (jti, float(exp))))
             if now >= self._next_purge:
                 self._mem = {k: v for k, v in self._mem.items() if v >= now}
                 self._next_purge = now + self.purge_interval
-            self._wake()
+                self._pending.append(("DELETE FROM claims WHERE exp < ?", (now,)))
+        if first:
+            self.writer.nudge()
         return True
 
+    def _drain(self) -> list[tuple[str, tuple]]:
+        with self._mu:
+            pending, self._pending = self._pending, []
+        return pending
+
     def durable(self) -> Future:
-        """Done when every claim made so far is committed (at once when none is pending)."""
-        future: Future = Future()
-        with self._cond:
-            if not self._pending:
-                future.set_result(True)
-                return future
-            self._waiters.append(future)
-            self._wake()
-        return future
-
-    def _wake(self) -> None:
-        if self._writer is None or not self._writer.is_alive():
-            self._writer = threading.Thread(target=self._write_loop, name="twinspace-claims", daemon=True)
-            self._writer.start()
-        self._cond.notify()
-
-    def _write_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending:
-                    if not self._cond.wait(timeout=30.0):
-                        self._writer = None
-                        return
-                rows, self._pending = self._pending, []
-                waiters, self._waiters = self._waiters, []
-            try:
-                now = time.time()
-                with self.lock:
-                    self.conn.execute("BEGIN")
-                    self.conn.executemany("INSERT INTO claims (jti, exp) VALUES (?, ?) ON CONFLICT (jti) "
-                                          "DO UPDATE SET exp = excluded.exp", rows)
-                    if now >= getattr(self, "_next_db_purge", 0.0):
-                        self.conn.execute("DELETE FROM claims WHERE exp < ?", (now,))
-                        self._next_db_purge = now + self.purge_interval
-                    self.conn.execute("COMMIT")
-            except Exception as exc:  # noqa: BLE001 - a full disk: the waiting pulls fail, not the thread
-                log.exception("claims not written")
-                try:
-                    with self.lock:
-                        self.conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                for future in waiters:
-                    future.set_exception(exc)
-                continue
-            for future in waiters:
-                future.set_result(True)
+        """Done when every claim made so far is committed."""
+        return self.writer.barrier()
 
 
 class Outbox(_Db):
-    """Receipts not yet delivered to the broker. Each is kept until the broker accepts it, retried with
-    backoff (by ``flush`` on later requests and by a background thread); survives restarts."""
+    """Every receipt, kept until the broker accepts it: written when the pull ends (``record``, through
+    the group writer), deleted once delivered; one that was not delivered is retried with backoff (by
+    ``flush`` on later decisions and by a background thread); survives restarts."""
+
+    fresh_grace = 60.0  # seconds a just-recorded receipt is left to the delivery thread before flush retries it
 
     def __init__(self, path: Path, config: Any):
         super().__init__(path)
         self.config = config
+        self.writer = GroupWriter.for_path(self.path)
         self._flushing = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -445,14 +565,34 @@ class Outbox(_Db):
                               "created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
                               "next_at REAL NOT NULL DEFAULT 0, last_error TEXT)")
 
-    def add(self, receipt_id: str, receipt: str, error: str | None = None) -> None:
+    _INSERT = ("INSERT OR IGNORE INTO outbox (receipt_id, receipt, created, attempts, next_at, last_error) "
+               "VALUES (?, ?, ?, ?, ?, ?)")
+
+    def record(self, receipt_id: str, receipt: str, loop: Any = None) -> Any:
+        """Keep a receipt the delivery thread is about to send; the future (an asyncio one in ``loop``) is
+        done when it is durable."""
         now = time.time()
-        with self.lock:
-            self.conn.execute("INSERT OR IGNORE INTO outbox (receipt_id, receipt, created, attempts, next_at, "
-                              "last_error) VALUES (?, ?, ?, 1, ?, ?)", (receipt_id, receipt, now, now + 1, error))
-            self._due = None if self._due is None else min(self._due, now + 1)
+        return self.writer.submit([(self._INSERT, (receipt_id, receipt, now, 0, now + self.fresh_grace, None))], loop)
+
+    def add(self, receipt_id: str, receipt: str, error: str | None = None) -> None:
+        """Keep a receipt that could not be delivered (retried from a second on); returns once durable."""
+        now = time.time()
+        self.writer.submit([(self._INSERT, (receipt_id, receipt, now, 1, now + 1, error))]).result(60)
+        self._due = None if self._due is None else min(self._due, now + 1)
+
+    def delivered(self, receipt_ids: list[str]) -> Future:
+        return self.writer.submit([("DELETE FROM outbox WHERE receipt_id = ?", (rid,)) for rid in receipt_ids])
+
+    def failed(self, receipt_ids: list[str], error: str) -> Future:
+        """Delivery failed: retry from a second on (``flush``)."""
+        now = time.time()
+        future = self.writer.submit([("UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? "
+                                      "WHERE receipt_id = ?", (now + 1, error[:300], rid)) for rid in receipt_ids])
+        self._due = None if self._due is None else min(self._due, now + 1)
+        return future
 
     def pending(self) -> list[dict[str, Any]]:
+        self.writer.barrier().result(60)  # what was recorded is visible to this connection
         with self.lock:
             rows = self.conn.execute("SELECT receipt_id, receipt, attempts, next_at, last_error FROM outbox "
                                      "ORDER BY created").fetchall()
@@ -460,22 +600,13 @@ class Outbox(_Db):
                 for r in rows]
 
     def __len__(self) -> int:
+        self.writer.barrier().result(60)
         with self.lock:
             return self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
     def deliver(self, receipt: str) -> None:
         """POST one receipt to the broker; raises on failure."""
         self.config.broker_post("/dataplane/receipts", {"receipt": receipt})
-
-    def send(self, receipt_id: str, receipt: str) -> bool:
-        """Deliver now; on any failure keep it in the outbox. True when delivered."""
-        try:
-            self.deliver(receipt)
-            return True
-        except Exception as exc:  # noqa: BLE001 - the broker is down, slow or refused: retry later
-            log.warning("receipt %s not delivered (%s); kept in the outbox", receipt_id, type(exc).__name__)
-            self.add(receipt_id, receipt, f"{type(exc).__name__}: {str(exc)[:200]}")
-            return False
 
     def flush(self, *, force: bool = False, deliver: Callable[[str], None] | None = None) -> int:
         """Try every receipt that is due (all with ``force``); returns how many were delivered."""
@@ -499,15 +630,13 @@ class Outbox(_Db):
                 except Exception as exc:  # noqa: BLE001
                     status = getattr(exc, "status", None)
                     delay = min(600.0, 2.0 ** min(item["attempts"], 10))
-                    with self.lock:
-                        self.conn.execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? "
-                                          "WHERE receipt_id = ?", (time.time() + delay,
-                                                                   f"{status or type(exc).__name__}: {str(exc)[:200]}",
-                                                                   item["receipt_id"]))
+                    self.writer.submit([("UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? "
+                                         "WHERE receipt_id = ?", (time.time() + delay,
+                                                                  f"{status or type(exc).__name__}: {str(exc)[:200]}",
+                                                                  item["receipt_id"]))]).result(60)
                     later = min(later, time.time() + delay)
                     continue
-                with self.lock:
-                    self.conn.execute("DELETE FROM outbox WHERE receipt_id = ?", (item["receipt_id"],))
+                self.delivered([item["receipt_id"]]).result(60)
                 delivered += 1
             with self.lock:
                 self._due = min(self._due if self._due is not None else later, later)

@@ -350,7 +350,16 @@ class BrokerClient:
 
         ack = sign_message(self.private_key, ACK, issuer=self.org_id, audience=self.audience, claims={
             "receipt_id": receipt_id, "tpid": transfer_id, "sha256": sha256, "bytes": nbytes})
-        return self.post(f"/transfers/{transfer_id}/acknowledgements", json={"ack": ack})
+        # The connector delivers receipts to the broker just after the body ends (from its outbox, in
+        # batches): a receipt not there yet is waited for, briefly.
+        deadline = time.time() + self.receipt_wait_seconds
+        while True:
+            try:
+                return self.post(f"/transfers/{transfer_id}/acknowledgements", json={"ack": ack})
+            except BrokerError as exc:
+                if exc.code != "receipt_not_found" or time.time() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def _raw(self, response: httpx.Response) -> bytes:
         if response.status_code >= 400:
@@ -362,6 +371,7 @@ class BrokerClient:
         return self.post(f"/transfers/{transfer_id}/token")
 
     token_margin = 30  # seconds before its expiry a kept transfer token is replaced
+    receipt_wait_seconds = 10.0  # how long an acknowledgement waits for its receipt to reach the broker
 
     def _current_token(self, transfer_id: str) -> dict[str, Any]:
         import jwt
