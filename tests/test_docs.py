@@ -67,9 +67,13 @@ def _connector_routes(tmp_path):
 
     config = NodeConfig(endpoint="http://127.0.0.1:9", data_dir=tmp_path, private_key=generate_key(), org_id="org_x",
                         broker=None, broker_issuer="twinspace-broker", broker_public_key=generate_key().public_key())
+    from starlette.routing import Route
+
     from broker.api.routes import api_routes
 
-    return {(method, re.sub(r"\{[^}]+\}", "{}", route.path)) for route in api_routes(create_node_app(config).router)
+    router = create_node_app(config).router
+    plain = [r for r in router.routes if isinstance(r, Route) and r.methods]  # the Starlette pull route
+    return {(method, re.sub(r"\{[^}]+\}", "{}", route.path)) for route in [*api_routes(router), *plain]
             for method in route.methods}
 
 

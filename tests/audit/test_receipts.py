@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from twinspace.audit.receipts import check_receipts
 from twinspace.crypto import generate_key
@@ -20,7 +21,12 @@ def _pulled(world, n: int = 2, acknowledge: int = 1) -> list[str]:
     tp = world.consumer.client.transfer_request(agreement["id"])
     for i in range(n):
         world.consumer.client.transfer_pull(tp, "csv", acknowledge=i < acknowledge)
-    return _export(world)
+    deadline = time.time() + 10  # a connector delivers receipts just after the body, in batches
+    while True:
+        lines = _export(world)
+        if sum(json.loads(x)["kind"] == "transfer.receipt" for x in lines) >= n or time.time() > deadline:
+            return lines
+        time.sleep(0.05)
 
 
 def _rewrite(lines: list[str], kind: str, change) -> list[str]:

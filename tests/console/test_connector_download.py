@@ -85,19 +85,21 @@ def test_console_download_pulls_from_the_connector_and_countersigns(app, demo, s
     pid = address["transfer_id"]
     http = _connector_client(demo, "provider2", [CONSOLE])
 
-    def pull(addr):  # what console.js does: PoP over the path, token and PoP headers, no cookie
+    def pull(addr, proof=None):  # what console.js does: PoP over the path, token and PoP headers, no cookie
         path = addr["endpoint"][len(connector.endpoint):]
-        proof = make_pop(consumer.private_key, method="GET", path=path, token=addr["token"])
+        proof = proof or make_pop(consumer.private_key, method="GET", path=path, token=addr["token"])
         return http.get(path, params={"format": "csv"}, headers={
             "Origin": CONSOLE, "TwinSpace-Transfer-Token": addr["token"], "TwinSpace-PoP": proof})
 
-    r = pull(address)
+    first_proof = make_pop(consumer.private_key, method="GET", path=address["endpoint"][len(connector.endpoint):],
+                           token=address["token"])
+    r = pull(address, first_proof)
     assert r.status_code == 200, r.text
     assert r.headers["access-control-allow-origin"] == CONSOLE
     exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
     assert {"x-twinspace-receipt", "x-twinspace-rows", "x-twinspace-content-hash"} <= exposed
     assert int(r.headers["x-twinspace-rows"]) > 0 and r.content.count(b"\n") >= int(r.headers["x-twinspace-rows"])
-    assert pull(address).status_code == 401  # the token is single-use
+    assert pull(address, first_proof).status_code == 401  # a captured request replayed: its proof is single-use
     # the browser countersigns the receipt through the console (the same ack the SDK signs)
     receipt = r.headers["x-twinspace-receipt"]
     for _ in range(50):

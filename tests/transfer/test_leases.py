@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -42,8 +43,13 @@ def test_one_decision_serves_many_pulls(world, engine, leased):
         _ok(_pull_raw(endpoint, token, _pop(world.consumer, endpoint, token)), 40)
     decisions = _decisions(engine, agreement["id"])
     assert len(decisions) == 1 and decisions[0]["allow"] and decisions[0]["lease_seconds"] == 30
-    with Session(engine) as s:
-        receipts = s.exec(select(DataplaneReceipt).where(DataplaneReceipt.agreement_id == agreement["id"])).all()
+    deadline = time.time() + 10  # receipts reach the broker just after the bodies, in batches
+    while True:
+        with Session(engine) as s:
+            receipts = s.exec(select(DataplaneReceipt).where(DataplaneReceipt.agreement_id == agreement["id"])).all()
+        if len(receipts) >= 5 or time.time() > deadline:
+            break
+        time.sleep(0.05)
     assert len(receipts) == 5 and {r.decision_id for r in receipts} == {decisions[0]["decision_id"]}
 
 

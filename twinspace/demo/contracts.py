@@ -52,9 +52,11 @@ def step_contract_negotiate(ctx) -> None:
 
 
 def step_contract_download(ctx) -> None:
-    """Data access under the agreement: the consumer pulls from the provider's connector with a single-use,
-    key-bound transfer token (CSV and Parquet); the connector decides afresh, verifies the agreement
-    offline and signs a receipt the broker audits; then the provider revokes and pulls are refused."""
+    """Data access under the agreement: the consumer pulls from the provider's connector with a key-bound
+    transfer token and a fresh proof per request (CSV three times, Parquet once); the connector takes one
+    leased decision per format from the broker, verifies the agreement offline and signs a receipt per
+    pull that the broker audits; then the provider revokes, the broker pushes the revocation to the
+    connector, and pulls are refused."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -65,6 +67,8 @@ def step_contract_download(ctx) -> None:
     tp = consumer.transfer_request(agreement["id"])
     endpoint, _ = consumer.data_address(tp)
     rows = pacsv.read_csv(io.BytesIO(consumer.transfer_pull(tp, "csv", acknowledge=True)))
+    for _ in range(2):  # the same token again, each time with a fresh proof: the lease serves these too
+        consumer.transfer_pull(tp, "csv", acknowledge=True)
     parquet = pq.read_table(io.BytesIO(consumer.transfer_pull(tp, "parquet", acknowledge=True)))
     table = Table("pull", "rows", "columns", title=f"Transfer {tp['providerPid']} ({tp['state']}) from {endpoint}")
     table.add_row("CSV", str(rows.num_rows), ", ".join(rows.column_names))
@@ -75,9 +79,17 @@ def step_contract_download(ctx) -> None:
     acks = ctx.client("auditor").get("/audit/entries", params={"kind": "transfer.acknowledged",
                                                                "agreement_id": agreement["id"]})["entries"]
     matched = sum(1 for a in acks if a["entry"]["details"].get("matches"))
+    decisions = ctx.client("auditor").get("/audit/entries", params={"kind": "transfer.decision",
+                                                                    "agreement_id": agreement["id"]})["entries"]
+    leased = [d for d in decisions if d["entry"]["details"].get("lease_seconds")]
     ctx.console.print(f"The connector signed {len(receipts)} receipts (rows, bytes, SHA-256 of what it served); "
                       f"the broker checked them and appended them to the audit log; the consumer countersigned "
-                      f"{matched} of them with the SHA-256 of what it received.")
+                      f"{matched} of them with the SHA-256 of what it received. The broker decided "
+                      f"{len(decisions)} times for these {len(receipts)} pulls: {len(leased)} leased decision(s), "
+                      f"one per format, each reusable for {leased[0]['entry']['details']['lease_seconds'] if leased else 0} s "
+                      f"unless revoked.")
+    if len(receipts) != 4 or matched != 4:
+        raise RuntimeError(f"expected 4 receipts, all acknowledged; got {len(receipts)}, {matched}")
     stale = consumer.transfer_token(tp["providerPid"])  # issued while the agreement is still active
     provider.contract_revoke(agreement["id"], reason="demo: end of pilot")
     try:
@@ -90,6 +102,7 @@ def step_contract_download(ctx) -> None:
         consumer.transfer_pull(stale, "csv", fresh_token=False)
     except BrokerError as exc:
         ctx.console.print(f"The connector refuses a token issued before the revocation: [red]{exc.status} "
-                          f"{exc.code}[/] (it asks the broker for a fresh decision on every pull)")
+                          f"{exc.code}[/] (the broker pushed the revocation to it before answering the revoke: it "
+                          f"dropped its leases and asked afresh)")
     else:
         raise RuntimeError("the connector served a revoked agreement")
