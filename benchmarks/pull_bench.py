@@ -4,13 +4,19 @@ Run from the repository root:  .venv/bin/python benchmarks/pull_bench.py [--quic
 
 All servers are real uvicorn processes with one worker: the baseline, a FastAPI app with one route
 that returns the same CSV bytes the pull serves (60 rows); the broker; and the provider's connector
-(``twinspace connector serve``). The pull is the whole data path at the connector: a single-use
-transfer token (fetched from the broker beforehand, not timed) and a fresh proof of possession per
-request, both claimed once, the broker's fresh signed decision (``POST /dataplane/decisions``: policy,
-agreement bundle, audit entry) verified, the rows encoded and streamed, a signed receipt posted to the
-broker (``POST /dataplane/receipts``: usage counters, audit entry) before the body ends. The load
-generator (tests/faults/harness.py) is raw HTTP/1.1 over asyncio with keep-alive, one connection per
-unit of concurrency. PostgreSQL (broker database): a throw-away schema in 127.0.0.1:5432/test.
+(``twinspace connector serve``). The pull is the whole data path at the connector: the consumer's
+transfer token (fetched from the broker beforehand, reusable until it expires) with a fresh proof of
+possession per request (signed before the clock starts, as the bare requests are built before it),
+the proof verified and claimed once, a leased broker decision (asked for once, in the warm-up; the
+broker pushes revocations), the permitted rows encoded (once per decision and query) and served, a
+signed receipt written durably to the connector's outbox with the proof's claim before the response
+is sent, and the receipts delivered to the broker in batches (which checks, counts and audits each)
+— the broker's share of that work runs in the same run on the same cores. The load generator
+(tests/faults/harness.py) is raw HTTP/1.1 over asyncio with keep-alive, one connection per unit of
+concurrency. The "broker decision alone" column posts ``/dataplane/decisions`` straight to the broker
+(a decision per request, as for agreements whose policy counts usage). PostgreSQL (broker database):
+a throw-away schema in 127.0.0.1:5432/test. After each pull run the bench waits until the broker has
+recorded every receipt of it (the drain time is printed: nothing acknowledged is lost).
 The last line printed is the pull/bare ratio at concurrency 32 (the first backend run).
 """
 
@@ -90,12 +96,33 @@ def measure(make, port: int, c: int, n: int) -> dict:
     """``make()`` builds one request; all of them are built before the clock starts (a pull's proof of
     possession is signed by the consumer: the load generator's signing is not the servers' work)."""
     warm = min(n, 2 * c, 64)
-    run_load("127.0.0.1", port, [make() for _ in range(warm)], c)  # warm-up
+    warmed = run_load("127.0.0.1", port, [make() for _ in range(warm)], c)  # warm-up
     batch = [make() for _ in range(n)]
     result = run_load("127.0.0.1", port, batch, c, timeout=120)
     counts = Counter(result.statuses)
     return {"rps": result.rps, "ok": counts.get(200, 0), "n": n, "errors": len(result.errors),
-            "other": {k: v for k, v in counts.items() if k != 200}}
+            "other": {k: v for k, v in counts.items() if k != 200}, "warm_ok": warmed.statuses.count(200)}
+
+
+def wait_for_receipts(broker: Broker, transfer_id: str, expected: int, timeout: float = 60.0) -> float:
+    """Seconds until the broker has recorded ``expected`` receipts of the transfer (they follow the bodies,
+    in batches, from the connector's outbox); raises if they do not all arrive."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(broker.settings().effective_database_url)
+    started = time.perf_counter()
+    try:
+        while True:
+            with engine.connect() as conn:
+                got = conn.execute(text("SELECT count(*) FROM dataplane_receipt WHERE transfer_id = :t"),
+                                   {"t": transfer_id}).scalar()
+            if got >= expected:
+                return time.perf_counter() - started
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"only {got} of {expected} receipts reached the broker")
+            time.sleep(0.02)
+    finally:
+        engine.dispose()
 
 
 def decision_request(broker: Broker, bearer: str, transfer_id: str) -> bytes:
@@ -141,18 +168,22 @@ def run_backend(backend: str, quick: bool, bare_port: int, tmp: Path) -> list[di
     try:
         connector = start_connector(broker, tmp / f"connector-{backend}")
         target = open_transfer(broker, connector)
+        served = 0
         for c in CONCURRENCY:
             n = requests_for(c, quick)
             bare = measure(lambda: bare_request(bare_port), bare_port, c, n)
             target.prefetch()  # one transfer token (reusable until it expires), fetched before the clock
             pull = measure(target.raw_request, target.port, c, n)
+            served += pull["ok"] + pull["warm_ok"]  # the warm-up's pulls have receipts too
+            pull["drain"] = wait_for_receipts(broker, target.transfer_id, served)
             bearer = broker.client("provider").token()
             decide = measure(lambda: decision_request(broker, bearer, target.transfer_id), broker.port, c, n)
             rows.append({"backend": backend, "c": c, "bare": bare, "pull": pull, "decide": decide,
                          "ratio": pull["rps"] / bare["rps"] if bare["rps"] else 0.0})
             print(f"{backend:10} c={c:<3} bare {bare['rps']:8.0f} req/s   pull {pull['rps']:7.0f} req/s "
                   f"({pull['ok']}/{n} ok{', other ' + str(pull['other']) if pull['other'] else ''}"
-                  f"{', errors ' + str(pull['errors']) if pull['errors'] else ''})   ratio {rows[-1]['ratio']:.3f}   "
+                  f"{', errors ' + str(pull['errors']) if pull['errors'] else ''}; all receipts at the broker "
+                  f"{pull['drain']:.2f} s later)   ratio {rows[-1]['ratio']:.3f}   "
                   f"broker decision alone {decide['rps']:6.0f} req/s ({decide['ok']}/{n} ok)",
                   flush=True)
     finally:

@@ -221,8 +221,8 @@ def create_node_app(config: NodeConfig, cors_origins: list[str] | str | None = N
         admitted = pep.admit(pid, token=headers.get(TOKEN_HEADER), proof=headers.get(POP_HEADER), fmt=format,
                              columns=columns, limit=limit)
         decided = pep.leased(admitted)
-        if decided is None or not config.store.is_verified(admitted.claims["asset"]["content_hash"]):
-            def decide_and_plan():
+        if decided is None or not pep.has_plan(admitted, decided[0]):
+            def decide_and_plan():  # a broker round trip, a file to hash or an answer to encode: not in the loop
                 config.outbox.flush()
                 return pep.plan(admitted, *(decided or pep.decide(admitted.claims, pid, format)))
 

@@ -385,8 +385,7 @@ class Enforcer:
         table = self.config.store.open(content_hash)  # lazy: read batch by batch while streaming
         if table is None:
             raise NotFound("The agreed content is not served by this connector.", code="data_not_found")
-        key = (decision.get("decision_id"), table.identity, admitted.fmt, admitted.limit,
-               tuple(admitted.requested) if admitted.requested is not None else None)
+        key = self._plan_key(admitted, decision, table.identity)
         hit = self._plans.get(key)
         if hit is not None:
             return Pull(token=claims, decision=decision, table=hit[0], fmt=admitted.fmt, content_hash=content_hash,
@@ -398,6 +397,19 @@ class Enforcer:
                     self._plans.clear()
                 self._plans[key] = (pull.table, pull.body, pull.body_sha256)
         return pull
+
+    @staticmethod
+    def _plan_key(admitted: Admitted, decision: dict[str, Any], identity: Any) -> tuple:
+        return (decision.get("decision_id"), identity, admitted.fmt, admitted.limit,
+                tuple(admitted.requested) if admitted.requested is not None else None)
+
+    def has_plan(self, admitted: Admitted, decision: dict[str, Any]) -> bool:
+        """``plan`` would only reuse earlier work (no hashing, no encoding): cheap enough for the event loop."""
+        content_hash = admitted.claims["asset"]["content_hash"]
+        if not self.config.store.is_verified(content_hash):
+            return False
+        table = self.config.store.open(content_hash)
+        return table is not None and self._plan_key(admitted, decision, table.identity) in self._plans
 
     def _plan(self, admitted: Admitted, decision: dict[str, Any], document: dict[str, Any], table: Any) -> Pull:
         claims = admitted.claims
