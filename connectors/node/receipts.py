@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -37,6 +38,7 @@ class ReceiptSender:
         self._queue: list[tuple[str, str, Future, Future | None]] = []
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._urgent = False
 
     def submit(self, receipt_id: str, receipt: str, *, wait_delivery: bool = False, loop: Any = None) -> Any:
         """``loop``: the caller awaits in this asyncio loop (the durable future is an asyncio one)."""
@@ -48,6 +50,7 @@ class ReceiptSender:
                     durable.add_done_callback(lambda f: _settle(delivered, f, False))
                 return delivered or durable
             self._queue.append((receipt_id, receipt, durable, delivered))
+            self._urgent = self._urgent or delivered is not None  # someone waits for the broker: no lingering
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="twinspace-receipts", daemon=True)
                 self._thread.start()
@@ -76,10 +79,14 @@ class ReceiptSender:
                 if not self._queue and self._closed:
                     self._thread = None
                     return
-                if not self._closed and len(self._queue) < self.max_batch \
-                        and not any(item[3] is not None for item in self._queue):
-                    self._cond.wait(self.linger_seconds)
+                deadline = time.monotonic() + self.linger_seconds
+                while not self._closed and not self._urgent and len(self._queue) < self.max_batch:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
                 batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+                self._urgent = any(item[3] is not None for item in self._queue)
             try:
                 self._deliver(batch)
             except BaseException:  # noqa: BLE001 - never kill the thread; the outbox has them
