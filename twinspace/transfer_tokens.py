@@ -93,10 +93,6 @@ def parse_pop(proof: str) -> tuple[str, tuple]:
     return header["kid"], parsed
 
 
-def pop_kid(proof: str) -> str:
-    return parse_pop(proof)[0]
-
-
 def verify_pop(proof: str, public_key: Ed25519PublicKey, *, method: str, path: str, token: str,
                max_age: int, leeway: int, parsed: tuple | None = None, ath: str | None = None) -> dict[str, Any]:
     """Check signature, method, path, token hash and freshness; the caller enforces single use of ``jti``.

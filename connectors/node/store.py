@@ -491,10 +491,10 @@ class ClaimStore(_Db):
     """``claim(jti, exp)`` is True exactly once per jti (until it expires).
 
     The check is a dictionary lookup under a lock (no database round trip per request); the claim is
-    written to ``node.db`` by the node's group writer, and ``durable()`` is a future done once every
-    claim made before the call is committed — a pull is answered only after its proof's claim (and its
-    receipt) are durable, so a proof accepted once is refused again after a crash and restart (unexpired
-    claims are loaded at start). One process owns a data directory's claims."""
+    written to ``node.db`` with the next batch of the node's group writer, ahead of the pull's receipt —
+    a pull is answered only after its receipt, and so its proof's claim, is durable, so a proof accepted
+    once is refused again after a crash and restart (unexpired claims are loaded at start). One process
+    owns a data directory's claims."""
 
     purge_interval = 30.0  # seconds between deletions of expired claims
 
@@ -538,9 +538,6 @@ class ClaimStore(_Db):
             pending, self._pending = self._pending, []
         return pending
 
-    def durable(self) -> Future:
-        """Done when every claim made so far is committed."""
-        return self.writer.barrier()
 
 
 class Outbox(_Db):
